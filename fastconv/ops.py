@@ -1,0 +1,262 @@
+"""The one public entry to every kernel: validate, coerce, pad, pick, call.
+
+Every op takes ``backend`` (``"auto"``, ``"numpy"`` for the reference,
+``"cython"`` or ``"numba"``) and ``algorithm`` (``"auto"``, ``"naive"``,
+``"im2col"``, ``"vectorized"``; ``"reference"`` for numpy). ``auto`` picks the
+fastest matching variant for the call's shapes, measured once and remembered
+(see :mod:`fastconv.autotune`).
+
+Arrays may be any real numeric dtype and layout: they are converted to one
+C-contiguous float dtype (float32 if every input is float32 or narrower,
+float64 otherwise) before a kernel sees them. Bad shapes and arguments raise
+ValueError or TypeError naming the argument and the shapes received.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from fastconv import autotune, registry
+from fastconv.registry import variants  # noqa: F401  (public API)
+from fastconv.shapes import as_pair, conv_out_size
+
+__all__ = [
+    "conv2d",
+    "conv2d_backward",
+    "max_pool2d",
+    "max_pool2d_backward",
+    "avg_pool2d",
+    "avg_pool2d_backward",
+    "variants",
+]
+
+
+# ---------------------------------------------------------------- validation
+
+
+def _float_dtype(op, **arrays):
+    """The float dtype all of ``arrays`` are computed in (TypeError if any is
+    not real-numeric)."""
+    for name, a in arrays.items():
+        kind = a.dtype.kind
+        if kind not in "biuf":
+            raise TypeError(f"{op}: {name} must hold real numbers, got dtype {a.dtype}")
+    dtype = np.result_type(*arrays.values())
+    return np.dtype(np.float32) if dtype.kind == "f" and dtype.itemsize <= 4 else np.dtype(np.float64)
+
+
+def _as_array(op, name, value, ndim, layout):
+    try:
+        a = np.asarray(value)
+    except Exception as exc:  # ragged lists and the like
+        raise TypeError(f"{op}: {name} is not array-like: {exc}") from None
+    if a.ndim != ndim:
+        raise ValueError(f"{op}: {name} must be {ndim}-D {layout}, got shape {a.shape}")
+    return a
+
+
+def _contiguous(dtype, *arrays):
+    return [np.ascontiguousarray(a, dtype=dtype) for a in arrays]
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Validated window geometry of one conv or pool call."""
+
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
+    padding: tuple[int, int]
+    out: tuple[int, int]
+
+
+def _geometry(op, x_shape, kernel, stride, padding) -> Geometry:
+    stride = as_pair(stride, "stride", 1)
+    padding = as_pair(padding, "padding", 0)
+    if min(x_shape[2:]) < 1:
+        raise ValueError(f"{op}: x must have H, W >= 1, got shape {x_shape}")
+    out = []
+    for axis, size, k, s, p in zip("HW", x_shape[2:], kernel, stride, padding):
+        if k > size + 2 * p:
+            raise ValueError(
+                f"{op}: kernel {kernel[0]}x{kernel[1]} is larger than the padded input "
+                f"{x_shape[2] + 2 * padding[0]}x{x_shape[3] + 2 * padding[1]} "
+                f"(x {x_shape}, padding {padding})"
+            )
+        out.append(conv_out_size(size, k, s, p))
+    return Geometry(tuple(kernel), stride, padding, tuple(out))
+
+
+def _check_dy(op, dy, expected):
+    if dy.shape != expected:
+        raise ValueError(f"{op}: dy must have the output shape {expected}, got {dy.shape}")
+
+
+def _conv_args(op, x, w, stride, padding):
+    x = _as_array(op, "x", x, 4, "(N, C, H, W)")
+    w = _as_array(op, "w", w, 4, "(F, C, KH, KW)")
+    if w.shape[1] != x.shape[1]:
+        raise ValueError(
+            f"{op}: channel mismatch: x has C={x.shape[1]} but w has C={w.shape[1]} "
+            f"(x {x.shape}, w {w.shape})"
+        )
+    if min(w.shape) < 1 or x.shape[1] < 1:
+        raise ValueError(f"{op}: w and x channels must be non-empty (x {x.shape}, w {w.shape})")
+    geom = _geometry(op, x.shape, w.shape[2:], stride, padding)
+    return x, w, geom
+
+
+def _pool_args(op, x, kernel_size, stride, padding):
+    x = _as_array(op, "x", x, 4, "(N, C, H, W)")
+    kernel = as_pair(kernel_size, "kernel_size", 1)
+    stride = kernel if stride is None else stride
+    geom = _geometry(op, x.shape, kernel, stride, padding)
+    for k, p in zip(geom.kernel, geom.padding):
+        if p > k // 2:
+            raise ValueError(
+                f"{op}: padding must be at most half the kernel size, "
+                f"got padding {geom.padding} for kernel_size {geom.kernel}"
+            )
+    return x, geom
+
+
+def _pad(a, padding, value):
+    ph, pw = padding
+    if ph == 0 and pw == 0:
+        return a
+    return np.pad(a, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=value)
+
+
+def _crop(a, padding):
+    ph, pw = padding
+    return a[:, :, ph : a.shape[2] - ph, pw : a.shape[3] - pw]
+
+
+def _dispatch(op, backend, algorithm, key, run):
+    """Run ``run(kernel)`` with the variant chosen by ``backend``/``algorithm``
+    (``auto`` measured once per ``key``) and return its result."""
+    if backend != "auto" and algorithm != "auto":
+        return run(registry.kernel(op, backend, algorithm))
+    return autotune.run_fastest(op, backend, algorithm, key, run)
+
+
+# ------------------------------------------------------------------- conv2d
+
+
+def conv2d(x, w, b=None, stride=1, padding=0, *, backend="auto", algorithm="auto"):
+    """Cross-correlate a batch of images with a bank of filters.
+
+    x: (N, C, H, W), w: (F, C, KH, KW), b: (F,) or None; stride >= 1 and
+    padding >= 0 (zeros) as an int or an (H, W) pair.
+    Returns (N, F, OH, OW) with OH = (H + 2*padding - KH) // stride + 1.
+    """
+    op = "conv2d"
+    x, w, geom = _conv_args(op, x, w, stride, padding)
+    f = w.shape[0]
+    b = np.zeros(f) if b is None else _as_array(op, "b", b, 1, "(F,)")
+    if b.shape != (f,):
+        raise ValueError(f"{op}: b must have shape ({f},) to match w {w.shape}, got {b.shape}")
+    dtype = _float_dtype(op, x=x, w=w, b=b)
+    x, w, b = _contiguous(dtype, x, w, b)
+    xp = _pad(x, geom.padding, 0)
+    out_shape = (x.shape[0], f) + geom.out
+
+    def run(kernel):
+        out = np.empty(out_shape, dtype)
+        kernel(xp, w, b, *geom.stride, out)
+        return out
+
+    return _dispatch(op, backend, algorithm, (xp.shape, w.shape, geom.stride, dtype), run)
+
+
+def conv2d_backward(dy, x, w, stride=1, padding=0, *, backend="auto", algorithm="auto"):
+    """Gradients of :func:`conv2d` given the upstream gradient ``dy``.
+
+    dy: (N, F, OH, OW), x: (N, C, H, W), w: (F, C, KH, KW), stride and
+    padding as in the forward call. Returns (dx, dw, db) with the shapes of
+    x, w and (F,).
+    """
+    op = "conv2d_backward"
+    x, w, geom = _conv_args(op, x, w, stride, padding)
+    dy = _as_array(op, "dy", dy, 4, "(N, F, OH, OW)")
+    _check_dy(op, dy, (x.shape[0], w.shape[0]) + geom.out)
+    dtype = _float_dtype(op, dy=dy, x=x, w=w)
+    dy, x, w = _contiguous(dtype, dy, x, w)
+    xp = _pad(x, geom.padding, 0)
+
+    def run(kernel):
+        dxp = np.zeros_like(xp)
+        dw = np.zeros_like(w)
+        kernel(dy, xp, w, *geom.stride, dxp, dw)
+        return dxp, dw
+
+    dxp, dw = _dispatch(op, backend, algorithm, (xp.shape, w.shape, geom.stride, dtype), run)
+    db = dy.sum(axis=(0, 2, 3))
+    return np.ascontiguousarray(_crop(dxp, geom.padding)), dw, db
+
+
+# ------------------------------------------------------------------ pooling
+
+
+def _pool(op, pad_value, x, kernel_size, stride, padding, backend, algorithm):
+    x, geom = _pool_args(op, x, kernel_size, stride, padding)
+    dtype = _float_dtype(op, x=x)
+    (x,) = _contiguous(dtype, x)
+    xp = _pad(x, geom.padding, pad_value)
+
+    def run(kernel):
+        out = np.empty(x.shape[:2] + geom.out, dtype)
+        kernel(xp, *geom.kernel, *geom.stride, out)
+        return out
+
+    return _dispatch(op, backend, algorithm, (xp.shape, geom.kernel, geom.stride, dtype), run)
+
+
+def _pool_backward(op, pad_value, dy, x, kernel_size, stride, padding, backend, algorithm):
+    x, geom = _pool_args(op, x, kernel_size, stride, padding)
+    dy = _as_array(op, "dy", dy, 4, "(N, C, OH, OW)")
+    _check_dy(op, dy, x.shape[:2] + geom.out)
+    dtype = _float_dtype(op, dy=dy, x=x)
+    dy, x = _contiguous(dtype, dy, x)
+    xp = _pad(x, geom.padding, pad_value)
+
+    def run(kernel):
+        dxp = np.zeros_like(xp)
+        kernel(dy, xp, *geom.kernel, *geom.stride, dxp)
+        return dxp
+
+    key = (xp.shape, geom.kernel, geom.stride, dtype)
+    dxp = _dispatch(op, backend, algorithm, key, run)
+    return np.ascontiguousarray(_crop(dxp, geom.padding))
+
+
+def max_pool2d(x, kernel_size, stride=None, padding=0, *, backend="auto", algorithm="auto"):
+    """Maximum over each window. x: (N, C, H, W) -> (N, C, OH, OW).
+
+    kernel_size, stride (default: kernel_size) and padding (-inf, at most
+    half the kernel) as an int or an (H, W) pair.
+    """
+    return _pool("max_pool2d", -np.inf, x, kernel_size, stride, padding, backend, algorithm)
+
+
+def max_pool2d_backward(dy, x, kernel_size, stride=None, padding=0, *, backend="auto", algorithm="auto"):
+    """Gradient of :func:`max_pool2d`: each dy (N, C, OH, OW) goes to the first
+    maximum of its window (row-major, as PyTorch), summed where windows
+    overlap. Returns dx with the shape of x (N, C, H, W)."""
+    return _pool_backward(
+        "max_pool2d_backward", -np.inf, dy, x, kernel_size, stride, padding, backend, algorithm
+    )
+
+
+def avg_pool2d(x, kernel_size, stride=None, padding=0, *, backend="auto", algorithm="auto"):
+    """Mean over each window, padded zeros included (PyTorch's default).
+    x: (N, C, H, W) -> (N, C, OH, OW)."""
+    return _pool("avg_pool2d", 0, x, kernel_size, stride, padding, backend, algorithm)
+
+
+def avg_pool2d_backward(dy, x, kernel_size, stride=None, padding=0, *, backend="auto", algorithm="auto"):
+    """Gradient of :func:`avg_pool2d`: each dy (N, C, OH, OW) spread evenly over
+    its window. Returns dx with the shape of x (N, C, H, W)."""
+    return _pool_backward(
+        "avg_pool2d_backward", 0, dy, x, kernel_size, stride, padding, backend, algorithm
+    )

@@ -1,0 +1,80 @@
+"""Plain NumPy reference for every op: the oracle all kernels are checked against.
+
+Written for clarity, not speed: each op is a loop over the kernel offsets
+(conv) or an explicit window view (pool). Inputs are already validated and
+padded by :mod:`fastconv.ops`; shapes follow the kernel contract in
+:mod:`fastconv.kernels`.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+
+def _window(xp, kh, kw, sh, sw, oh, ow):
+    """Views ``xp[:, :, i + sh*y, j + sw*x]`` for each kernel offset (i, j):
+    yields ``(i, j, view)`` with view of shape (N, C, OH, OW)."""
+    for i in range(kh):
+        for j in range(kw):
+            yield i, j, xp[:, :, i : i + sh * (oh - 1) + 1 : sh, j : j + sw * (ow - 1) + 1 : sw]
+
+
+def conv2d_forward(xp, w, b, sh, sw, out):
+    """out[n, f, y, x] = b[f] + sum_{c,i,j} w[f, c, i, j] * xp[n, c, y*sh + i, x*sw + j]
+
+    xp (N, C, Hp, Wp), w (F, C, KH, KW), b (F,), out (N, F, OH, OW).
+    """
+    _, _, oh, ow = out.shape
+    kh, kw = w.shape[2:]
+    out[...] = b[None, :, None, None]
+    for i, j, view in _window(xp, kh, kw, sh, sw, oh, ow):
+        out += np.einsum("nchw,fc->nfhw", view, w[:, :, i, j])
+
+
+def conv2d_backward(dy, xp, w, sh, sw, dxp, dw):
+    """dw[f, c, i, j] = sum_{n,y,x} dy[n, f, y, x] * xp[n, c, y*sh + i, x*sw + j];
+    dxp[n, c, y*sh + i, x*sw + j] += sum_f dy[n, f, y, x] * w[f, c, i, j].
+
+    dy (N, F, OH, OW); dxp (N, C, Hp, Wp) and dw (F, C, KH, KW) arrive zeroed.
+    """
+    _, _, oh, ow = dy.shape
+    kh, kw = w.shape[2:]
+    for i, j, view in _window(xp, kh, kw, sh, sw, oh, ow):
+        dw[:, :, i, j] = np.einsum("nfhw,nchw->fc", dy, view)
+    for i, j, view in _window(dxp, kh, kw, sh, sw, oh, ow):
+        view += np.einsum("nfhw,fc->nchw", dy, w[:, :, i, j])
+
+
+def _pool_windows(xp, kh, kw, sh, sw):
+    """(N, C, OH, OW, KH*KW) view of every pooling window, row-major inside."""
+    windows = sliding_window_view(xp, (kh, kw), axis=(2, 3))[:, :, ::sh, ::sw]
+    return windows.reshape(windows.shape[:4] + (kh * kw,))
+
+
+def max_pool2d_forward(xp, kh, kw, sh, sw, out):
+    """out[n, c, y, x] = max of the KHxKW window at (y*sh, x*sw) of xp."""
+    out[...] = _pool_windows(xp, kh, kw, sh, sw).max(axis=-1)
+
+
+def max_pool2d_backward(dy, xp, kh, kw, sh, sw, dxp):
+    """Route each dy to its window's first maximum (row-major), accumulating
+    where windows overlap. dxp (N, C, Hp, Wp) arrives zeroed."""
+    first_max = _pool_windows(xp, kh, kw, sh, sw).argmax(axis=-1)
+    n, c, y, x = np.indices(dy.shape)
+    rows = y * sh + first_max // kw
+    cols = x * sw + first_max % kw
+    np.add.at(dxp, (n, c, rows, cols), dy)
+
+
+def avg_pool2d_forward(xp, kh, kw, sh, sw, out):
+    """out[n, c, y, x] = mean of the KHxKW window at (y*sh, x*sw) of xp
+    (padded zeros count, as PyTorch's count_include_pad=True)."""
+    out[...] = _pool_windows(xp, kh, kw, sh, sw).mean(axis=-1)
+
+
+def avg_pool2d_backward(dy, xp, kh, kw, sh, sw, dxp):
+    """Spread each dy evenly over its window. dxp arrives zeroed."""
+    _, _, oh, ow = dy.shape
+    share = dy / (kh * kw)
+    for _, _, view in _window(dxp, kh, kw, sh, sw, oh, ow):
+        view += share

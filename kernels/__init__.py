@@ -1,0 +1,37 @@
+"""Compiled kernels (installed as ``fastconv.kernels``). Call them through
+:mod:`fastconv.ops`, which validates, pads and allocates; kernels trust their
+input and run with bounds checks off.
+
+The contract every backend module implements. All arrays are C-contiguous
+and of one float dtype (float32 or float64); ``xp`` is the input *already
+padded* by the caller (zeros for conv and avg-pool, -inf for max-pool), so
+kernels never see padding; ``sh, sw`` are the strides (>= 1) and
+``OH = (Hp - KH) // sh + 1``, ``OW = (Wp - KW) // sw + 1``.
+
+``conv_<backend>`` exports ``KERNELS = {(op, algorithm): fn}`` with
+
+    conv2d(xp, w, b, sh, sw, out)
+        xp (N, C, Hp, Wp), w (F, C, KH, KW), b (F,); writes out (N, F, OH, OW)
+        (arrives uninitialised).
+    conv2d_backward(dy, xp, w, sh, sw, dxp, dw)
+        dy (N, F, OH, OW); accumulates dxp (N, C, Hp, Wp) and dw (F, C, KH, KW),
+        which arrive zero-filled. (db = dy summed over N, OH, OW is the caller's.)
+
+``im2col_<backend>`` exports the unfold pair that :mod:`.unfold` builds every
+op's im2col algorithm from:
+
+    im2col(xp, kh, kw, sh, sw, cols)
+        writes cols (C*KH*KW, N*OH*OW): cols[(c*KH + i)*KW + j, (n*OH + y)*OW + x]
+        = xp[n, c, y*sh + i, x*sw + j].
+    col2im(cols, kh, kw, sh, sw, dxp)
+        the adjoint: adds each cols entry into the dxp (N, C, Hp, Wp) position
+        it was read from (dxp arrives zero-filled).
+
+``pool_<backend>`` exports ``KERNELS`` with, for ``max_pool2d`` and ``avg_pool2d``,
+
+    <op>(xp, kh, kw, sh, sw, out)                 xp (N, C, Hp, Wp) -> out (N, C, OH, OW)
+    <op>_backward(dy, xp, kh, kw, sh, sw, dxp)    accumulates into zero-filled dxp
+
+Max-pool routes each gradient to the first maximum of its window in row-major
+order (as PyTorch); avg-pool divides by KH*KW (padded zeros count).
+"""
