@@ -7,6 +7,7 @@ All sizes follow the convention of every framework (and of CS231n):
 from __future__ import annotations
 
 import numbers
+from dataclasses import dataclass
 
 
 def as_pair(value, name: str, minimum: int) -> tuple[int, int]:
@@ -26,12 +27,16 @@ def as_pair(value, name: str, minimum: int) -> tuple[int, int]:
     return int(items[0]), int(items[1])
 
 
-def conv_out_size(size: int, kernel: int, stride: int = 1, padding: int = 0) -> int:
+def conv_out_size(
+    size: int, kernel: int, stride: int = 1, padding: int = 0, *, exact: bool = False
+) -> int:
     """Number of window positions along one axis.
 
     ``size`` input length, ``kernel`` window length, ``stride >= 1``,
     ``padding >= 0`` zeros added on each side. Raises ValueError when the
-    window does not fit in the padded input.
+    window does not fit in the padded input, and, with ``exact=True``, when
+    the stride does not tile it (the last rows would be silently skipped, as
+    every framework does by default).
     """
     if stride < 1:
         raise ValueError(f"stride must be >= 1, got {stride}")
@@ -43,4 +48,46 @@ def conv_out_size(size: int, kernel: int, stride: int = 1, padding: int = 0) -> 
             f"kernel {kernel} is larger than the padded input {padded} "
             f"(input {size} + 2 * padding {padding})"
         )
+    if exact and (padded - kernel) % stride:
+        raise ValueError(
+            f"stride {stride} does not tile the padded input {padded} with kernel {kernel}: "
+            f"({padded} - {kernel}) % {stride} = {(padded - kernel) % stride} "
+            "positions would be skipped"
+        )
     return (padded - kernel) // stride + 1
+
+
+@dataclass(frozen=True)
+class FieldRow:
+    """Geometry after one layer, along one axis.
+
+    ``size``: output length; ``receptive_field``: input pixels one output
+    pixel sees; ``jump``: input pixels between neighbouring outputs (the
+    product of the strides so far); ``start``: input coordinate of the centre
+    of the first output's field (negative when padding reaches outside).
+    """
+
+    size: int
+    receptive_field: int
+    jump: int
+    start: float
+
+
+def receptive_field(windows, input_size: int) -> list[FieldRow]:
+    """Receptive field of every layer of a stack of sliding windows.
+
+    ``windows``: per layer a ``(kernel, stride, padding)`` triple along one
+    axis; a layer without a window (ReLU, Dropout) is ``(1, 1, 0)``.
+    Each layer widens the field by ``(kernel - 1) * jump`` where ``jump`` is
+    the stride product of the layers *before* it — a 2x2 pool adds one input
+    step of the layer below, it does not double the field.
+    """
+    size, field, jump, start = input_size, 1, 1, 0.5
+    rows = []
+    for kernel, stride, padding in windows:
+        size = conv_out_size(size, kernel, stride, padding)
+        field += (kernel - 1) * jump
+        start += ((kernel - 1) / 2 - padding) * jump
+        jump *= stride
+        rows.append(FieldRow(size, field, jump, start))
+    return rows
