@@ -15,14 +15,14 @@ VARIANTS = [(work, variant) for work in WORKLOADS for variant in registry.varian
 
 
 @pytest.mark.parametrize(
-    "work, variant", VARIANTS, ids=[f"{w.label}-{'/'.join(v)}" for w, v in VARIANTS]
+    "work, variant", VARIANTS, ids=[f"{w.slug}-{'/'.join(v)}" for w, v in VARIANTS]
 )
 def test_variant(measure, work, variant):
     measure(work.label, work.call(*variant), work.rate, op=work.op, **work.counts())
 
 
 @pytest.mark.parametrize(
-    "work", [w for w in WORKLOADS if w.is_conv], ids=lambda w: f"{w.label}-numpy/gemm"
+    "work", [w for w in WORKLOADS if w.is_conv], ids=lambda w: f"{w.slug}-numpy/gemm"
 )
 def test_gemm_limit(measure, work):
     measure(work.label, work.gemm_call(), work.rate, op=work.op, **work.counts())

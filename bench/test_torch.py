@@ -42,6 +42,6 @@ def torch_call(work):
     return lambda: torch.autograd.grad(out, leaves, a["dy"], retain_graph=True)
 
 
-@pytest.mark.parametrize("work", workloads(), ids=lambda w: f"{w.label}-torch")
+@pytest.mark.parametrize("work", workloads(), ids=lambda w: f"{w.slug}-torch")
 def test_torch(measure, work):
     measure(work.label, torch_call(work), work.rate, op=work.op, **work.counts())

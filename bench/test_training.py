@@ -14,7 +14,7 @@ BATCHES = (64, 256)
 # Variants with every op (conv and pooling, both directions), then auto.
 VARIANTS = sorted(set.intersection(*(set(registry.variants(op)) for op in registry.OPS))) + [("auto", "auto")]
 CASES = [(batch, variant) for batch in BATCHES for variant in VARIANTS]
-IDS = [f"N={batch}-{'/'.join(variant)}" for batch, variant in CASES]
+IDS = [f"N{batch}-{'/'.join(variant)}" for batch, variant in CASES]
 
 
 def batch_of(n):

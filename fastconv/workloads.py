@@ -115,6 +115,11 @@ class Workload:
         """Names the group of variants compared on this workload."""
         return f"{self.layer.label} N={self.batch} {self.direction}"
 
+    @property
+    def slug(self) -> str:
+        """:attr:`label` without spaces, for test ids (``-k conv2-N64``)."""
+        return f"{self.layer.label}-N{self.batch}-{self.direction}"
+
     def flops(self) -> int:
         """Conv only: floating-point operations of one call."""
         n, f, oh, ow = self.out_shape

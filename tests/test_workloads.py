@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from fastconv import registry
-from fastconv.workloads import NETWORKS, Layer, Workload, workloads
+from fastconv.workloads import NETWORKS, Workload, workloads
 
 
 def layer(network, name):
@@ -106,5 +106,7 @@ def test_gemm_call_runs_both_directions():
     Workload(conv, 2, "backward").gemm_call()()
 
 
-def test_layer_label():
-    assert Layer("cnn", "conv1", "conv2d", (1, 28, 28), (32, 3, 3)).label == "cnn.conv1"
+def test_label_and_slug_name_the_workload():
+    work = Workload(layer("cnn", "conv2"), 64, "backward")
+    assert work.label == "cnn.conv2 N=64 backward"
+    assert work.slug == "cnn.conv2-N64-backward"
