@@ -12,12 +12,8 @@ _fastest: dict = {}
 def candidates(op, backend, algorithm):
     """Variants of ``op`` matching ``backend``/``algorithm`` (either may be
     ``"auto"``). The NumPy reference takes part only when asked for by name."""
-    if backend != "auto":
-        registry.family_kernels(backend, "conv")  # ValueError for an unknown backend
     found = [
-        (b, a)
-        for b, a in registry.variants(op)
-        if backend in ("auto", b) and algorithm in ("auto", a)
+        (b, a) for b, a in registry.variants(op, backend=backend) if algorithm in ("auto", a)
     ]
     if backend == "auto" and algorithm == "auto":
         found = [v for v in found if v != registry.REFERENCE]

@@ -65,18 +65,22 @@ def available_backends() -> tuple[str, ...]:
     return (REFERENCE[0],) + COMPILED_BACKENDS
 
 
-def variants(op: str, *, include_reference: bool = True) -> list[tuple[str, str]]:
-    """Every ``(backend, algorithm)`` that implements ``op``.
+def variants(op: str, *, include_reference: bool = True, backend: str = "auto") -> list[tuple[str, str]]:
+    """Every ``(backend, algorithm)`` that implements ``op`` (one of :data:`OPS`).
 
-    ``op`` is one of :data:`OPS`. The NumPy reference comes first unless
+    ``backend`` other than ``"auto"`` keeps only that backend's variants (and
+    loads no other). The NumPy reference comes first unless
     ``include_reference`` is false.
     """
     if op not in OPS:
         raise ValueError(f"unknown op {op!r}; choose from {OPS}")
-    found = [REFERENCE] if include_reference else []
-    for backend in COMPILED_BACKENDS:
-        table = family_kernels(backend, _family(op))
-        found += [(backend, alg) for alg in ALGORITHMS if (op, alg) in table]
+    if backend not in ("auto",) + available_backends():
+        raise ValueError(f"unknown backend {backend!r}; choose from {available_backends()}")
+    found = [REFERENCE] if include_reference and backend in ("auto", REFERENCE[0]) else []
+    for name in COMPILED_BACKENDS:
+        if backend in ("auto", name):
+            table = family_kernels(name, _family(op))
+            found += [(name, alg) for alg in ALGORITHMS if (op, alg) in table]
     return found
 
 
