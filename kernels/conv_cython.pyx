@@ -65,8 +65,8 @@ def conv2d_backward_naive(const floating[:, :, :, ::1] dy, const floating[:, :, 
 
 # --------------------------------------------------------------- vectorized
 #
-# The weights are repacked once per call so that the vector being accumulated
-# into is contiguous. Each load and store of an accumulator vector serves four
+# Weights are repacked once per call where needed (forward) so that the
+# vector being accumulated into meets contiguous operands. Each load and store of an accumulator vector serves four
 # multiply-adds (four taps forward, four pixels for dw, four filters for dx):
 # with one per pass, the loops were bound by the stores, not the arithmetic.
 # Leftovers (counts not divisible by four) take the same loop one at a time.

@@ -16,11 +16,6 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-# Multiply-adds may fuse into FMA instructions (one rounding instead of two);
-# no reassociation, so results do not depend on the vector width.
-_CONTRACT = {"contract"}
-
-
 # -------------------------------------------------------------------- naive
 
 
@@ -58,11 +53,13 @@ def conv2d_backward_naive(dy, xp, w, sh, sw, dxp, dw):
 
 # --------------------------------------------------------------- vectorized
 #
-# The weights are repacked once per call so that the vector being accumulated
-# into is contiguous. Each load and store of an accumulator vector serves four
+# Weights are repacked once per call where needed (forward) so that the
+# vector being accumulated into meets contiguous operands. Each load and store of an accumulator vector serves four
 # multiply-adds (four taps forward, four pixels for dw, four filters for dx):
 # with one per pass, the loops were bound by the stores, not the arithmetic.
 # Leftovers (counts not divisible by four) take the same loop one at a time.
+# No fastmath: nothing here is a reduction across the vector lanes, and
+# letting multiply-adds fuse into FMA was measured to gain under 2%.
 
 
 @njit(cache=True)
@@ -88,7 +85,7 @@ def _pixel_offsets(oh, ow, sh, sw, wp):
     return pix_at
 
 
-@njit(parallel=True, cache=True, fastmath=_CONTRACT)
+@njit(parallel=True, cache=True)
 def conv2d_vectorized(xp, w, b, sh, sw, out):
     n_img, n_filt, oh, ow = out.shape
     n_chan, kh, kw, hp, wp = w.shape[1], w.shape[2], w.shape[3], xp.shape[2], xp.shape[3]
@@ -135,7 +132,7 @@ def conv2d_backward_vectorized(dy, xp, w, sh, sw, dxp, dw):
     _backward_in_chunks(dy, xp, w, sh, sw, dxp, dw, n_chunks)
 
 
-@njit(parallel=True, cache=True, fastmath=_CONTRACT)
+@njit(parallel=True, cache=True)
 def _backward_in_chunks(dy, xp, w, sh, sw, dxp, dw, n_chunks):
     n_img, n_filt, oh, ow = dy.shape
     n_chan, kh, kw, hp, wp = w.shape[1], w.shape[2], w.shape[3], xp.shape[2], xp.shape[3]
