@@ -81,23 +81,14 @@ class Layer:
         return value
 
 
-def _check_batch(layer: Layer, x: np.ndarray, sample_shape: tuple, layout: str):
-    """ValueError unless x is a batch (N, *sample_shape); ``None`` entries of
-    sample_shape match any size."""
-    ok = x.ndim == len(sample_shape) + 1 and all(
-        want is None or got == want for got, want in zip(x.shape[1:], sample_shape)
+def _check_shape(layer: Layer, shape: tuple, expected: tuple, layout: str, what="input"):
+    """ValueError naming the layer unless ``shape`` matches ``expected``
+    (``None`` entries match any size)."""
+    ok = len(shape) == len(expected) and all(
+        want is None or got == want for got, want in zip(shape, expected)
     )
     if not ok:
-        raise ValueError(f"{layer._label()}: expected input {layout}, got shape {x.shape}")
-
-
-def _check_sample(layer: Layer, input_shape: tuple, sample_shape: tuple, layout: str):
-    """The per-sample twin of :func:`_check_batch`, for ``output_shape``."""
-    ok = len(input_shape) == len(sample_shape) and all(
-        want is None or got == want for got, want in zip(input_shape, sample_shape)
-    )
-    if not ok:
-        raise ValueError(f"{layer._label()}: expected per-sample input {layout}, got {tuple(input_shape)}")
+        raise ValueError(f"{layer._label()}: expected {what} {layout}, got {tuple(shape)}")
 
 
 def _window_output(layer: Layer, input_shape, channels, kernel, stride, padding):
@@ -112,7 +103,30 @@ def _window_output(layer: Layer, input_shape, channels, kernel, stride, padding)
     return (channels, oh, ow)
 
 
-class Conv2D(Layer):
+class _WindowLayer(Layer):
+    """A layer that slides a KHxKW window over images through :mod:`fastconv.ops`,
+    with the ``backend``/``algorithm`` pair it passes on."""
+
+    def __init__(self, kernel_size, stride, padding, backend, algorithm, name):
+        super().__init__(name)
+        self.kernel_size = as_pair(kernel_size, "kernel_size", 1)
+        self.stride = as_pair(stride, "stride", 1)
+        self.padding = as_pair(padding, "padding", 0)
+        self.backend, self.algorithm = backend, algorithm
+        self._x = None  # the input, for backward
+
+    def config(self):
+        return {
+            "kernel_size": list(self.kernel_size),
+            "stride": list(self.stride),
+            "padding": list(self.padding),
+            "backend": self.backend,
+            "algorithm": self.algorithm,
+            **super().config(),
+        }
+
+
+class Conv2D(_WindowLayer):
     """2-D cross-correlation with a bank of filters plus a bias.
 
     x (N, C, H, W) -> y (N, F, OH, OW), OH = (H + 2*padding - KH) // stride + 1.
@@ -124,14 +138,9 @@ class Conv2D(Layer):
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, *,
                  backend="auto", algorithm="auto", name=None):
-        super().__init__(name)
+        super().__init__(kernel_size, stride, padding, backend, algorithm, name)
         self.in_channels = _positive_int(in_channels, "in_channels")
         self.out_channels = _positive_int(out_channels, "out_channels")
-        self.kernel_size = as_pair(kernel_size, "kernel_size", 1)
-        self.stride = as_pair(stride, "stride", 1)
-        self.padding = as_pair(padding, "padding", 0)
-        self.backend, self.algorithm = backend, algorithm
-        self._x = None
 
     def param_shapes(self):
         return {
@@ -147,12 +156,13 @@ class Conv2D(Layer):
         self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
 
     def output_shape(self, input_shape):
-        _check_sample(self, input_shape, (self.in_channels, None, None), f"({self.in_channels}, H, W)")
+        _check_shape(self, input_shape, (self.in_channels, None, None), f"({self.in_channels}, H, W)",
+                     "per-sample input")
         return _window_output(self, input_shape, self.out_channels, self.kernel_size, self.stride, self.padding)
 
     def forward(self, x, training):
         self._require_params()
-        _check_batch(self, x, (self.in_channels, None, None), f"(N, {self.in_channels}, H, W)")
+        _check_shape(self, x.shape, (None, self.in_channels, None, None), f"(N, {self.in_channels}, H, W)")
         self._x = x
         return ops.conv2d(x, self.params["w"], self.params["b"], self.stride, self.padding,
                           backend=self.backend, algorithm=self.algorithm)
@@ -167,19 +177,10 @@ class Conv2D(Layer):
         return dx if self.needs_input_grad else None
 
     def config(self):
-        return {
-            "in_channels": self.in_channels,
-            "out_channels": self.out_channels,
-            "kernel_size": list(self.kernel_size),
-            "stride": list(self.stride),
-            "padding": list(self.padding),
-            "backend": self.backend,
-            "algorithm": self.algorithm,
-            **super().config(),
-        }
+        return {"in_channels": self.in_channels, "out_channels": self.out_channels, **super().config()}
 
 
-class _Pool2D(Layer):
+class _Pool2D(_WindowLayer):
     """Shared body of the pooling layers: x (N, C, H, W) -> (N, C, OH, OW),
     each channel pooled alone over KHxKW windows (stride defaults to the
     kernel size)."""
@@ -187,19 +188,15 @@ class _Pool2D(Layer):
     _forward_op = _backward_op = None  # set by each subclass
 
     def __init__(self, kernel_size, stride=None, padding=0, *, backend="auto", algorithm="auto", name=None):
-        super().__init__(name)
-        self.kernel_size = as_pair(kernel_size, "kernel_size", 1)
-        self.stride = self.kernel_size if stride is None else as_pair(stride, "stride", 1)
-        self.padding = as_pair(padding, "padding", 0)
-        self.backend, self.algorithm = backend, algorithm
-        self._x = None
+        super().__init__(kernel_size, kernel_size if stride is None else stride, padding,
+                         backend, algorithm, name)
 
     def output_shape(self, input_shape):
-        _check_sample(self, input_shape, (None, None, None), "(C, H, W)")
+        _check_shape(self, input_shape, (None, None, None), "(C, H, W)", "per-sample input")
         return _window_output(self, input_shape, input_shape[0], self.kernel_size, self.stride, self.padding)
 
     def forward(self, x, training):
-        _check_batch(self, x, (None, None, None), "(N, C, H, W)")
+        _check_shape(self, x.shape, (None, None, None, None), "(N, C, H, W)")
         self._x = x
         return self._forward_op(x, self.kernel_size, self.stride, self.padding,
                                 backend=self.backend, algorithm=self.algorithm)
@@ -209,16 +206,6 @@ class _Pool2D(Layer):
             return None
         return self._backward_op(dy, self._cached(self._x), self.kernel_size, self.stride,
                                  self.padding, backend=self.backend, algorithm=self.algorithm)
-
-    def config(self):
-        return {
-            "kernel_size": list(self.kernel_size),
-            "stride": list(self.stride),
-            "padding": list(self.padding),
-            "backend": self.backend,
-            "algorithm": self.algorithm,
-            **super().config(),
-        }
 
 
 class MaxPool2D(_Pool2D):
@@ -251,7 +238,7 @@ class Flatten(Layer):
 
     def forward(self, x, training):
         if x.ndim < 2:
-            raise ValueError(f"{self._label()}: expected a batch (N, ...), got shape {x.shape}")
+            raise ValueError(f"{self._label()}: expected input (N, ...), got {x.shape}")
         self._x_shape = x.shape
         return x.reshape(x.shape[0], -1)
 
@@ -286,12 +273,12 @@ class Dense(Layer):
         self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
 
     def output_shape(self, input_shape):
-        _check_sample(self, input_shape, (self.in_features,), f"({self.in_features},)")
+        _check_shape(self, input_shape, (self.in_features,), f"({self.in_features},)", "per-sample input")
         return (self.out_features,)
 
     def forward(self, x, training):
         self._require_params()
-        _check_batch(self, x, (self.in_features,), f"(N, {self.in_features})")
+        _check_shape(self, x.shape, (None, self.in_features), f"(N, {self.in_features})")
         self._x = x
         y = x @ self.params["w"]
         y += self.params["b"]

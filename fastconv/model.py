@@ -178,8 +178,6 @@ class Sequential:
             grad = layer.backward(grad)
             if grad is None:  # nothing below this layer is trained
                 break
-        if input_grad:
-            self._set_input_grad(False)
         return grad
 
     def train_step(self, x, y, optimizer) -> tuple[float, int]:

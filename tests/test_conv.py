@@ -108,6 +108,15 @@ EDGE_CASES = [
 ]
 
 
+def random_geometries(test):
+    """Run ``test(..., geometry, seed)`` on hypothesis-drawn geometries and on
+    every one of EDGE_CASES."""
+    test = given(geometry=geometries(), seed=st.integers(0, 2**32 - 1))(test)
+    for case in EDGE_CASES:
+        test = example(geometry=case, seed=0)(test)
+    return test
+
+
 def geometry_case(geometry, seed):
     """Random float64 (x, w, b or None, dy) and the conv arguments of ``geometry``."""
     x_shape, w_shape, stride, padding, with_bias = geometry
@@ -117,10 +126,7 @@ def geometry_case(geometry, seed):
 
 
 @pytest.mark.parametrize("backend, algorithm", FORWARD)
-@given(geometry=geometries(), seed=st.integers(0, 2**32 - 1))
-@example(geometry=EDGE_CASES[0], seed=0)
-@example(geometry=EDGE_CASES[1], seed=0)
-@example(geometry=EDGE_CASES[2], seed=0)
+@random_geometries
 def test_forward_matches_reference_on_random_geometry(backend, algorithm, geometry, seed):
     x, w, b, _, stride, padding = geometry_case(geometry, seed)
     out = ops.conv2d(x, w, b, stride, padding, backend=backend, algorithm=algorithm)
@@ -128,10 +134,7 @@ def test_forward_matches_reference_on_random_geometry(backend, algorithm, geomet
 
 
 @pytest.mark.parametrize("backend, algorithm", BACKWARD)
-@given(geometry=geometries(), seed=st.integers(0, 2**32 - 1))
-@example(geometry=EDGE_CASES[0], seed=0)
-@example(geometry=EDGE_CASES[1], seed=0)
-@example(geometry=EDGE_CASES[2], seed=0)
+@random_geometries
 def test_backward_matches_reference_on_random_geometry(backend, algorithm, geometry, seed):
     x, w, _, dy, stride, padding = geometry_case(geometry, seed)
     grads = ops.conv2d_backward(dy, x, w, stride, padding, backend=backend, algorithm=algorithm)

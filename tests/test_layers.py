@@ -7,6 +7,8 @@ registry can load.
 """
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from numpy.testing import assert_allclose
 
 from fastconv import registry
@@ -110,6 +112,26 @@ def test_no_input_gradient_when_not_needed(make, x_shape):
     assert layer.backward(dy) is None
     for k, g in layer.grads.items():
         assert_allclose(g, wanted[k])
+
+
+@given(
+    channels=st.integers(1, 3), size=st.tuples(st.integers(1, 9), st.integers(1, 9)),
+    kernel=st.tuples(st.integers(1, 4), st.integers(1, 4)),
+    stride=st.tuples(st.integers(1, 3), st.integers(1, 3)), pad=st.integers(0, 2),
+)
+def test_output_shape_agrees_with_forward(channels, size, kernel, stride, pad):
+    """What a model infers at build time is what forward then produces."""
+    pool_pad = tuple(min(pad, k // 2) for k in kernel)  # pooling pads at most half a window
+    x = np.ones((2, channels) + size, np.float32)
+    for layer in (Conv2D(channels, 2, kernel, stride, pad, **REF), MaxPool2D(kernel, stride, pool_pad, **REF),
+                  AvgPool2D(kernel, stride, pool_pad, **REF)):
+        padded = [s + 2 * p for s, p in zip(size, layer.padding)]
+        if any(k > s for k, s in zip(kernel, padded)):
+            with pytest.raises(ValueError, match="is larger than the padded input"):
+                layer.output_shape(x.shape[1:])
+            continue
+        initialized(layer, np.float32)
+        assert layer.forward(x, training=False).shape[1:] == layer.output_shape(x.shape[1:])
 
 
 # --------------------------------------------------------------------- dropout
@@ -290,7 +312,7 @@ def test_optimizer_rejects_mismatched_grads():
 
 def test_conv_rejects_wrong_channels():
     layer = initialized(Conv2D(3, 4, 3, **REF, name="conv_a"), np.float32)
-    with pytest.raises(ValueError, match=r"Conv2D 'conv_a': expected input \(N, 3, H, W\), got shape \(2, 1, 8, 8\)"):
+    with pytest.raises(ValueError, match=r"Conv2D 'conv_a': expected input \(N, 3, H, W\), got \(2, 1, 8, 8\)"):
         layer.forward(np.zeros((2, 1, 8, 8), np.float32), training=False)
     with pytest.raises(ValueError, match=r"Conv2D 'conv_a': expected per-sample input \(3, H, W\), got \(1, 28, 28\)"):
         layer.output_shape((1, 28, 28))
@@ -303,14 +325,14 @@ def test_conv_rejects_input_smaller_than_kernel():
 
 def test_dense_rejects_wrong_features():
     layer = initialized(Dense(10, 5), np.float32)
-    with pytest.raises(ValueError, match=r"Dense 'dense': expected input \(N, 10\), got shape \(4, 7\)"):
+    with pytest.raises(ValueError, match=r"Dense 'dense': expected input \(N, 10\), got \(4, 7\)"):
         layer.forward(np.zeros((4, 7), np.float32), training=False)
-    with pytest.raises(ValueError, match=r"Dense 'dense': expected input \(N, 10\), got shape \(4, 1, 10\)"):
+    with pytest.raises(ValueError, match=r"Dense 'dense': expected input \(N, 10\), got \(4, 1, 10\)"):
         layer.forward(np.zeros((4, 1, 10), np.float32), training=False)
 
 
 def test_pool_rejects_non_image_input():
-    with pytest.raises(ValueError, match=r"MaxPool2D 'max_pool2d': expected input \(N, C, H, W\), got shape \(4, 9\)"):
+    with pytest.raises(ValueError, match=r"MaxPool2D 'max_pool2d': expected input \(N, C, H, W\), got \(4, 9\)"):
         MaxPool2D(2).forward(np.zeros((4, 9), np.float32), training=False)
 
 

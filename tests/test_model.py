@@ -158,7 +158,8 @@ def test_layers_below_the_first_trained_one_skip_input_gradients():
     _, dlogits = softmax_cross_entropy(model.forward(x, training=True), y)
     assert model.backward(dlogits) is None
     assert model.backward(dlogits, input_grad=True).shape == x.shape
-    assert not model.layers[0].needs_input_grad  # reset after the input-gradient call
+    assert model.backward(dlogits) is None
+    assert [l.needs_input_grad for l in model.layers] == [False, False, True, True]
 
 
 # ------------------------------------------------------------------- training
