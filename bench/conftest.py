@@ -8,6 +8,7 @@ that a round lasts at least a millisecond). Slow variants (naive loops at
 batch 256) thus get 3 rounds, fast ones up to 100.
 
 With ``--benchmark-disable`` every body runs exactly once (CI smoke mode).
+``auto`` starts from an empty choice cache in every run.
 """
 import math
 import time
@@ -38,6 +39,15 @@ def _plan(seconds_per_call, budget):
     iterations = max(1, math.ceil(MIN_ROUND_SECONDS / seconds_per_call))
     rounds = round(budget / (seconds_per_call * iterations))
     return min(MAX_ROUNDS, max(MIN_ROUNDS, rounds)), iterations
+
+
+@pytest.fixture(scope="session", autouse=True)
+def fresh_autotune_cache(tmp_path_factory):
+    """``auto`` measures its choices in this run, not in an earlier one
+    (whose saved choices may date from another load or build)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(autotune.CACHE_ENV, str(tmp_path_factory.mktemp("autotune")))
+        yield
 
 
 @pytest.fixture(scope="session", autouse=True)
