@@ -64,13 +64,13 @@ def measure(works, backend, repeat, quiet=False) -> list[Row]:
         for variant in registry.variants(work.op, backend=backend) + ([GEMM] if work.is_conv else [])
     ]
     rows, seconds = [], {}
-    for work, variant in tqdm(jobs, desc="fastconv-bench", unit="variant", disable=True if quiet else None):
+    progress = tqdm(jobs, desc="fastconv-bench", unit="variant", disable=True if quiet else None)
+    for work, variant in progress:
         fn = work.gemm_call() if variant == GEMM else work.call(*variant)
         seconds[work, variant] = t = median_seconds(fn, repeat)
         rate, unit = work.rate(t)
-        rows.append(
-            Row(work.layer.label, work.batch, work.op, work.direction, "/".join(variant), t * 1e3, rate, unit)
-        )
+        name = "/".join(variant)
+        rows.append(Row(work.layer.label, work.batch, work.op, work.direction, name, t * 1e3, rate, unit))
     for row, (work, variant) in zip(rows, jobs):
         t = seconds[work, variant]
         if work.is_conv:
@@ -82,9 +82,11 @@ def measure(works, backend, repeat, quiet=False) -> list[Row]:
 
 
 COLUMNS = ("layer", "N", "op", "direction", "variant", "ms", "throughput", "% of GEMM", "vs naive")
+FIRST_NUMBER = COLUMNS.index("ms")
 
 
 def _number(value) -> str:
+    """Three significant digits or so, without exponents."""
     if value >= 100:
         return f"{value:.0f}"
     if value >= 10:
@@ -101,27 +103,34 @@ def _cells(row: Row) -> list[str]:
         row.variant,
         _number(row.ms),
         f"{_number(row.rate)} {row.unit}",
-        "" if row.pct_of_gemm is None else f"{row.pct_of_gemm:.0f}%",
-        "" if row.speedup_over_naive is None else f"{row.speedup_over_naive:.1f}x",
+        "" if row.pct_of_gemm is None else f"{_number(row.pct_of_gemm)}%",
+        "" if row.speedup_over_naive is None else f"{_number(row.speedup_over_naive)}x",
     ]
+
+
+def _aligned(cells, widths) -> str:
+    return "  ".join(
+        c.rjust(w) if i >= FIRST_NUMBER else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))
+    ).rstrip()
 
 
 def text_table(rows) -> str:
     """Aligned columns, a blank line between workloads."""
     cells = [list(COLUMNS)] + [_cells(r) for r in rows]
     widths = [max(len(line[i]) for line in cells) for i in range(len(COLUMNS))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(cells[0], widths)).rstrip()]
-    previous = None
-    for row, line in zip(rows, cells[1:]):
-        if previous is not None and (row.layer, row.batch, row.direction) != previous:
+    lines = [_aligned(cells[0], widths)]
+    for previous, row, line in zip([None] + rows, rows, cells[1:]):
+        if previous is not None and (row.layer, row.batch, row.direction) != (
+            previous.layer, previous.batch, previous.direction
+        ):
             lines.append("")
-        previous = (row.layer, row.batch, row.direction)
-        lines.append("  ".join(c.rjust(w) if i >= 5 else c.ljust(w) for i, (c, w) in enumerate(zip(line, widths))).rstrip())
+        lines.append(_aligned(line, widths))
     return "\n".join(lines)
 
 
 def markdown_table(rows) -> str:
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * 5 + "---:|" * 4]
+    alignments = ["---"] * FIRST_NUMBER + ["---:"] * (len(COLUMNS) - FIRST_NUMBER)
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "|".join(alignments) + "|"]
     lines += ["| " + " | ".join(_cells(r)) + " |" for r in rows]
     return "\n".join(lines)
 
@@ -150,8 +159,8 @@ def parse_args(argv):
     parser.add_argument("--markdown", metavar="PATH", help="also write the table as Markdown")
     parser.add_argument("--json", metavar="PATH", help="also write rows and conditions as JSON")
     args = parser.parse_args(argv)
-    if args.repeat < 1 or min(args.batch) < 1:
-        parser.error("--repeat and --batch must be >= 1")
+    if args.repeat < 1 or min(args.batch) < 1 or (args.threads is not None and args.threads < 1):
+        parser.error("--repeat, --batch and --threads must be >= 1")
     return args
 
 
@@ -165,9 +174,9 @@ def main(argv=None) -> int:
         return 2
     conditions = _conditions(args.repeat)
     rows = measure(works, args.backend, args.repeat)
-    load = conditions["load_average"]
-    print(f"threads: {conditions['threads']}, load average before: {load}, "
-          f"median of {args.repeat} samples")
+    cpu = conditions["machine"]
+    print(f"threads: {conditions['threads']}, load average before: {conditions['load_average']}, "
+          f"median of {args.repeat} samples, {cpu['cpu']} ({cpu['llvm_cpu']})")
     print(text_table(rows))
     if args.markdown:
         with open(args.markdown, "w") as f:

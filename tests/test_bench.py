@@ -97,7 +97,9 @@ def test_no_matching_layer_is_an_error(capsys):
     assert "no layer" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("argv", [["--repeat", "0"], ["--batch", "0"], ["--ops", "conv3d"]])
+@pytest.mark.parametrize(
+    "argv", [["--repeat", "0"], ["--batch", "0"], ["--threads", "0"], ["--ops", "conv3d"]]
+)
 def test_bad_arguments_are_refused(argv):
     with pytest.raises(SystemExit) as exit_info:
         bench.parse_args(argv)
