@@ -12,6 +12,17 @@ loops) and its GEMM (parallel BLAS) one after the other. So at most this
 many threads are busy at any moment, never prange threads times BLAS
 threads.
 
+They do interfere, though, when idle threads of one pool spin on the cores
+that the other pool needs: OpenBLAS spins for about 2**28 cycles after each
+call and libgomp (OpenMP) for a while after each parallel loop, so an
+unfold that follows a GEMM waits for the scheduler to preempt a spinning
+BLAS thread (a 4 ms time slice). On 2 cores that made two threads slower
+than one. :func:`wait_quietly`, run when fastconv is imported, therefore
+makes idle threads sleep (``OMP_WAIT_POLICY=PASSIVE``,
+``OPENBLAS_THREAD_TIMEOUT=4``) unless those variables are already set; a
+library reads them when it loads, so OpenBLAS misses them if NumPy was
+imported before fastconv.
+
 Numba's and OpenMP's counts hold for the thread that sets them, the one
 that calls the kernels. Numba fixes the size of its pool when it starts
 (``NUMBA_NUM_THREADS``, default: the cores); a larger request leaves Numba
@@ -24,6 +35,16 @@ import os
 ENV_VAR = "FASTCONV_NUM_THREADS"
 
 _requested: int | None = None
+
+
+IDLE_THREADS_SLEEP = {"OMP_WAIT_POLICY": "PASSIVE", "OPENBLAS_THREAD_TIMEOUT": "4"}
+
+
+def wait_quietly() -> None:
+    """Ask thread pools loaded from now on to put idle threads to sleep at
+    once rather than spin (each variable only if not set already)."""
+    for name, value in IDLE_THREADS_SLEEP.items():
+        os.environ.setdefault(name, value)
 
 
 def available_cores() -> int:

@@ -70,3 +70,18 @@ def test_environment_reaches_kernel_modules_loaded_later(tmp_path):
     assert seen["numba"] == 1
     assert "openmp" in seen["pools"]
     assert set(seen["pools"].values()) == {1}
+
+
+def test_idle_threads_are_asked_to_sleep_unless_told_otherwise(monkeypatch):
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    monkeypatch.setenv("OPENBLAS_THREAD_TIMEOUT", "10")
+    threads.wait_quietly()
+    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+    assert os.environ["OPENBLAS_THREAD_TIMEOUT"] == "10"
+
+
+def test_importing_fastconv_sets_the_wait_policy(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in threads.IDLE_THREADS_SLEEP}
+    probe = "import os, fastconv; print(os.environ['OMP_WAIT_POLICY'], os.environ['OPENBLAS_THREAD_TIMEOUT'])"
+    out = subprocess.run([sys.executable, "-c", probe], env=env, cwd=tmp_path, capture_output=True, text=True)
+    assert out.stdout.split() == ["PASSIVE", "4"]
