@@ -184,12 +184,21 @@ def _seconds(fn):
     return time.perf_counter() - start
 
 
+# Timed calls per candidate: the best of a few, so that one call delayed by
+# the scheduler does not decide; calls already slower than the budget in
+# total are not repeated (a naive kernel at batch 256 takes seconds).
+_SAMPLES, _SAMPLE_BUDGET_SECONDS = 3, 0.05
+
+
 def _measure(op, options, run):
     timings = {}
     for variant in options:
         kernel = registry.kernel(op, *variant)
         run(kernel)  # warm-up: JIT compilation, first-touch of buffers
-        timings[variant] = _seconds(lambda: run(kernel))
+        samples = []
+        while len(samples) < _SAMPLES and sum(samples) < _SAMPLE_BUDGET_SECONDS:
+            samples.append(_seconds(lambda: run(kernel)))
+        timings[variant] = min(samples)
     return min(timings, key=timings.get)
 
 
@@ -198,7 +207,8 @@ def run_fastest(op, backend, algorithm, key, run):
 
     ``key`` describes the call (shapes, geometry, dtype). The first call of
     a signature in a process reads the disk cache, or else runs every
-    candidate twice (compile, then time) and saves the fastest.
+    candidate (once to compile and warm up, then the best of up to three
+    timed calls) and saves the fastest.
     """
     backend, algorithm = forced(backend, algorithm)
     memo = (op, backend, algorithm, key, threads.num_threads())

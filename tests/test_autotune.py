@@ -146,6 +146,19 @@ def test_unwritable_cache_falls_back_to_memory(cache_dir, monkeypatch):
     np.testing.assert_array_equal(first, second)
 
 
+def test_measuring_takes_each_candidates_best_sample(monkeypatch):
+    # Scripted durations: "jittery" is fastest at its best; "slow" exceeds the
+    # sampling budget at once and is timed only once.
+    durations = {"jittery": [0.010, 0.001, 0.010], "steady": [0.004] * 3, "slow": [0.2]}
+    left = {name: iter(times) for name, times in durations.items()}
+    calls = []
+    monkeypatch.setattr(registry, "kernel", lambda op, backend, algorithm: algorithm)
+    monkeypatch.setattr(autotune, "_seconds", lambda fn: (fn(), next(left[calls[-1]]))[1])
+    options = [("test", name) for name in durations]
+    assert autotune._measure("conv2d", options, calls.append) == ("test", "jittery")
+    assert [calls.count(name) for name in durations] == [4, 4, 2]  # warm-up + samples
+
+
 # ------------------------------------------------------------ forcing
 
 
