@@ -1,0 +1,362 @@
+"""Network layers: one contract for all, so :class:`fastconv.model.Sequential`
+can chain them without knowing what they are.
+
+Every layer has
+
+* ``forward(x, training) -> y``: x is a batch (N, ...); the layer keeps what
+  its backward pass needs (its input, a mask) until the next forward call.
+* ``backward(dy) -> dx``: dy is the gradient of the loss with respect to y;
+  fills ``grads`` and returns the gradient with respect to x, or ``None``
+  when ``needs_input_grad`` is false (the model sets it for the layers below
+  which nothing is trained, so their input gradient is never computed).
+* ``params`` and ``grads``: dicts of arrays with the same keys (empty for
+  layers without parameters); optimisers update ``params`` in place.
+* ``output_shape(input_shape)``: the per-sample output shape (no batch axis)
+  for a per-sample input shape; ValueError naming the layer if it cannot take
+  that input.
+* ``config()``: the constructor arguments, JSON-serialisable, so that
+  ``type(layer)(**layer.config())`` rebuilds it (weights aside).
+* ``initialize(rng, dtype)``: allocates and initialises the parameters from
+  the given ``numpy.random.Generator`` (never global random state).
+
+Images are NCHW: (N, C, H, W). Convolution and pooling run through
+:mod:`fastconv.ops` with the layer's ``backend`` and ``algorithm``.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+
+from fastconv import ops
+from fastconv.shapes import as_pair, conv_out_size
+
+
+class Layer:
+    """Base of every layer; see the module docstring for the contract."""
+
+    kind = "layer"  # default name stem; the model makes names unique
+
+    def __init__(self, name: str | None = None):
+        self.name = name or self.kind
+        self.has_explicit_name = name is not None
+        self.params: dict[str, np.ndarray] = {}
+        self.grads: dict[str, np.ndarray] = {}
+        self.needs_input_grad = True
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.config().items() if k != "name")
+        return f"{type(self).__name__}({args})  # {self.name}"
+
+    def _label(self) -> str:
+        return f"{type(self).__name__} {self.name!r}"
+
+    def initialize(self, rng: np.random.Generator, dtype=np.float32) -> None:
+        """Create the parameters (layers without any have nothing to do)."""
+
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Shapes of the parameters, known before :meth:`initialize`."""
+        return {}
+
+    def param_count(self) -> int:
+        return sum(math.prod(shape) for shape in self.param_shapes().values())
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        return tuple(input_shape)
+
+    def config(self) -> dict:
+        return {"name": self.name} if self.has_explicit_name else {}
+
+    def _require_params(self):
+        if not self.params:
+            raise RuntimeError(
+                f"{self._label()}: parameters not initialised; call initialize(rng) "
+                "(Sequential does this when it is built)"
+            )
+
+    def _cached(self, value):
+        if value is None:
+            raise RuntimeError(f"{self._label()}: backward called before forward")
+        return value
+
+
+def _check_shape(layer: Layer, shape: tuple, expected: tuple, layout: str, what="input"):
+    """ValueError naming the layer unless ``shape`` matches ``expected``
+    (``None`` entries match any size)."""
+    ok = len(shape) == len(expected) and all(
+        want is None or got == want for got, want in zip(shape, expected)
+    )
+    if not ok:
+        raise ValueError(f"{layer._label()}: expected {what} {layout}, got {tuple(shape)}")
+
+
+def _window_output(layer: Layer, input_shape, channels, kernel, stride, padding):
+    """(channels, OH, OW) of a conv or pool window sliding over (C, H, W)."""
+    try:
+        oh, ow = (
+            conv_out_size(size, k, s, p)
+            for size, k, s, p in zip(input_shape[1:], kernel, stride, padding)
+        )
+    except ValueError as exc:
+        raise ValueError(f"{layer._label()}: input {tuple(input_shape)}: {exc}") from None
+    return (channels, oh, ow)
+
+
+class _WindowLayer(Layer):
+    """A layer that slides a KHxKW window over images through :mod:`fastconv.ops`,
+    with the ``backend``/``algorithm`` pair it passes on."""
+
+    def __init__(self, kernel_size, stride, padding, backend, algorithm, name):
+        super().__init__(name)
+        self.kernel_size = as_pair(kernel_size, "kernel_size", 1)
+        self.stride = as_pair(stride, "stride", 1)
+        self.padding = as_pair(padding, "padding", 0)
+        self.backend, self.algorithm = backend, algorithm
+        self._x = None  # the input, for backward
+
+    def config(self):
+        return {
+            "kernel_size": list(self.kernel_size),
+            "stride": list(self.stride),
+            "padding": list(self.padding),
+            "backend": self.backend,
+            "algorithm": self.algorithm,
+            **super().config(),
+        }
+
+
+class Conv2D(_WindowLayer):
+    """2-D cross-correlation with a bank of filters plus a bias.
+
+    x (N, C, H, W) -> y (N, F, OH, OW), OH = (H + 2*padding - KH) // stride + 1.
+    Parameters: ``w`` (F, C, KH, KW), He-normal (std sqrt(2 / (C*KH*KW)), as
+    PyTorch's ``kaiming_normal_`` for ReLU networks); ``b`` (F,), zeros.
+    """
+
+    kind = "conv2d"
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, *,
+                 backend="auto", algorithm="auto", name=None):
+        super().__init__(kernel_size, stride, padding, backend, algorithm, name)
+        self.in_channels = _positive_int(in_channels, "in_channels")
+        self.out_channels = _positive_int(out_channels, "out_channels")
+
+    def param_shapes(self):
+        return {
+            "w": (self.out_channels, self.in_channels) + self.kernel_size,
+            "b": (self.out_channels,),
+        }
+
+    def initialize(self, rng, dtype=np.float32):
+        shapes = self.param_shapes()
+        fan_in = self.in_channels * math.prod(self.kernel_size)
+        w = rng.standard_normal(shapes["w"], dtype=np.float64) * math.sqrt(2.0 / fan_in)
+        self.params = {"w": w.astype(dtype), "b": np.zeros(shapes["b"], dtype)}
+        self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
+
+    def output_shape(self, input_shape):
+        _check_shape(self, input_shape, (self.in_channels, None, None), f"({self.in_channels}, H, W)",
+                     "per-sample input")
+        return _window_output(self, input_shape, self.out_channels, self.kernel_size, self.stride, self.padding)
+
+    def forward(self, x, training):
+        self._require_params()
+        _check_shape(self, x.shape, (None, self.in_channels, None, None), f"(N, {self.in_channels}, H, W)")
+        self._x = x
+        return ops.conv2d(x, self.params["w"], self.params["b"], self.stride, self.padding,
+                          backend=self.backend, algorithm=self.algorithm)
+
+    def backward(self, dy):
+        # ops has no backward without dx: when needs_input_grad is false the
+        # kernel still computes it and we drop it.
+        dx, self.grads["w"], self.grads["b"] = ops.conv2d_backward(
+            dy, self._cached(self._x), self.params["w"], self.stride, self.padding,
+            backend=self.backend, algorithm=self.algorithm,
+        )
+        return dx if self.needs_input_grad else None
+
+    def config(self):
+        return {"in_channels": self.in_channels, "out_channels": self.out_channels, **super().config()}
+
+
+class _Pool2D(_WindowLayer):
+    """Shared body of the pooling layers: x (N, C, H, W) -> (N, C, OH, OW),
+    each channel pooled alone over KHxKW windows (stride defaults to the
+    kernel size)."""
+
+    _forward_op = _backward_op = None  # set by each subclass
+
+    def __init__(self, kernel_size, stride=None, padding=0, *, backend="auto", algorithm="auto", name=None):
+        super().__init__(kernel_size, kernel_size if stride is None else stride, padding,
+                         backend, algorithm, name)
+
+    def output_shape(self, input_shape):
+        _check_shape(self, input_shape, (None, None, None), "(C, H, W)", "per-sample input")
+        return _window_output(self, input_shape, input_shape[0], self.kernel_size, self.stride, self.padding)
+
+    def forward(self, x, training):
+        _check_shape(self, x.shape, (None, None, None, None), "(N, C, H, W)")
+        self._x = x
+        return self._forward_op(x, self.kernel_size, self.stride, self.padding,
+                                backend=self.backend, algorithm=self.algorithm)
+
+    def backward(self, dy):
+        if not self.needs_input_grad:
+            return None
+        return self._backward_op(dy, self._cached(self._x), self.kernel_size, self.stride,
+                                 self.padding, backend=self.backend, algorithm=self.algorithm)
+
+
+class MaxPool2D(_Pool2D):
+    """Maximum of each window; padding counts as -inf (at most half the kernel)."""
+
+    kind = "max_pool2d"
+    _forward_op = staticmethod(ops.max_pool2d)
+    _backward_op = staticmethod(ops.max_pool2d_backward)
+
+
+class AvgPool2D(_Pool2D):
+    """Mean of each window; padded zeros count (PyTorch's default)."""
+
+    kind = "avg_pool2d"
+    _forward_op = staticmethod(ops.avg_pool2d)
+    _backward_op = staticmethod(ops.avg_pool2d_backward)
+
+
+class Flatten(Layer):
+    """(N, d1, d2, ...) -> (N, d1*d2*...), C-order (a view when x is contiguous)."""
+
+    kind = "flatten"
+
+    def __init__(self, *, name=None):
+        super().__init__(name)
+        self._x_shape = None
+
+    def output_shape(self, input_shape):
+        return (math.prod(input_shape),)
+
+    def forward(self, x, training):
+        if x.ndim < 2:
+            raise ValueError(f"{self._label()}: expected input (N, ...), got {x.shape}")
+        self._x_shape = x.shape
+        return x.reshape(x.shape[0], -1)
+
+    def backward(self, dy):
+        shape = self._cached(self._x_shape)
+        return dy.reshape(shape) if self.needs_input_grad else None
+
+
+class Dense(Layer):
+    """Fully connected: x (N, in_features) -> y = x @ w + b (N, out_features).
+
+    Parameters: ``w`` (in_features, out_features), Glorot-uniform (limit
+    sqrt(6 / (in + out))); ``b`` (out_features,), zeros.
+    """
+
+    kind = "dense"
+
+    def __init__(self, in_features, out_features, *, name=None):
+        super().__init__(name)
+        self.in_features = _positive_int(in_features, "in_features")
+        self.out_features = _positive_int(out_features, "out_features")
+        self._x = None
+
+    def param_shapes(self):
+        return {"w": (self.in_features, self.out_features), "b": (self.out_features,)}
+
+    def initialize(self, rng, dtype=np.float32):
+        shapes = self.param_shapes()
+        limit = math.sqrt(6.0 / (self.in_features + self.out_features))
+        w = rng.uniform(-limit, limit, shapes["w"])
+        self.params = {"w": w.astype(dtype), "b": np.zeros(shapes["b"], dtype)}
+        self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
+
+    def output_shape(self, input_shape):
+        _check_shape(self, input_shape, (self.in_features,), f"({self.in_features},)", "per-sample input")
+        return (self.out_features,)
+
+    def forward(self, x, training):
+        self._require_params()
+        _check_shape(self, x.shape, (None, self.in_features), f"(N, {self.in_features})")
+        self._x = x
+        y = x @ self.params["w"]
+        y += self.params["b"]
+        return y
+
+    def backward(self, dy):
+        x = self._cached(self._x)
+        self.grads["w"] = x.T @ dy
+        self.grads["b"] = dy.sum(axis=0)
+        return dy @ self.params["w"].T if self.needs_input_grad else None
+
+    def config(self):
+        return {"in_features": self.in_features, "out_features": self.out_features, **super().config()}
+
+
+class ReLU(Layer):
+    """y = max(x, 0), elementwise; any shape."""
+
+    kind = "relu"
+
+    def __init__(self, *, name=None):
+        super().__init__(name)
+        self._y = None
+
+    def forward(self, x, training):
+        self._y = np.maximum(x, 0)
+        return self._y
+
+    def backward(self, dy):
+        y = self._cached(self._y)
+        return dy * (y > 0) if self.needs_input_grad else None
+
+
+class Dropout(Layer):
+    """Inverted dropout: in training each element is zeroed with probability
+    ``p`` and the survivors scaled by 1 / (1 - p), so evaluation (``training``
+    false) is the identity. Masks come from the generator given to
+    :meth:`initialize` (the model's), so runs with one seed repeat exactly."""
+
+    kind = "dropout"
+
+    def __init__(self, p=0.5, *, name=None):
+        super().__init__(name)
+        if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0 <= p < 1:
+            raise ValueError(f"Dropout: p must be a probability in [0, 1), got {p!r}")
+        self.p = float(p)
+        self._rng = None
+        self._scaled_mask = None  # None after an evaluation-mode forward
+
+    def initialize(self, rng, dtype=np.float32):
+        self._rng = rng
+
+    def forward(self, x, training):
+        if not training or self.p == 0:
+            self._scaled_mask = None
+            return x
+        if self._rng is None:
+            raise RuntimeError(f"{self._label()}: no random generator; call initialize(rng)")
+        # Generator.random draws float32 or float64 only; the mask takes x's dtype.
+        dtype = np.float32 if x.dtype == np.float32 else np.float64
+        keep = self._rng.random(x.shape, dtype=dtype) >= self.p
+        self._scaled_mask = keep * dtype(1.0 / (1.0 - self.p))
+        return x * self._scaled_mask
+
+    def backward(self, dy):
+        if not self.needs_input_grad:
+            return None
+        return dy if self._scaled_mask is None else dy * self._scaled_mask
+
+    def config(self):
+        return {"p": self.p, **super().config()}
+
+
+def _positive_int(value, name):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return int(value)
+
+
+LAYERS = {cls.__name__: cls for cls in (Conv2D, MaxPool2D, AvgPool2D, Flatten, Dense, ReLU, Dropout)}
+"""Layer classes by name, for rebuilding a model from its saved configs."""

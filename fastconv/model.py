@@ -1,0 +1,392 @@
+"""A stack of layers trained with softmax cross-entropy: build, train,
+evaluate, predict, summarise, save and load.
+
+One seeded ``numpy.random.Generator`` per model drives everything random
+(initial weights, shuffling, dropout masks), in that order of use, so the
+same seed gives the same run; checkpoints store its state so a resumed run
+continues exactly where the saved one stopped.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import sys
+import time
+import uuid
+
+import numpy as np
+from tqdm import tqdm
+
+from fastconv.layers import LAYERS
+from fastconv.losses import softmax, softmax_cross_entropy
+from fastconv.optim import OPTIMIZERS, Adam
+
+FILE_FORMAT = "fastconv.Sequential/1"
+
+
+@dataclasses.dataclass
+class History:
+    """Per-epoch training record, one list entry per epoch. ``seconds`` and
+    ``images_per_second`` time the training pass only (not validation);
+    ``val_*`` hold None for epochs without validation data."""
+
+    epoch: list = dataclasses.field(default_factory=list)
+    loss: list = dataclasses.field(default_factory=list)
+    accuracy: list = dataclasses.field(default_factory=list)
+    seconds: list = dataclasses.field(default_factory=list)
+    images_per_second: list = dataclasses.field(default_factory=list)
+    val_loss: list = dataclasses.field(default_factory=list)
+    val_accuracy: list = dataclasses.field(default_factory=list)
+
+    def append(self, logs: dict) -> None:
+        for field in dataclasses.fields(self):
+            getattr(self, field.name).append(logs[field.name])
+
+    def extend(self, other: History) -> None:
+        for field in dataclasses.fields(self):
+            getattr(self, field.name).extend(getattr(other, field.name))
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def __len__(self):
+        return len(self.epoch)
+
+
+class Sequential:
+    """Layers applied in order to images of shape ``input_shape`` (C, H, W)
+    (per sample), producing logits (N, K).
+
+    Parameters are created here, from ``seed``, in ``dtype``. Layer names are
+    made unique Keras-style (``conv2d``, ``conv2d_1``, ...) and parameters
+    are addressed as ``"<layer name>/<param>"``. Building checks that each
+    layer accepts the previous one's output (ValueError naming the layer).
+    """
+
+    def __init__(self, layers, input_shape=(1, 28, 28), seed=0, dtype=np.float32):
+        self.layers = list(layers)
+        if not self.layers:
+            raise ValueError("Sequential needs at least one layer")
+        self.input_shape = tuple(int(d) for d in input_shape)
+        self.seed = seed
+        self.dtype = np.dtype(dtype)
+        self.rng = np.random.default_rng(seed)
+        self._name_layers()
+        self.output_shapes = self._infer_shapes()
+        for layer in self.layers:
+            layer.initialize(self.rng, self.dtype)
+        self._set_input_grad(False)
+        self.optimizer = None
+        self.epoch = 0
+        self.history = History()
+
+    # ------------------------------------------------------------ structure
+
+    def _name_layers(self):
+        counts = {}
+        for layer in self.layers:
+            if not layer.has_explicit_name:
+                seen = counts.get(layer.kind, 0)
+                layer.name = layer.kind if seen == 0 else f"{layer.kind}_{seen}"
+                counts[layer.kind] = seen + 1
+        names = [layer.name for layer in self.layers]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"Sequential: layer names must be unique, repeated: {duplicates}")
+
+    def _infer_shapes(self):
+        shapes, shape = [], self.input_shape
+        for layer in self.layers:
+            shape = layer.output_shape(shape)
+            shapes.append(shape)
+        return shapes
+
+    def _set_input_grad(self, input_grad):
+        """Only layers with something trainable below them (or all, when the
+        gradient with respect to the input is wanted) compute dx."""
+        needed = input_grad
+        for layer in self.layers:
+            layer.needs_input_grad = needed
+            needed = needed or bool(layer.params)
+
+    @property
+    def params(self) -> dict[str, np.ndarray]:
+        """``{"layer/param": array}``: the live arrays, updated in place."""
+        return {f"{l.name}/{k}": v for l in self.layers for k, v in l.params.items()}
+
+    @property
+    def grads(self) -> dict[str, np.ndarray]:
+        """Gradients from the last backward pass, keyed like :attr:`params`."""
+        return {f"{l.name}/{k}": v for l in self.layers for k, v in l.grads.items()}
+
+    def param_count(self) -> int:
+        return sum(layer.param_count() for layer in self.layers)
+
+    def summary(self, file=None) -> None:
+        """Print a Keras-style table: layer (type), output shape, parameters."""
+        file = sys.stdout if file is None else file
+        rows = [("Layer (type)", "Output Shape", "Param #")]
+        rows.append(("input", _batch_shape(self.input_shape), "0"))
+        for layer, shape in zip(self.layers, self.output_shapes):
+            rows.append((f"{layer.name} ({type(layer).__name__})", _batch_shape(shape), f"{layer.param_count():,}"))
+        widths = [max(len(row[i]) for row in rows) + 3 for i in range(3)]
+        rule = "-" * sum(widths)
+
+        def line(row):
+            return "".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip()
+
+        total = self.param_count()
+        print(f'Model: "sequential" ({self.dtype.name})', file=file)
+        print(rule, file=file)
+        print(line(rows[0]), file=file)
+        print("=" * sum(widths), file=file)
+        for row in rows[1:]:
+            print(line(row), file=file)
+        print("=" * sum(widths), file=file)
+        print(f"Total params: {total:,}", file=file)
+        print(f"Trainable params: {total:,}", file=file)
+        print("Non-trainable params: 0", file=file)
+        print(rule, file=file)
+
+    # ------------------------------------------------------- forward/backward
+
+    def _as_input(self, x, what="x"):
+        x = np.asarray(x)
+        if x.shape[1:] != self.input_shape or x.ndim != len(self.input_shape) + 1 or len(x) == 0:
+            raise ValueError(
+                f"Sequential: {what} must have shape (N, {', '.join(map(str, self.input_shape))}) "
+                f"with N >= 1, got {x.shape}"
+            )
+        return x.astype(self.dtype, copy=False)
+
+    def forward(self, x, training=False) -> np.ndarray:
+        """Logits (N, K) for images x (N, *input_shape), cast to the model dtype."""
+        out = self._as_input(x)
+        for layer in self.layers:
+            out = layer.forward(out, training)
+        return out
+
+    def backward(self, dlogits, *, input_grad=False):
+        """Back-propagate dlogits (N, K) through the last forward pass, filling
+        every layer's ``grads``. Returns the gradient with respect to the
+        input if ``input_grad`` (else None, and the first layers skip it)."""
+        self._set_input_grad(input_grad)
+        grad = dlogits
+        for layer in reversed(self.layers):
+            grad = layer.backward(grad)
+            if grad is None:  # nothing below this layer is trained
+                break
+        return grad
+
+    def train_step(self, x, y, optimizer) -> tuple[float, int]:
+        """One optimisation step on a batch; returns (mean loss, correct count)."""
+        logits = self.forward(x, training=True)
+        loss, dlogits = softmax_cross_entropy(logits, y)
+        correct = int(np.count_nonzero(logits.argmax(axis=1) == y))
+        self.backward(dlogits)
+        optimizer.step(self.params, self.grads)
+        return loss, correct
+
+    # ---------------------------------------------------------------- training
+
+    def _as_labels(self, x, y, what):
+        y = np.asarray(y)
+        if y.shape != (x.shape[0],) or y.dtype.kind not in "iu":
+            raise ValueError(
+                f"Sequential: {what} must be integer labels of shape ({x.shape[0]},), "
+                f"got {y.dtype} {y.shape}"
+            )
+        return y
+
+    def _batches(self, n, batch_size, shuffle):
+        """Index arrays (shuffled, from the model's generator) or slices."""
+        if shuffle:
+            order = self.rng.permutation(n)
+            return [order[i : i + batch_size] for i in range(0, n, batch_size)]
+        return [slice(i, i + batch_size) for i in range(0, n, batch_size)]
+
+    def fit(self, x, y, epochs=1, batch_size=64, optimizer=None, validation_data=None,
+            shuffle=True, verbose=True, on_epoch_end=None, initial_epoch=0) -> History:
+        """Train with mini-batch softmax cross-entropy.
+
+        x: (N, *input_shape) images (any real dtype, already scaled; cast to
+        the model dtype once), y: (N,) integer labels. Epochs are numbered as
+        in Keras: this call runs epochs ``initial_epoch + 1 .. epochs``
+        (resume with ``initial_epoch=model.epoch``). ``optimizer`` defaults to
+        the model's current one, else ``Adam()``. After each epoch
+        :attr:`epoch` and :attr:`history` are updated and then
+        ``on_epoch_end(epoch, logs)`` is called (logs: this epoch's History
+        entries), which is where a checkpoint belongs. A KeyboardInterrupt
+        propagates unchanged: the progress bar is closed, :attr:`epoch` and
+        :attr:`history` keep the last completed epoch, while the weights in
+        memory are mid-epoch, so the consistent state to keep is the last
+        checkpoint written by ``on_epoch_end``.
+
+        Returns the History of this call (also appended to :attr:`history`).
+        """
+        x = self._as_input(x)
+        y = self._as_labels(x, y, "y")
+        for name, value, minimum in (("batch_size", batch_size, 1), ("epochs", epochs, 1),
+                                     ("initial_epoch", initial_epoch, 0)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                raise ValueError(f"fit: {name} must be an int >= {minimum}, got {value!r}")
+        if validation_data is not None:
+            x_val, y_val = validation_data
+            x_val = self._as_input(x_val, "validation x")
+            y_val = self._as_labels(x_val, y_val, "validation y")
+        if optimizer is not None:
+            self.optimizer = optimizer
+        elif self.optimizer is None:
+            self.optimizer = Adam()
+        history = History()
+        n = x.shape[0]
+        for epoch in range(initial_epoch + 1, epochs + 1):
+            batches = self._batches(n, batch_size, shuffle)
+            loss_sum, correct, seen = 0.0, 0, 0
+            start = time.perf_counter()
+            with tqdm(total=n, desc=f"epoch {epoch}/{epochs}", unit="img", disable=not verbose,
+                      leave=True, dynamic_ncols=True) as bar:
+                for index in batches:
+                    xb, yb = x[index], y[index]
+                    loss, batch_correct = self.train_step(xb, yb, self.optimizer)
+                    loss_sum += loss * len(yb)
+                    correct += batch_correct
+                    seen += len(yb)
+                    bar.update(len(yb))
+                    bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}",
+                                    img_s=f"{seen / (time.perf_counter() - start):.0f}", refresh=False)
+                seconds = time.perf_counter() - start
+                logs = {"epoch": epoch, "loss": loss_sum / n, "accuracy": correct / n,
+                        "seconds": seconds, "images_per_second": n / seconds,
+                        "val_loss": None, "val_accuracy": None}
+                if validation_data is not None:
+                    logs["val_loss"], logs["val_accuracy"] = self.evaluate(x_val, y_val)
+                    bar.set_postfix(loss=f"{logs['loss']:.4f}", acc=f"{logs['accuracy']:.4f}",
+                                    img_s=f"{logs['images_per_second']:.0f}",
+                                    val_loss=f"{logs['val_loss']:.4f}", val_acc=f"{logs['val_accuracy']:.4f}")
+            self.epoch = epoch
+            history.append(logs)
+            self.history.append(logs)
+            if on_epoch_end is not None:
+                on_epoch_end(epoch, logs)
+        return history
+
+    def evaluate(self, x, y, batch_size=256) -> tuple[float, float]:
+        """(mean loss, accuracy) over x (N, *input_shape) with labels y (N,)."""
+        x = self._as_input(x)
+        y = self._as_labels(x, y, "y")
+        loss_sum, correct = 0.0, 0
+        for i in range(0, x.shape[0], batch_size):
+            logits, yb = self.forward(x[i : i + batch_size]), y[i : i + batch_size]
+            loss_sum += softmax_cross_entropy(logits, yb)[0] * len(yb)
+            correct += int(np.count_nonzero(logits.argmax(axis=1) == yb))
+        return loss_sum / x.shape[0], correct / x.shape[0]
+
+    def predict(self, x, batch_size=256) -> np.ndarray:
+        """Class probabilities (N, K) for images x (N, *input_shape)."""
+        x = self._as_input(x)
+        return np.concatenate([softmax(self.forward(x[i : i + batch_size]))
+                               for i in range(0, x.shape[0], batch_size)])
+
+    # ------------------------------------------------------------ checkpoints
+
+    def save(self, path) -> None:
+        """Write one .npz: weights, architecture (JSON layer configs),
+        input shape, optimiser class/config/state, epoch, history and the
+        random generator's state.
+
+        The file is written under a temporary name in the same directory and
+        renamed over ``path`` with ``os.replace`` (atomic), so an interrupted
+        save leaves the previous file intact and no temporary behind.
+        """
+        path = os.fspath(path)
+        arrays = {f"params/{name}": p for name, p in self.params.items()}
+        arrays["input_shape"] = np.array(self.input_shape, dtype=np.int64)
+        arrays["epoch"] = np.array(self.epoch, dtype=np.int64)
+        meta = {
+            "format": FILE_FORMAT,
+            "architecture": [{"class": type(l).__name__, "config": l.config()} for l in self.layers],
+            "dtype": self.dtype.name,
+            "seed": self.seed,
+            "rng_state": self.rng.bit_generator.state,
+            "history": self.history.as_dict(),
+            "optimizer": None,
+        }
+        if self.optimizer is not None:
+            state = self.optimizer.state_dict()
+            meta["optimizer"] = {"class": type(self.optimizer).__name__,
+                                 "config": self.optimizer.config(), "steps": state["steps"]}
+            for slot, table in state["slots"].items():
+                for name, value in table.items():
+                    arrays[f"optimizer/{slot}/{name}"] = value
+        arrays["meta"] = np.array(json.dumps(meta))
+        _write_atomically(path, arrays)
+
+    @classmethod
+    def load(cls, path, *, backend=None, algorithm=None) -> Sequential:
+        """Rebuild a model saved by :meth:`save`, with its optimiser
+        (:attr:`optimizer`, None if it had none), :attr:`epoch`,
+        :attr:`history` and generator state. ``backend``/``algorithm``, when
+        given, replace the saved ones in every conv and pool layer."""
+        with np.load(os.fspath(path), allow_pickle=False) as data:
+            arrays = {key: data[key] for key in data.files}
+        if "meta" not in arrays:
+            raise ValueError(f"{path}: not a fastconv model file (no 'meta' entry)")
+        meta = json.loads(arrays["meta"].item())
+        if meta.get("format") != FILE_FORMAT:
+            raise ValueError(f"{path}: unsupported format {meta.get('format')!r}, expected {FILE_FORMAT!r}")
+        overrides = {k: v for k, v in (("backend", backend), ("algorithm", algorithm)) if v is not None}
+        layers = []
+        for entry in meta["architecture"]:
+            if entry["class"] not in LAYERS:
+                raise ValueError(f"{path}: unknown layer class {entry['class']!r}; known: {sorted(LAYERS)}")
+            layer_cls = LAYERS[entry["class"]]
+            config = dict(entry["config"])
+            config.update({k: v for k, v in overrides.items() if k in config})
+            layers.append(layer_cls(**config))
+        model = cls(layers, tuple(arrays["input_shape"]), seed=meta["seed"], dtype=meta["dtype"])
+        model._load_params(path, {k[len("params/"):]: v for k, v in arrays.items() if k.startswith("params/")})
+        model.rng.bit_generator.state = meta["rng_state"]
+        model.epoch = int(arrays["epoch"])
+        model.history = History(**meta["history"])
+        if meta["optimizer"] is not None:
+            opt = meta["optimizer"]
+            model.optimizer = OPTIMIZERS[opt["class"]](**opt["config"])
+            slots = {slot: {} for slot in model.optimizer.slot_names}
+            for key, value in arrays.items():
+                if key.startswith("optimizer/"):
+                    _, slot, name = key.split("/", 2)
+                    slots[slot][name] = value
+            model.optimizer.load_state_dict({"steps": opt["steps"], "slots": slots})
+        return model
+
+    def _load_params(self, path, saved):
+        params = self.params
+        if saved.keys() != params.keys():
+            raise ValueError(f"{path}: saved parameters {sorted(saved)} do not match the architecture's {sorted(params)}")
+        for name, p in params.items():
+            if saved[name].shape != p.shape:
+                raise ValueError(f"{path}: parameter {name!r} has shape {saved[name].shape}, expected {p.shape}")
+            p[...] = saved[name]
+
+
+def _batch_shape(shape) -> str:
+    return "(" + ", ".join(["None"] + [str(d) for d in shape]) + ")"
+
+
+def _write_atomically(path, arrays):
+    """np.savez to a temporary file beside ``path``, fsync, then rename over it."""
+    directory, base = os.path.split(os.path.abspath(path))
+    tmp = os.path.join(directory, f".{base}.{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        with open(tmp, "xb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:  # KeyboardInterrupt included: never leave the temporary behind
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
