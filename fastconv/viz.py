@@ -62,13 +62,20 @@ DEFAULT_SIZES = {
 # ----------------------------------------------------------------- drawing
 
 
-def _figure(size, title=None):
-    """An empty Figure of ``size`` = (width, height) pixels on an Agg canvas."""
+def _matplotlib():
+    """(Figure, FigureCanvasAgg) classes; ImportError naming the pip command
+    when matplotlib is not installed."""
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError:
         raise ImportError(MISSING_MATPLOTLIB) from None
+    return Figure, FigureCanvasAgg
+
+
+def _figure(size, title=None):
+    """An empty Figure of ``size`` = (width, height) pixels on an Agg canvas."""
+    Figure, FigureCanvasAgg = _matplotlib()
     width, height = size
     fig = Figure(figsize=(width / DPI, height / DPI), dpi=DPI, layout="constrained")
     FigureCanvasAgg(fig)
@@ -312,7 +319,9 @@ def _pixels(text):
     return width, height
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser():
+    """(the parser, {command name: its subparser}); a command's own parser
+    reports its argument errors, so the usage shown is that command's."""
     parser = argparse.ArgumentParser(
         prog="fastconv-viz", description="Draw what a network learned and does, as PNG files.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -392,7 +401,7 @@ def main(argv=None) -> int:
     parser, subparsers = build_parser()
     args = parser.parse_args(argv)
     try:
-        _figure((100, 100))  # fail before loading data if matplotlib is missing
+        _matplotlib()  # fail before loading data or models
     except ImportError as error:
         print(f"fastconv-viz: error: {error}", file=sys.stderr)
         return 1
