@@ -13,18 +13,23 @@ Why the translation test looks the way it does:
   would paste the far edge onto the near one and create strokes that no
   digit has.
 * MNIST digits sit centred (by centre of mass) in a 20x20 box inside the
-  28x28 frame, so a 4-pixel move keeps almost every stroke in the frame: what
-  the test measures is the network's tolerance to position, not lost ink.
+  28x28 frame, so a move of up to 4 pixels keeps nearly all the ink in the
+  frame (on the 10,000 test digits at most 2.3% of it is lost, moving down):
+  what the test measures is the network's tolerance to position, not lost
+  strokes.
 * One distance is reported as the mean over the four axis directions (right,
-  left, down, up). A single direction would mix the network's tolerance with
-  the shape of the digits (many lean right; "1"s are thin and sit anywhere
-  horizontally); the mean of opposite directions cancels most of that. Diagonal
-  moves are left out because they move a digit sqrt(2) times as far.
+  left, down, up). The directions do not cost the same: in a one-epoch run
+  on 10,000 images, moving the test digits 3 pixels up cost 0.69 of
+  accuracy against 0.47 for moving them right with the dense network, 0.50
+  against 0.24 with the CNN. A single direction would mix tolerance to
+  position with where the digits sit in their frame; the mean of all four
+  treats the axes alike. Diagonal moves are left out because they move a
+  digit sqrt(2) times as far.
   Per-direction accuracies are in the ``--json`` output.
 
-A dense layer gives every pixel its own weights, so a digit drawn a few
-pixels off is, to it, a different pattern; the CNN's shared filters and
-pooling make its accuracy fall off more slowly.
+A dense layer gives every pixel its own weights, so to it a digit drawn a few
+pixels off is a different pattern; the CNN's shared filters and pooling
+tolerate small moves better, and its accuracy falls off more slowly.
 """
 from __future__ import annotations
 
