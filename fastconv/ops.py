@@ -153,7 +153,11 @@ def conv2d(x, w, b=None, stride=1, padding=0, *, backend="auto", algorithm="auto
     op = "conv2d"
     x, w, geom = _conv_args(op, x, w, stride, padding)
     f = w.shape[0]
-    b = np.zeros(f) if b is None else _as_array(op, "b", b, 1, "(F,)")
+    if b is None:
+        # bool zeros: the one dtype that never widens the result (float64
+        # zeros would turn a float32 call into a float64 one).
+        b = np.zeros(f, bool)
+    b = _as_array(op, "b", b, 1, "(F,)")
     if b.shape != (f,):
         raise ValueError(f"{op}: b must have shape ({f},) to match w {w.shape}, got {b.shape}")
     dtype = _float_dtype(op, x=x, w=w, b=b)

@@ -1,0 +1,236 @@
+"""Specification of conv2d and conv2d_backward: every compiled variant in the
+registry agrees with the NumPy reference, and every backward pass with
+numerical gradients.
+
+Tolerances: ``rtol`` relative to each element, plus the same ``rtol`` times
+the largest reference magnitude as ``atol`` (sums of mixed-sign products
+cancel, so single elements may be far smaller than the terms they sum).
+"""
+import functools
+
+import numpy as np
+import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
+
+from fastconv import ops, registry
+from fastconv.gradcheck import numerical_gradient
+
+FORWARD = registry.variants("conv2d", include_reference=False)
+BACKWARD = registry.variants("conv2d_backward", include_reference=False)
+RTOL = {np.float32: 1e-4, np.float64: 1e-10}
+
+# The MNIST CNN's two conv layers at batch 64: (x shape, w shape).
+MNIST_SHAPES = {
+    "conv1": ((64, 1, 28, 28), (32, 1, 3, 3)),
+    "conv2": ((64, 32, 13, 13), (64, 32, 3, 3)),
+}
+
+
+def assert_close(actual, expected, rtol):
+    assert actual.shape == expected.shape
+    assert actual.dtype == expected.dtype
+    scale = float(np.max(np.abs(expected), initial=0.0))
+    np.testing.assert_allclose(actual, expected, rtol=rtol, atol=rtol * scale)
+
+
+def random_case(seed, x_shape, w_shape, out_shape, dtype=np.float64):
+    """Standard-normal x, w, b and dy of the given shapes."""
+    rng = np.random.default_rng(seed)
+    x, w, b, dy = (
+        rng.standard_normal(shape).astype(dtype)
+        for shape in (x_shape, w_shape, w_shape[:1], out_shape)
+    )
+    return x, w, b, dy
+
+
+def reference_forward(x, w, b, stride=1, padding=0):
+    return ops.conv2d(x, w, b, stride, padding, backend="numpy", algorithm="reference")
+
+
+def reference_backward(dy, x, w, stride=1, padding=0):
+    return ops.conv2d_backward(dy, x, w, stride, padding, backend="numpy", algorithm="reference")
+
+
+# ------------------------------------------------------------- MNIST shapes
+
+
+@functools.cache
+def mnist_case(layer, dtype):
+    """Inputs and reference results of one MNIST layer, computed once."""
+    x_shape, w_shape = MNIST_SHAPES[layer]
+    out_shape = (x_shape[0], w_shape[0], x_shape[2] - w_shape[2] + 1, x_shape[3] - w_shape[3] + 1)
+    x, w, b, dy = random_case(1, x_shape, w_shape, out_shape, dtype)
+    return (x, w, b, dy), reference_forward(x, w, b), reference_backward(dy, x, w)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("layer", sorted(MNIST_SHAPES))
+@pytest.mark.parametrize("backend, algorithm", FORWARD)
+def test_forward_matches_reference_on_mnist_shapes(backend, algorithm, layer, dtype):
+    (x, w, b, _), expected, _ = mnist_case(layer, dtype)
+    out = ops.conv2d(x, w, b, backend=backend, algorithm=algorithm)
+    assert_close(out, expected, RTOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("layer", sorted(MNIST_SHAPES))
+@pytest.mark.parametrize("backend, algorithm", BACKWARD)
+def test_backward_matches_reference_on_mnist_shapes(backend, algorithm, layer, dtype):
+    (x, w, _, dy), _, expected = mnist_case(layer, dtype)
+    grads = ops.conv2d_backward(dy, x, w, backend=backend, algorithm=algorithm)
+    for got, want in zip(grads, expected):
+        assert_close(got, want, RTOL[dtype])
+
+
+# ---------------------------------------------------------- random geometry
+
+
+@st.composite
+def geometries(draw):
+    """(x shape, w shape, stride, padding, with bias): any valid conv, odd
+    sizes, 1x1 kernels, kernels as large as the padded input and unequal
+    (sh, sw) included."""
+    n, c, f = draw(st.integers(1, 3)), draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    h, w = draw(st.integers(1, 9)), draw(st.integers(1, 9))
+    ph, pw = draw(st.integers(0, 2)), draw(st.integers(0, 2))
+    kh, kw = draw(st.integers(1, h + 2 * ph)), draw(st.integers(1, w + 2 * pw))
+    sh, sw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    return (n, c, h, w), (f, c, kh, kw), (sh, sw), (ph, pw), draw(st.booleans())
+
+
+# Always tried: a 1x1 kernel, a kernel the size of the padded input, and a
+# strided window that does not reach the last row and column.
+EDGE_CASES = [
+    ((2, 3, 5, 4), (2, 3, 1, 1), (1, 1), (0, 0), True),
+    ((1, 2, 3, 5), (3, 2, 5, 7), (1, 2), (1, 1), False),
+    ((3, 1, 9, 8), (4, 1, 2, 3), (3, 2), (0, 1), True),
+]
+
+
+def random_geometries(test):
+    """Run ``test(..., geometry, seed)`` on hypothesis-drawn geometries and on
+    every one of EDGE_CASES."""
+    test = given(geometry=geometries(), seed=st.integers(0, 2**32 - 1))(test)
+    for case in EDGE_CASES:
+        test = example(geometry=case, seed=0)(test)
+    return test
+
+
+def geometry_case(geometry, seed):
+    """Random float64 (x, w, b or None, dy) and the conv arguments of ``geometry``."""
+    x_shape, w_shape, stride, padding, with_bias = geometry
+    out_shape = reference_forward(np.zeros(x_shape), np.zeros(w_shape), None, stride, padding).shape
+    x, w, b, dy = random_case(seed, x_shape, w_shape, out_shape)
+    return x, w, (b if with_bias else None), dy, stride, padding
+
+
+@pytest.mark.parametrize("backend, algorithm", FORWARD)
+@random_geometries
+def test_forward_matches_reference_on_random_geometry(backend, algorithm, geometry, seed):
+    x, w, b, _, stride, padding = geometry_case(geometry, seed)
+    out = ops.conv2d(x, w, b, stride, padding, backend=backend, algorithm=algorithm)
+    assert_close(out, reference_forward(x, w, b, stride, padding), RTOL[np.float64])
+
+
+@pytest.mark.parametrize("backend, algorithm", BACKWARD)
+@random_geometries
+def test_backward_matches_reference_on_random_geometry(backend, algorithm, geometry, seed):
+    x, w, _, dy, stride, padding = geometry_case(geometry, seed)
+    grads = ops.conv2d_backward(dy, x, w, stride, padding, backend=backend, algorithm=algorithm)
+    for got, want in zip(grads, reference_backward(dy, x, w, stride, padding)):
+        assert_close(got, want, RTOL[np.float64])
+
+
+# ------------------------------------------------------ numerical gradients
+
+GRADCHECK_CASES = [  # (x shape, w shape, stride, padding)
+    ((2, 2, 5, 5), (3, 2, 3, 3), (1, 1), (0, 0)),
+    ((2, 2, 7, 6), (3, 2, 3, 3), (2, 2), (1, 1)),
+    ((1, 3, 6, 7), (2, 3, 2, 3), (2, 1), (2, 0)),
+]
+
+
+@pytest.mark.parametrize("x_shape, w_shape, stride, padding", GRADCHECK_CASES)
+@pytest.mark.parametrize("backend, algorithm", BACKWARD)
+def test_backward_matches_numerical_gradient(backend, algorithm, x_shape, w_shape, stride, padding):
+    out_shape = reference_forward(np.zeros(x_shape), np.zeros(w_shape), None, stride, padding).shape
+    x, w, b, dy = random_case(2, x_shape, w_shape, out_shape)
+
+    def forward(x_, w_, b_):
+        return ops.conv2d(x_, w_, b_, stride, padding, backend=backend, algorithm=algorithm)
+
+    dx, dw, db = ops.conv2d_backward(dy, x, w, stride, padding, backend=backend, algorithm=algorithm)
+    assert_close(dx, numerical_gradient(lambda x_: forward(x_, w, b), x, dy), 1e-6)
+    assert_close(dw, numerical_gradient(lambda w_: forward(x, w_, b), w, dy), 1e-6)
+    assert_close(db, numerical_gradient(lambda b_: forward(x, w, b_), b, dy), 1e-6)
+
+
+# ------------------------------------------------------ layouts and dtypes
+
+
+def small_case(dtype=np.float64):
+    return random_case(3, (3, 2, 7, 6), (4, 2, 3, 2), (3, 4, 5, 5), dtype)
+
+
+def read_only(*arrays):
+    """Read-only copies: with padding 0 ops hands them to the kernel itself."""
+    copies = [a.copy() for a in arrays]
+    for a in copies:
+        a.setflags(write=False)
+    return copies
+
+
+def other_layouts(x, w, b, dy):
+    """The same values in non-C-contiguous memory: strided views, Fortran order."""
+    arrays = (
+        np.repeat(x, 2, axis=3)[:, :, :, ::2],
+        np.asfortranarray(w),
+        np.repeat(b, 3)[::3],
+        np.ascontiguousarray(dy.transpose(0, 1, 3, 2)).transpose(0, 1, 3, 2),
+    )
+    assert not any(a.flags.c_contiguous for a in arrays)
+    return arrays
+
+
+@pytest.mark.parametrize("layout", [read_only, other_layouts])
+@pytest.mark.parametrize("backend, algorithm", FORWARD)
+def test_forward_any_layout(backend, algorithm, layout):
+    x, w, b, dy = small_case()
+    x_, w_, b_, _ = layout(x, w, b, dy)
+    out = ops.conv2d(x_, w_, b_, backend=backend, algorithm=algorithm)
+    assert_close(out, reference_forward(x, w, b), RTOL[np.float64])
+
+
+@pytest.mark.parametrize("layout", [read_only, other_layouts])
+@pytest.mark.parametrize("backend, algorithm", BACKWARD)
+def test_backward_any_layout(backend, algorithm, layout):
+    x, w, b, dy = small_case()
+    x_, w_, _, dy_ = layout(x, w, b, dy)
+    grads = ops.conv2d_backward(dy_, x_, w_, backend=backend, algorithm=algorithm)
+    for got, want in zip(grads, reference_backward(dy, x, w)):
+        assert_close(got, want, RTOL[np.float64])
+
+
+@pytest.mark.parametrize("backend, algorithm", FORWARD)
+def test_forward_dtypes(backend, algorithm):
+    x, w, b, _ = small_case(np.float32)
+    for bias in (None, b):  # an absent bias must not widen float32 either
+        assert ops.conv2d(x, w, bias, backend=backend, algorithm=algorithm).dtype == np.float32
+    # Any float64 input makes the whole computation float64.
+    x64, w64, b64 = (a.astype(np.float64) for a in (x, w, b))
+    for args in ((x, w64, b), (x, w, b64), (x64, w, b)):
+        out = ops.conv2d(*args, backend=backend, algorithm=algorithm)
+        assert_close(out, reference_forward(x64, w64, b64), RTOL[np.float64])
+
+
+@pytest.mark.parametrize("backend, algorithm", BACKWARD)
+def test_backward_dtypes(backend, algorithm):
+    x, w, _, dy = small_case(np.float32)
+    grads = ops.conv2d_backward(dy, x, w, backend=backend, algorithm=algorithm)
+    assert [g.dtype for g in grads] == [np.float32] * 3
+    x64, w64, dy64 = (a.astype(np.float64) for a in (x, w, dy))
+    for args in ((dy64, x, w), (dy, x64, w), (dy, x, w64)):
+        grads = ops.conv2d_backward(*args, backend=backend, algorithm=algorithm)
+        for got, want in zip(grads, reference_backward(dy64, x64, w64)):
+            assert_close(got, want, RTOL[np.float64])

@@ -1,0 +1,421 @@
+"""Specification of max and avg pooling, forward and backward: every compiled
+variant in the registry agrees with the NumPy reference, routes max-pool
+gradients to the first maximum of each window, passes numerical gradient
+checks, and bad arguments are refused by fastconv.ops.
+
+Max-pool forward selects input values, so it must match the reference
+exactly; sums (avg-pool, and max-pool backward where windows overlap) may
+differ in rounding only.
+"""
+import functools
+
+import numpy as np
+import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
+
+from fastconv import ops, registry
+from fastconv.gradcheck import numerical_gradient
+
+KINDS = ("max", "avg")
+FORWARD_OPS = {"max": ops.max_pool2d, "avg": ops.avg_pool2d}
+BACKWARD_OPS = {"max": ops.max_pool2d_backward, "avg": ops.avg_pool2d_backward}
+FORWARD = [(kind,) + v for kind in KINDS for v in registry.variants(f"{kind}_pool2d", include_reference=False)]
+BACKWARD = [
+    (kind,) + v for kind in KINDS for v in registry.variants(f"{kind}_pool2d_backward", include_reference=False)
+]
+RTOL = {np.float32: 1e-6, np.float64: 1e-13}
+REFERENCE = {"backend": "numpy", "algorithm": "reference"}
+
+# The MNIST CNN's pooling layers at batch 64: 2x2 windows of stride 2 on the
+# outputs of conv1 and conv2. 11 is odd: the last row and column are dropped.
+MNIST_SHAPES = {"pool1": (64, 32, 26, 26), "pool2": (64, 64, 11, 11)}
+
+
+def pool(kind, x, kernel_size, stride=None, padding=0, **variant):
+    return FORWARD_OPS[kind](x, kernel_size, stride, padding, **(variant or REFERENCE))
+
+
+def pool_backward(kind, dy, x, kernel_size, stride=None, padding=0, **variant):
+    return BACKWARD_OPS[kind](dy, x, kernel_size, stride, padding, **(variant or REFERENCE))
+
+
+def assert_matches(actual, expected, rtol, exact=False):
+    """Equal shapes and dtypes; values equal (NaN where expected is NaN) if
+    ``exact``, else within ``rtol`` of each element plus ``rtol`` times the
+    largest magnitude."""
+    assert actual.shape == expected.shape
+    assert actual.dtype == expected.dtype
+    if exact:
+        np.testing.assert_array_equal(actual, expected)
+    else:
+        scale = float(np.max(np.abs(expected), initial=0.0))
+        np.testing.assert_allclose(actual, expected, rtol=rtol, atol=rtol * scale)
+
+
+def test_every_compiled_backend_offers_every_pooling_algorithm():
+    # Guards the parametrisations below against silently shrinking.
+    for kind in KINDS:
+        for op in (f"{kind}_pool2d", f"{kind}_pool2d_backward"):
+            for backend in registry.COMPILED_BACKENDS:
+                found = {a for b, a in registry.variants(op, include_reference=False) if b == backend}
+                assert found == set(registry.ALGORITHMS), (op, backend)
+
+
+# ------------------------------------------------------------- MNIST shapes
+
+
+@functools.cache
+def mnist_case(kind, layer, dtype):
+    """x, dy and the reference output and dx of one MNIST pooling layer."""
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal(MNIST_SHAPES[layer]).astype(dtype)
+    out = pool(kind, x, 2)
+    dy = rng.standard_normal(out.shape).astype(dtype)
+    return x, dy, out, pool_backward(kind, dy, x, 2)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("layer", sorted(MNIST_SHAPES))
+@pytest.mark.parametrize("kind, backend, algorithm", FORWARD)
+def test_forward_matches_reference_on_mnist_shapes(kind, backend, algorithm, layer, dtype):
+    x, _, expected, _ = mnist_case(kind, layer, dtype)
+    out = pool(kind, x, 2, backend=backend, algorithm=algorithm)
+    assert_matches(out, expected, RTOL[dtype], exact=kind == "max")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("layer", sorted(MNIST_SHAPES))
+@pytest.mark.parametrize("kind, backend, algorithm", BACKWARD)
+def test_backward_matches_reference_on_mnist_shapes(kind, backend, algorithm, layer, dtype):
+    x, dy, _, expected = mnist_case(kind, layer, dtype)
+    dx = pool_backward(kind, dy, x, 2, backend=backend, algorithm=algorithm)
+    assert_matches(dx, expected, RTOL[dtype])
+
+
+@pytest.mark.parametrize("kind, backend, algorithm", FORWARD)
+def test_odd_size_drops_last_row_and_column(kind, backend, algorithm):
+    x, _, _, _ = mnist_case(kind, "pool2", np.float64)
+    loud = x.copy()
+    loud[:, :, -1, :] = 1e6
+    loud[:, :, :, -1] = 1e6
+    out = pool(kind, loud, 2, backend=backend, algorithm=algorithm)
+    assert out.shape == (64, 64, 5, 5)
+    assert_matches(out, pool(kind, x[:, :, :10, :10], 2), RTOL[np.float64])
+
+
+@pytest.mark.parametrize("kind, backend, algorithm", BACKWARD)
+def test_odd_size_gives_no_gradient_to_dropped_row_and_column(kind, backend, algorithm):
+    x, dy, _, _ = mnist_case(kind, "pool2", np.float64)
+    dx = pool_backward(kind, dy, x, 2, backend=backend, algorithm=algorithm)
+    assert not dx[:, :, -1, :].any() and not dx[:, :, :, -1].any()
+    assert dx[:, :, :-1, :-1].any()
+
+
+# ---------------------------------------------------------- random geometry
+
+
+@st.composite
+def geometries(draw):
+    """(x shape, kernel, stride, padding) of any valid pooling: 1x1 and
+    whole-input kernels, overlapping windows (stride < kernel), windows that
+    skip rows (stride > kernel), unequal pairs, padding up to kernel // 2."""
+    n, c = draw(st.integers(1, 3)), draw(st.integers(1, 4))
+    h, w = draw(st.integers(1, 9)), draw(st.integers(1, 9))
+    kh, kw = draw(st.integers(1, h)), draw(st.integers(1, w))
+    sh, sw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    ph, pw = draw(st.integers(0, kh // 2)), draw(st.integers(0, kw // 2))
+    return (n, c, h, w), (kh, kw), (sh, sw), (ph, pw)
+
+
+# Always tried: the 2x2 stride-2 fast path with padding and odd sizes, its
+# near misses (the same window with stride 1 in one or both directions, and
+# 2x1 / 1x2 windows), a whole-input kernel, and a 1x1 kernel that skips rows
+# and columns.
+EDGE_CASES = [
+    ((2, 3, 7, 9), (2, 2), (2, 2), (1, 0)),
+    ((2, 3, 7, 9), (2, 2), (1, 1), (1, 1)),
+    ((2, 3, 6, 7), (2, 2), (2, 1), (0, 1)),
+    ((2, 3, 7, 6), (2, 2), (1, 2), (1, 0)),
+    ((2, 3, 6, 6), (2, 1), (2, 2), (0, 0)),
+    ((2, 3, 6, 6), (1, 2), (2, 2), (0, 0)),
+    ((1, 2, 5, 6), (5, 6), (1, 2), (2, 3)),
+    ((3, 1, 9, 8), (1, 1), (3, 2), (0, 0)),
+]
+
+
+def geometry_case(geometry, seed):
+    """Standard-normal float64 x and dy for ``geometry``."""
+    x_shape, kernel, stride, padding = geometry
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(x_shape)
+    dy = rng.standard_normal(pool("avg", x, kernel, stride, padding).shape)
+    return x, dy
+
+
+def with_edge_cases(test):
+    for geometry in EDGE_CASES:
+        test = example(geometry=geometry, seed=0)(test)
+    return test
+
+
+@pytest.mark.parametrize("kind, backend, algorithm", FORWARD)
+@given(geometry=geometries(), seed=st.integers(0, 2**32 - 1))
+@with_edge_cases
+def test_forward_matches_reference_on_random_geometry(kind, backend, algorithm, geometry, seed):
+    x, _ = geometry_case(geometry, seed)
+    _, kernel, stride, padding = geometry
+    out = pool(kind, x, kernel, stride, padding, backend=backend, algorithm=algorithm)
+    expected = pool(kind, x, kernel, stride, padding)
+    assert_matches(out, expected, RTOL[np.float64], exact=kind == "max")
+
+
+@pytest.mark.parametrize("kind, backend, algorithm", BACKWARD)
+@given(geometry=geometries(), seed=st.integers(0, 2**32 - 1))
+@with_edge_cases
+def test_backward_matches_reference_on_random_geometry(kind, backend, algorithm, geometry, seed):
+    x, dy = geometry_case(geometry, seed)
+    _, kernel, stride, padding = geometry
+    dx = pool_backward(kind, dy, x, kernel, stride, padding, backend=backend, algorithm=algorithm)
+    expected = pool_backward(kind, dy, x, kernel, stride, padding)
+    assert_matches(dx, expected, RTOL[np.float64])
+
+
+# ----------------------------------------------------- ties and NaN in max
+
+MAX_BACKWARD = [(b, a) for kind, b, a in BACKWARD if kind == "max"]
+MAX_FORWARD = [(b, a) for kind, b, a in FORWARD if kind == "max"]
+TIE_GEOMETRIES = [  # (x shape, kernel, stride, padding)
+    ((2, 3, 8, 10), (2, 2), (2, 2), (0, 0)),  # the 2x2 stride-2 fast path
+    ((2, 3, 7, 9), (3, 3), (1, 1), (0, 0)),  # overlapping windows
+    ((1, 2, 7, 8), (3, 2), (2, 1), (0, 0)),  # unequal pairs
+]
+
+
+def first_max_gradient(x, dy, kernel, stride):
+    """dx of max-pool without padding written out window by window: each
+    dy goes to the first maximum in row-major order, summed over windows."""
+    (kh, kw), (sh, sw) = kernel, stride
+    dx = np.zeros_like(x)
+    for n, c, y, x_ in np.ndindex(dy.shape):
+        window = x[n, c, y * sh : y * sh + kh, x_ * sw : x_ * sw + kw]
+        i, j = divmod(int(np.flatnonzero(window == window.max())[0]), kw)
+        dx[n, c, y * sh + i, x_ * sw + j] += dy[n, c, y, x_]
+    return dx
+
+
+@pytest.mark.parametrize("geometry", TIE_GEOMETRIES)
+@pytest.mark.parametrize("backend, algorithm", MAX_BACKWARD)
+def test_all_equal_input_routes_each_gradient_to_window_top_left(backend, algorithm, geometry):
+    x_shape, kernel, stride, _ = geometry
+    x = np.full(x_shape, 0.5)
+    dy = np.random.default_rng(0).standard_normal(pool("max", x, kernel, stride).shape)
+    dx = pool_backward("max", dy, x, kernel, stride, backend=backend, algorithm=algorithm)
+    expected = np.zeros_like(x)
+    for n, c, y, x_ in np.ndindex(dy.shape):
+        expected[n, c, y * stride[0], x_ * stride[1]] += dy[n, c, y, x_]
+    assert_matches(dx, expected, RTOL[np.float64])
+    assert_matches(dx, pool_backward("max", dy, x, kernel, stride), RTOL[np.float64])
+
+
+@pytest.mark.parametrize("geometry", TIE_GEOMETRIES)
+@pytest.mark.parametrize("backend, algorithm", MAX_BACKWARD)
+def test_repeated_maxima_route_to_the_first(backend, algorithm, geometry):
+    x_shape, kernel, stride, _ = geometry
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 3, x_shape).astype(np.float64)  # most windows hold ties
+    dy = rng.standard_normal(pool("max", x, kernel, stride).shape)
+    dx = pool_backward("max", dy, x, kernel, stride, backend=backend, algorithm=algorithm)
+    assert_matches(dx, first_max_gradient(x, dy, kernel, stride), RTOL[np.float64])
+    assert_matches(dx, pool_backward("max", dy, x, kernel, stride), RTOL[np.float64])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("backend, algorithm", MAX_BACKWARD)
+def test_every_tie_pattern_of_a_2x2_window(backend, algorithm, dtype):
+    # One 2x2 window per pattern in {0, 1, 2}^4, side by side in a 2-row
+    # input: every way a, b, c, d can tie is routed to its first maximum.
+    patterns = np.array(np.meshgrid(*[np.arange(3)] * 4, indexing="ij")).reshape(4, -1).T
+    x = np.empty((1, 1, 2, 2 * len(patterns)), dtype)
+    x[0, 0, 0, 0::2], x[0, 0, 0, 1::2] = patterns[:, 0], patterns[:, 1]
+    x[0, 0, 1, 0::2], x[0, 0, 1, 1::2] = patterns[:, 2], patterns[:, 3]
+    dy = np.arange(1, len(patterns) + 1, dtype=dtype).reshape(1, 1, 1, -1)
+    dx = pool_backward("max", dy, x, 2, backend=backend, algorithm=algorithm)
+    first = patterns.argmax(axis=1)  # argmax returns the first of equal maxima
+    expected = np.zeros_like(x)
+    expected[0, 0, first // 2, 2 * np.arange(len(patterns)) + first % 2] = dy.ravel()
+    assert_matches(dx, expected, RTOL[dtype], exact=True)
+
+
+NAN_GEOMETRIES = TIE_GEOMETRIES + [((2, 2, 7, 7), (3, 3), (2, 2), (1, 1))]
+
+
+def input_with_nans(x_shape, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(x_shape)
+    x[rng.random(x_shape) < 0.1] = np.nan
+    x[0, 0, :2, :2] = np.nan  # a block of NaN: some windows hold nothing else
+    return x
+
+
+@pytest.mark.parametrize("geometry", NAN_GEOMETRIES)
+@pytest.mark.parametrize("backend, algorithm", MAX_FORWARD)
+def test_nan_propagates_through_max(backend, algorithm, geometry):
+    x_shape, kernel, stride, padding = geometry
+    x = input_with_nans(x_shape, 2)
+    out = pool("max", x, kernel, stride, padding, backend=backend, algorithm=algorithm)
+    expected = pool("max", x, kernel, stride, padding)
+    assert np.isnan(expected).any() and not np.isnan(expected).all()
+    assert_matches(out, expected, RTOL[np.float64], exact=True)
+
+
+@pytest.mark.parametrize("geometry", NAN_GEOMETRIES)
+@pytest.mark.parametrize("backend, algorithm", MAX_BACKWARD)
+def test_nan_takes_the_gradient_of_its_window(backend, algorithm, geometry):
+    x_shape, kernel, stride, padding = geometry
+    x = input_with_nans(x_shape, 3)
+    dy = np.random.default_rng(4).standard_normal(pool("max", x, kernel, stride, padding).shape)
+    dx = pool_backward("max", dy, x, kernel, stride, padding, backend=backend, algorithm=algorithm)
+    assert_matches(dx, pool_backward("max", dy, x, kernel, stride, padding), RTOL[np.float64])
+
+
+# ------------------------------------------------------ numerical gradients
+
+GRADCHECK_CASES = [  # (x shape, kernel, stride, padding)
+    ((2, 2, 6, 7), (2, 2), (2, 2), (0, 0)),
+    ((2, 2, 5, 5), (3, 3), (1, 1), (1, 1)),
+    ((1, 3, 6, 7), (3, 2), (2, 1), (1, 0)),
+]
+
+
+@pytest.mark.parametrize("geometry", GRADCHECK_CASES)
+@pytest.mark.parametrize("kind, backend, algorithm", BACKWARD)
+def test_backward_matches_numerical_gradient(kind, backend, algorithm, geometry):
+    x_shape, kernel, stride, padding = geometry
+    rng = np.random.default_rng(5)
+    # Distinct values, far apart compared with the finite-difference step,
+    # so every window's maximum is unique and stays put when perturbed.
+    x = rng.permutation(np.prod(x_shape)).reshape(x_shape) * 0.01
+    variant = {"backend": backend, "algorithm": algorithm}
+    dy = rng.standard_normal(pool(kind, x, kernel, stride, padding).shape)
+    dx = pool_backward(kind, dy, x, kernel, stride, padding, **variant)
+    expected = numerical_gradient(lambda v: pool(kind, v, kernel, stride, padding, **variant), x, dy)
+    np.testing.assert_allclose(dx, expected, rtol=1e-7, atol=1e-8)
+
+
+# ---------------------------------------------------------------- bad input
+
+X = np.zeros((2, 3, 6, 6))  # (N, C, H, W)
+DY = np.zeros((2, 3, 3, 3))  # (N, C, OH, OW) for 2x2 windows of stride 2
+
+
+def forward_call(kind, x=X, kernel_size=2, stride=None, padding=0):
+    return pool(kind, x, kernel_size, stride, padding)
+
+
+def backward_call(kind, x=X, kernel_size=2, stride=None, padding=0, dy=DY):
+    return pool_backward(kind, dy, x, kernel_size, stride, padding)
+
+
+every_call = pytest.mark.parametrize(
+    "call, kind", [(c, k) for c in (forward_call, backward_call) for k in KINDS]
+)
+
+
+@every_call
+def test_valid_call_passes(call, kind):
+    # The baseline every failure below departs from in one argument.
+    assert call(kind).shape == (DY.shape if call is forward_call else X.shape)
+
+
+@every_call
+@pytest.mark.parametrize("x", [X[0], X[None]])
+def test_x_of_wrong_ndim(call, kind, x):
+    with pytest.raises(ValueError, match=r"x must be 4-D \(N, C, H, W\), got shape"):
+        call(kind, x=x)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_dy_of_wrong_ndim(kind):
+    with pytest.raises(ValueError, match=r"dy must be 4-D \(N, C, OH, OW\), got shape \(2, 3, 9\)"):
+        backward_call(kind, dy=DY.reshape(2, 3, 9))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("dy_shape", [(2, 3, 2, 3), (1, 3, 3, 3), (2, 4, 3, 3)])
+def test_dy_of_wrong_shape(kind, dy_shape):
+    with pytest.raises(ValueError, match=r"dy must have the output shape \(2, 3, 3, 3\), got"):
+        backward_call(kind, dy=np.zeros(dy_shape))
+
+
+@every_call
+@pytest.mark.parametrize("kernel_size", [0, (2, 0), -1])
+def test_kernel_size_below_one(call, kind, kernel_size):
+    with pytest.raises(ValueError, match=r"kernel_size must be >= 1"):
+        call(kind, kernel_size=kernel_size)
+
+
+@every_call
+@pytest.mark.parametrize("kernel_size", [2.0, (2, "2"), True])
+def test_kernel_size_not_int(call, kind, kernel_size):
+    with pytest.raises(TypeError, match=r"kernel_size must be an int or a pair of ints"):
+        call(kind, kernel_size=kernel_size)
+
+
+@every_call
+@pytest.mark.parametrize("stride", [0, (1, 0), -2])
+def test_stride_below_one(call, kind, stride):
+    with pytest.raises(ValueError, match=r"stride must be >= 1"):
+        call(kind, stride=stride)
+
+
+@every_call
+@pytest.mark.parametrize("padding", [-1, (0, -1)])
+def test_negative_padding(call, kind, padding):
+    with pytest.raises(ValueError, match=r"padding must be >= 0"):
+        call(kind, padding=padding)
+
+
+@every_call
+@pytest.mark.parametrize("kernel_size, padding", [(2, 2), (3, (0, 2)), ((4, 1), (3, 0))])
+def test_padding_over_half_the_kernel(call, kind, kernel_size, padding):
+    with pytest.raises(ValueError, match=r"padding must be at most half the kernel size"):
+        call(kind, kernel_size=kernel_size, padding=padding)
+
+
+@every_call
+@pytest.mark.parametrize(
+    "kernel_size, padding, message",
+    [
+        (7, 0, r"kernel 7x7 is larger than the padded input 6x6"),
+        ((3, 9), (1, 1), r"kernel 3x9 is larger than the padded input 8x8"),
+    ],
+)
+def test_kernel_larger_than_padded_input(call, kind, kernel_size, padding, message):
+    with pytest.raises(ValueError, match=message):
+        call(kind, kernel_size=kernel_size, padding=padding)
+
+
+@every_call
+def test_empty_image(call, kind):
+    with pytest.raises(ValueError, match=r"x must have H, W >= 1, got shape \(2, 3, 0, 6\)"):
+        call(kind, x=np.zeros((2, 3, 0, 6)))
+
+
+@every_call
+@pytest.mark.parametrize("dtype", [complex, object, str])
+def test_x_not_real_numbers(call, kind, dtype):
+    with pytest.raises(TypeError, match=r"x must hold real numbers, got dtype"):
+        call(kind, x=X.astype(dtype))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_dy_not_real_numbers(kind):
+    with pytest.raises(TypeError, match=r"dy must hold real numbers, got dtype complex128"):
+        backward_call(kind, dy=DY.astype(complex))
+
+
+@every_call
+def test_ragged_x(call, kind):
+    with pytest.raises(TypeError, match=r"x is not array-like"):
+        call(kind, x=[[[[0.0, 1.0], [2.0]]]])
