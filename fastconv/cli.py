@@ -21,32 +21,13 @@ import time
 
 import numpy as np
 
-from fastconv import data, models, registry
+from fastconv import data, models
+from fastconv.command_args import (add_data_options, add_kernel_options, non_negative_int,
+                                   positive_float, positive_int)
 from fastconv.model import Sequential
 from fastconv.optim import SGD, Adam
 
 DEFAULT_EPOCHS = 12
-
-
-def _positive_int(text):
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def _non_negative_int(text):
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
-
-
-def _positive_float(text):
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,21 +37,17 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--model", choices=models.MODELS, default="cnn")
-    parser.add_argument("--epochs", type=_positive_int, default=DEFAULT_EPOCHS,
+    parser.add_argument("--epochs", type=positive_int, default=DEFAULT_EPOCHS,
                         help="train until this epoch number (with --resume: the total, not extra epochs)")
-    parser.add_argument("--batch-size", type=_positive_int, default=64)
-    parser.add_argument("--lr", type=_positive_float, default=1e-3, help="learning rate")
+    parser.add_argument("--batch-size", type=positive_int, default=64)
+    parser.add_argument("--lr", type=positive_float, default=1e-3, help="learning rate")
     parser.add_argument("--optimizer", choices=("adam", "sgd"), default="adam",
                         help="adam, or sgd with Nesterov momentum 0.9")
     parser.add_argument("--seed", type=int, default=0, help="seeds weights, shuffling and dropout")
-    parser.add_argument("--backend", choices=("auto",) + registry.available_backends(), default="auto")
-    parser.add_argument("--algorithm", choices=("auto",) + registry.ALGORITHMS + (registry.REFERENCE[1],),
-                        default="auto")
-    parser.add_argument("--dataset", choices=data.DATASETS, default="mnist")
-    parser.add_argument("--data-dir", help="folder holding the four IDX files "
-                        "(default: $FASTCONV_DATA, else the download cache)")
-    parser.add_argument("--limit", type=_positive_int, help="train on the first N training images only")
-    parser.add_argument("--validation", type=_non_negative_int, default=5000,
+    add_kernel_options(parser, default="auto")
+    add_data_options(parser)
+    parser.add_argument("--limit", type=positive_int, help="train on the first N training images only")
+    parser.add_argument("--validation", type=non_negative_int, default=5000,
                         help="hold out the last N training images for per-epoch validation (0: none)")
     parser.add_argument("--save", default=None,
                         help="checkpoint path, rewritten after every epoch (default: fastconv-<model>.npz; '' for none)")
