@@ -1,12 +1,61 @@
-"""``auto`` variant selection: time each candidate once per call signature
-and remember the fastest for the rest of the process."""
+"""``auto`` variant selection: time each candidate once per call signature and
+remember the fastest, in memory and on disk.
+
+A choice is kept per (op, requested backend and algorithm, shapes, dtype,
+thread count) in ``autotune.json`` in ``$FASTCONV_CACHE`` if set, else in
+the per-user cache ``pooch.os_cache("fastconv")``. The file holds one
+section per machine fingerprint (CPU model, SIMD features, fastconv
+version), so a shared home directory, a new CPU or an upgrade measures
+afresh. The file is replaced atomically; when it cannot be read or written
+the choices simply live in memory for the process.
+
+``FASTCONV_BACKEND`` and ``FASTCONV_ALGORITHM`` force a variant for every
+call that leaves ``backend`` or ``algorithm`` at ``"auto"``; an explicit
+argument wins over them.
+"""
 from __future__ import annotations
 
+import functools
+import hashlib
+import json
+import os
+import platform
+import tempfile
 import time
+from pathlib import Path
 
-from fastconv import registry
+import fastconv
+from fastconv import registry, threads
+
+BACKEND_ENV, ALGORITHM_ENV, CACHE_ENV = "FASTCONV_BACKEND", "FASTCONV_ALGORITHM", "FASTCONV_CACHE"
+CACHE_FILE = "autotune.json"
+_FORMAT = 1
+
+# SIMD feature names (as LLVM reports them) that decide which kernel is fastest.
+_SIMD_PREFIXES = ("sse", "ssse", "avx", "fma", "f16c", "neon", "asimd", "sve", "altivec", "vsx")
 
 _fastest: dict = {}
+
+
+# ------------------------------------------------------------ what is asked
+
+
+def forced(backend: str, algorithm: str) -> tuple[str, str]:
+    """``backend``/``algorithm`` with each ``"auto"`` replaced by its
+    environment variable when that is set (ValueError for unknown names)."""
+    if backend == "auto" and os.environ.get(BACKEND_ENV):
+        backend = os.environ[BACKEND_ENV]
+        if backend not in registry.available_backends():
+            raise ValueError(
+                f"{BACKEND_ENV}={backend!r} is not a backend; "
+                f"choose from {registry.available_backends()}"
+            )
+    if algorithm == "auto" and os.environ.get(ALGORITHM_ENV):
+        algorithm = os.environ[ALGORITHM_ENV]
+        known = registry.ALGORITHMS + (registry.REFERENCE[1],)
+        if algorithm not in known:
+            raise ValueError(f"{ALGORITHM_ENV}={algorithm!r} is not an algorithm; choose from {known}")
+    return backend, algorithm
 
 
 def candidates(op, backend, algorithm):
@@ -25,32 +74,159 @@ def candidates(op, backend, algorithm):
     return found
 
 
+# ------------------------------------------------------------ the disk cache
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+@functools.cache
+def machine() -> dict:
+    """What makes timings of this machine comparable: CPU model, LLVM's name
+    for the CPU, its SIMD features, and the fastconv version."""
+    import llvmlite.binding as llvm
+
+    features = llvm.get_host_cpu_features()
+    return {
+        "cpu": _cpu_model(),
+        "llvm_cpu": llvm.get_host_cpu_name(),
+        "simd": sorted(f for f, on in features.items() if on and f.startswith(_SIMD_PREFIXES)),
+        "fastconv": fastconv.__version__,
+    }
+
+
+def fingerprint(description: dict) -> str:
+    """Short stable hash of a :func:`machine` description."""
+    return hashlib.sha256(json.dumps(description, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def cache_path() -> Path:
+    """Where the choices are kept (``FASTCONV_CACHE`` read on every call)."""
+    root = os.environ.get(CACHE_ENV)
+    if not root:
+        import pooch
+
+        root = pooch.os_cache("fastconv")
+    return Path(root) / CACHE_FILE
+
+
+class ChoiceStore:
+    """The choices of one machine in one JSON file.
+
+    Layout: ``{"format": 1, "machines": {fingerprint: {"machine": {...},
+    "choices": {signature: [backend, algorithm]}}}}``; sections of other
+    machines are kept untouched. Never raises for an unreadable, corrupt or
+    unwritable file: a miss, or a choice not saved, is the worst outcome.
+    """
+
+    def __init__(self, path, description=None):
+        self.path = Path(path)
+        self.description = machine() if description is None else description
+        self.section = fingerprint(self.description)
+
+    def _read(self) -> dict:
+        try:
+            with open(self.path) as f:
+                document = json.load(f)
+        except (OSError, ValueError):
+            return {}
+        valid = isinstance(document, dict) and document.get("format") == _FORMAT
+        return document if valid and isinstance(document.get("machines"), dict) else {}
+
+    def _choices(self, document) -> dict:
+        section = document.get("machines", {}).get(self.section)
+        choices = section.get("choices") if isinstance(section, dict) else None
+        return choices if isinstance(choices, dict) else {}
+
+    def get(self, signature: str):
+        """The ``(backend, algorithm)`` saved for ``signature``, else None."""
+        choice = self._choices(self._read()).get(signature)
+        valid = isinstance(choice, list) and len(choice) == 2 and all(isinstance(s, str) for s in choice)
+        return tuple(choice) if valid else None
+
+    def put(self, signature: str, choice) -> None:
+        """Save a choice, merged into the file as it is now, atomically."""
+        document = self._read() or {"format": _FORMAT, "machines": {}}
+        choices = self._choices(document)
+        choices[signature] = list(choice)
+        document["machines"][self.section] = {"machine": self.description, "choices": choices}
+        tmp = None
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".autotune-", suffix=".tmp")
+            with os.fdopen(fd, "w") as f:
+                json.dump(document, f, indent=1, sort_keys=True)
+            os.replace(tmp, self.path)
+        except OSError:
+            if tmp is not None and os.path.exists(tmp):
+                os.unlink(tmp)
+
+
+# ------------------------------------------------------------ choosing
+
+
+def _signature(memo) -> str:
+    """The cache key of a memo tuple; dtypes are written by name."""
+    return json.dumps(memo, default=str)
+
+
 def _seconds(fn):
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
 
 
+def _measure(op, options, run):
+    timings = {}
+    for variant in options:
+        kernel = registry.kernel(op, *variant)
+        run(kernel)  # warm-up: JIT compilation, first-touch of buffers
+        timings[variant] = _seconds(lambda: run(kernel))
+    return min(timings, key=timings.get)
+
+
 def run_fastest(op, backend, algorithm, key, run):
-    """Return ``run(kernel)`` for the fastest candidate variant; the first
-    call for a ``key`` runs every candidate twice (compile, then time)."""
-    memo = (op, backend, algorithm, key)
+    """Return ``run(kernel)`` for the fastest candidate variant.
+
+    ``key`` describes the call (shapes, geometry, dtype). The first call of
+    a signature in a process reads the disk cache, or else runs every
+    candidate twice (compile, then time) and saves the fastest.
+    """
+    backend, algorithm = forced(backend, algorithm)
+    memo = (op, backend, algorithm, key, threads.num_threads())
     choice = _fastest.get(memo)
     if choice is None:
         options = candidates(op, backend, algorithm)
         if len(options) == 1:
             choice = options[0]
         else:
-            timings = {}
-            for variant in options:
-                kernel = registry.kernel(op, *variant)
-                run(kernel)  # warm-up: JIT compilation, first-touch of buffers
-                timings[variant] = _seconds(lambda: run(kernel))
-            choice = min(timings, key=timings.get)
+            store = ChoiceStore(cache_path())
+            signature = _signature(memo)
+            choice = store.get(signature)
+            if choice not in options:  # none saved, or a variant that is gone
+                choice = _measure(op, options, run)
+                store.put(signature, choice)
         _fastest[memo] = choice
     return run(registry.kernel(op, *choice))
 
 
 def chosen(op, backend="auto", algorithm="auto"):
-    """``{key: (backend, algorithm)}`` picked so far for ``op`` (for reports)."""
-    return {m[3]: v for m, v in _fastest.items() if m[:3] == (op, backend, algorithm)}
+    """``{key: (backend, algorithm)}`` picked so far in this process for
+    ``op`` at the current thread count (for reports)."""
+    backend, algorithm = forced(backend, algorithm)
+    now = threads.num_threads()
+    return {m[3]: v for m, v in _fastest.items() if m[:3] == (op, backend, algorithm) and m[4] == now}
+
+
+def forget() -> None:
+    """Drop the choices held in memory; the disk cache stays (the next call
+    of each signature reads it, or measures again)."""
+    _fastest.clear()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import importlib
 
-from fastconv import reference
+from fastconv import reference, threads
 
 OPS = (
     "conv2d",
@@ -58,6 +58,7 @@ def family_kernels(backend: str, family: str) -> dict:
     for (op, alg), fn in unfold.im2col_kernels(unfold_pair.im2col, unfold_pair.col2im).items():
         if _family(op) == family:
             table[(op, alg)] = fn
+    threads.apply()  # the module may have brought in a thread pool (OpenMP)
     return table
 
 

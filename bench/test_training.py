@@ -1,0 +1,44 @@
+"""End to end: the reference CNN's training steps (forward, loss, backward,
+SGD step on one batch) and inference passes per second, for each variant
+that implements every op, and for ``auto``.
+
+Images are seeded noise of MNIST's shape: the kernels' speed does not
+depend on the pixel values.
+"""
+import numpy as np
+import pytest
+
+from fastconv import models, optim, registry
+
+BATCHES = (64, 256)
+# Variants with every op (conv and pooling, both directions), then auto.
+VARIANTS = sorted(set.intersection(*(set(registry.variants(op)) for op in registry.OPS))) + [("auto", "auto")]
+CASES = [(batch, variant) for batch in BATCHES for variant in VARIANTS]
+IDS = [f"N{batch}-{'/'.join(variant)}" for batch, variant in CASES]
+
+
+def batch_of(n):
+    rng = np.random.default_rng(0)
+    return rng.random((n,) + models.INPUT_SHAPE, dtype=np.float32), rng.integers(0, models.CLASSES, n)
+
+
+def images_per_second(batch):
+    return lambda seconds: (batch / seconds, "images/s")
+
+
+@pytest.mark.parametrize("batch, variant", CASES, ids=IDS)
+def test_train_step(measure, batch, variant):
+    backend, algorithm = variant
+    model = models.build("cnn", backend=backend, algorithm=algorithm, seed=0)
+    optimizer = optim.SGD(lr=0.01, momentum=0.9)
+    x, y = batch_of(batch)
+    measure(f"cnn training N={batch}", lambda: model.train_step(x, y, optimizer),
+            images_per_second(batch), images=batch)
+
+
+@pytest.mark.parametrize("batch, variant", CASES, ids=IDS)
+def test_inference(measure, batch, variant):
+    backend, algorithm = variant
+    model = models.build("cnn", backend=backend, algorithm=algorithm, seed=0)
+    x, _ = batch_of(batch)
+    measure(f"cnn inference N={batch}", lambda: model.forward(x), images_per_second(batch), images=batch)

@@ -1,0 +1,191 @@
+"""``fastconv-bench``: a quick table of every kernel variant on chosen layer
+shapes (default: the reference CNN's layers at batch 64).
+
+Each call is timed as ``timeit`` does: one warm-up call (JIT compilation,
+first touch), then ``--repeat`` samples of enough calls to last a few
+milliseconds, and the median sample is reported. This is a report for a
+quick look; the pytest-benchmark suite in ``bench/`` is the benchmark.
+
+Columns: milliseconds per call, throughput (GFLOP/s for conv, GB/s for
+pooling, counted as in :mod:`fastconv.workloads`), the conv as a percentage
+of NumPy's float32 GEMM of the im2col-equivalent size (timed in the same
+run), and the speedup over the naive algorithm of the same backend.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import sys
+import timeit
+from dataclasses import asdict, dataclass
+
+from tqdm import tqdm
+
+from fastconv import autotune, registry, threads
+from fastconv.workloads import NETWORKS, workloads
+
+GEMM = ("numpy", "gemm")
+MIN_SAMPLE_SECONDS = 2e-3
+
+
+def median_seconds(fn, repeat: int) -> float:
+    """Median seconds of one ``fn()`` over ``repeat`` samples."""
+    fn()
+    timer = timeit.Timer(fn)
+    once = timer.timeit(1)
+    number = max(1, math.ceil(MIN_SAMPLE_SECONDS / max(once, 1e-9)))
+    return statistics.median(t / number for t in timer.repeat(repeat, number))
+
+
+@dataclass
+class Row:
+    layer: str
+    batch: int
+    op: str
+    direction: str
+    variant: str
+    ms: float
+    rate: float
+    unit: str
+    pct_of_gemm: float | None = None
+    speedup_over_naive: float | None = None
+
+
+def measure(works, backend, repeat, quiet=False) -> list[Row]:
+    """Time every variant of ``backend`` (``"auto"``: all) on each workload,
+    plus the GEMM limit for conv; fill in the comparisons. The progress bar
+    shows on a terminal unless ``quiet``."""
+    jobs = [
+        (work, variant)
+        for work in works
+        for variant in registry.variants(work.op, backend=backend) + ([GEMM] if work.is_conv else [])
+    ]
+    rows, seconds = [], {}
+    progress = tqdm(jobs, desc="fastconv-bench", unit="variant", disable=True if quiet else None)
+    for work, variant in progress:
+        fn = work.gemm_call() if variant == GEMM else work.call(*variant)
+        seconds[work, variant] = t = median_seconds(fn, repeat)
+        rate, unit = work.rate(t)
+        name = "/".join(variant)
+        rows.append(Row(work.layer.label, work.batch, work.op, work.direction, name, t * 1e3, rate, unit))
+    for row, (work, variant) in zip(rows, jobs):
+        t = seconds[work, variant]
+        if work.is_conv:
+            row.pct_of_gemm = 100 * seconds[work, GEMM] / t
+        naive = seconds.get((work, (variant[0], "naive")))
+        if naive is not None:
+            row.speedup_over_naive = naive / t
+    return rows
+
+
+COLUMNS = ("layer", "N", "op", "direction", "variant", "ms", "throughput", "% of GEMM", "vs naive")
+FIRST_NUMBER = COLUMNS.index("ms")
+
+
+def _number(value) -> str:
+    """Three significant digits or so, without exponents."""
+    if value >= 100:
+        return f"{value:.0f}"
+    if value >= 10:
+        return f"{value:.1f}"
+    return f"{value:.2f}" if value >= 1 else f"{value:.3g}"
+
+
+def _cells(row: Row) -> list[str]:
+    return [
+        row.layer,
+        str(row.batch),
+        row.op.removesuffix("_backward"),
+        row.direction,
+        row.variant,
+        _number(row.ms),
+        f"{_number(row.rate)} {row.unit}",
+        "" if row.pct_of_gemm is None else f"{_number(row.pct_of_gemm)}%",
+        "" if row.speedup_over_naive is None else f"{_number(row.speedup_over_naive)}x",
+    ]
+
+
+def _aligned(cells, widths) -> str:
+    return "  ".join(
+        c.rjust(w) if i >= FIRST_NUMBER else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))
+    ).rstrip()
+
+
+def text_table(rows) -> str:
+    """Aligned columns, a blank line between workloads."""
+    cells = [list(COLUMNS)] + [_cells(r) for r in rows]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(COLUMNS))]
+    lines = [_aligned(cells[0], widths)]
+    for previous, row, line in zip([None] + rows, rows, cells[1:]):
+        if previous is not None and (row.layer, row.batch, row.direction) != (
+            previous.layer, previous.batch, previous.direction
+        ):
+            lines.append("")
+        lines.append(_aligned(line, widths))
+    return "\n".join(lines)
+
+
+def markdown_table(rows) -> str:
+    alignments = ["---"] * FIRST_NUMBER + ["---:"] * (len(COLUMNS) - FIRST_NUMBER)
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "|".join(alignments) + "|"]
+    lines += ["| " + " | ".join(_cells(r)) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _conditions(repeat) -> dict:
+    return {
+        "threads": threads.num_threads(),
+        "load_average": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
+        "repeat": repeat,
+        "machine": autotune.machine(),
+    }
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(
+        prog="fastconv-bench", description=__doc__.split("\n\n")[0].replace("``", "")
+    )
+    parser.add_argument("--network", nargs="+", choices=tuple(NETWORKS), default=["cnn"],
+                        help="whose layer shapes to run (default: cnn)")
+    parser.add_argument("--batch", nargs="+", type=int, default=[64], help="batch sizes (default: 64)")
+    parser.add_argument("--ops", nargs="+", choices=registry.OPS, help="ops to run (default: all)")
+    parser.add_argument("--backend", choices=("auto",) + registry.available_backends(), default="auto",
+                        help="one backend's variants only (default: all, the reference included)")
+    parser.add_argument("--repeat", type=int, default=5, help="timed samples per variant (default: 5)")
+    parser.add_argument("--threads", type=int, help="threads (default: FASTCONV_NUM_THREADS or all cores)")
+    parser.add_argument("--markdown", metavar="PATH", help="also write the table as Markdown")
+    parser.add_argument("--json", metavar="PATH", help="also write rows and conditions as JSON")
+    args = parser.parse_args(argv)
+    if args.repeat < 1 or min(args.batch) < 1 or (args.threads is not None and args.threads < 1):
+        parser.error("--repeat, --batch and --threads must be >= 1")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.threads is not None:
+        threads.set_num_threads(args.threads)
+    works = workloads(args.network, args.batch, args.ops)
+    if not works:
+        print("no layer of the chosen networks runs the chosen ops", file=sys.stderr)
+        return 2
+    conditions = _conditions(args.repeat)
+    rows = measure(works, args.backend, args.repeat)
+    cpu = conditions["machine"]
+    print(f"threads: {conditions['threads']}, load average before: {conditions['load_average']}, "
+          f"median of {args.repeat} samples, {cpu['cpu']} ({cpu['llvm_cpu']})")
+    print(text_table(rows))
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(markdown_table(rows) + "\n")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"conditions": conditions, "rows": [asdict(r) for r in rows]}, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

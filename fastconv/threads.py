@@ -1,0 +1,95 @@
+"""How many threads the kernels use: one number for Numba, OpenMP and BLAS.
+
+``FASTCONV_NUM_THREADS`` (default: every core this process may run on) sets
+Numba's thread count (``numba.set_num_threads``) and, through
+``threadpoolctl``, the OpenMP threads of the Cython kernels and the BLAS
+threads of NumPy's matrix products. :func:`set_num_threads` changes it while
+running.
+
+The threads never nest: a kernel parallelises its own loops (``prange``)
+*outside* any BLAS call, and the im2col algorithm runs its unfold (parallel
+loops) and its GEMM (parallel BLAS) one after the other. So at most this
+many threads are busy at any moment, never prange threads times BLAS
+threads.
+
+They do interfere, though, when idle threads of one pool spin on the cores
+that the other pool needs: OpenBLAS spins for about 2**28 cycles after each
+call and libgomp (OpenMP) for a while after each parallel loop, so an
+unfold that follows a GEMM waits for the scheduler to preempt a spinning
+BLAS thread (a 4 ms time slice). On 2 cores that made two threads slower
+than one. :func:`wait_quietly`, run when fastconv is imported, therefore
+makes idle threads sleep (``OMP_WAIT_POLICY=PASSIVE``,
+``OPENBLAS_THREAD_TIMEOUT=4``) unless those variables are already set; a
+library reads them when it loads, so OpenBLAS misses them if NumPy was
+imported before fastconv.
+
+Numba's and OpenMP's counts hold for the thread that sets them, the one
+that calls the kernels. Numba fixes the size of its pool when it starts
+(``NUMBA_NUM_THREADS``, default: the cores); a larger request leaves Numba
+at that size.
+"""
+from __future__ import annotations
+
+import os
+
+ENV_VAR = "FASTCONV_NUM_THREADS"
+
+_requested: int | None = None
+
+
+IDLE_THREADS_SLEEP = {"OMP_WAIT_POLICY": "PASSIVE", "OPENBLAS_THREAD_TIMEOUT": "4"}
+
+
+def wait_quietly() -> None:
+    """Ask thread pools loaded from now on to put idle threads to sleep at
+    once rather than spin (each variable only if not set already)."""
+    for name, value in IDLE_THREADS_SLEEP.items():
+        os.environ.setdefault(name, value)
+
+
+def available_cores() -> int:
+    """Cores this process may run on (its CPU affinity where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def _parse(value, source) -> int:
+    try:
+        n = int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{source} must be a positive integer, got {value!r}") from None
+    if n < 1:
+        raise ValueError(f"{source} must be a positive integer, got {value!r}")
+    return n
+
+
+def num_threads() -> int:
+    """The thread count in force: the last :func:`set_num_threads`, else
+    ``FASTCONV_NUM_THREADS``, else :func:`available_cores`."""
+    if _requested is not None:
+        return _requested
+    value = os.environ.get(ENV_VAR, "").strip()
+    return _parse(value, ENV_VAR) if value else available_cores()
+
+
+def set_num_threads(n: int | None) -> None:
+    """Use ``n`` threads from now on, in Numba, OpenMP and BLAS alike
+    (``None``: back to ``FASTCONV_NUM_THREADS`` or every core)."""
+    global _requested
+    _requested = None if n is None else _parse(n, "number of threads")
+    apply()
+
+
+def apply() -> None:
+    """Impose :func:`num_threads` on every thread pool loaded so far.
+
+    Called again after a kernel module loads (see :mod:`fastconv.registry`),
+    because ``threadpoolctl`` reaches only libraries already in memory.
+    """
+    import numba
+    from threadpoolctl import threadpool_limits
+
+    n = num_threads()
+    numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+    threadpool_limits(limits=n)

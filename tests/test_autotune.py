@@ -1,0 +1,172 @@
+"""The ``auto`` choice: its disk cache (round trip, other machines, corrupt
+and unwritable files) and forcing a variant through the environment."""
+import json
+
+import numpy as np
+import pytest
+
+from fastconv import autotune, ops, registry
+
+MACHINE = {"cpu": "Test CPU", "llvm_cpu": "generic", "simd": ["avx2", "fma"], "fastconv": "0.0.0"}
+
+
+@pytest.fixture
+def cache_dir(tmp_path, monkeypatch):
+    """A fresh cache directory and no choice in memory (as a new process)."""
+    monkeypatch.setenv("FASTCONV_CACHE", str(tmp_path))
+    monkeypatch.delenv("FASTCONV_BACKEND", raising=False)
+    monkeypatch.delenv("FASTCONV_ALGORITHM", raising=False)
+    autotune.forget()
+    yield tmp_path
+    autotune.forget()
+
+
+@pytest.fixture
+def kernel_calls(monkeypatch):
+    """The (backend, algorithm) of every kernel fetched from the registry."""
+    calls, real = [], registry.kernel
+
+    def spy(op, backend, algorithm):
+        calls.append((backend, algorithm))
+        return real(op, backend, algorithm)
+
+    monkeypatch.setattr(registry, "kernel", spy)
+    return calls
+
+
+# ------------------------------------------------------------ the store
+
+
+def test_store_round_trip(tmp_path):
+    path = tmp_path / "autotune.json"
+    autotune.ChoiceStore(path, MACHINE).put("sig", ("cython", "im2col"))
+    assert autotune.ChoiceStore(path, MACHINE).get("sig") == ("cython", "im2col")
+    assert autotune.ChoiceStore(path, MACHINE).get("other") is None
+    assert [p.name for p in tmp_path.iterdir()] == ["autotune.json"]  # no temp file left
+
+
+def test_store_keeps_machines_apart(tmp_path):
+    path = tmp_path / "autotune.json"
+    other = dict(MACHINE, fastconv="9.9.9")
+    autotune.ChoiceStore(path, other).put("sig", ("numba", "naive"))
+    autotune.ChoiceStore(path, MACHINE).put("sig", ("cython", "vectorized"))
+    assert autotune.ChoiceStore(path, other).get("sig") == ("numba", "naive")
+    assert autotune.ChoiceStore(path, MACHINE).get("sig") == ("cython", "vectorized")
+    sections = json.loads(path.read_text())["machines"].values()
+    assert sorted(s["machine"]["fastconv"] for s in sections) == ["0.0.0", "9.9.9"]
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        "{not json",
+        "",
+        "[1, 2]",
+        '{"format": 1, "machines": []}',
+        json.dumps({"format": 1, "machines": {autotune.fingerprint(MACHINE): {"choices": {"sig": "cython"}}}}),
+    ],
+)
+def test_corrupt_cache_is_a_miss_and_gets_rewritten(tmp_path, content):
+    path = tmp_path / "autotune.json"
+    path.write_text(content)
+    store = autotune.ChoiceStore(path, MACHINE)
+    assert store.get("sig") is None
+    store.put("sig", ("numba", "im2col"))
+    assert autotune.ChoiceStore(path, MACHINE).get("sig") == ("numba", "im2col")
+
+
+def test_unwritable_cache_is_ignored(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    store = autotune.ChoiceStore(blocker / "autotune.json", MACHINE)
+    store.put("sig", ("cython", "naive"))  # its directory cannot be made: no error
+    assert store.get("sig") is None
+
+
+def test_machine_description_names_this_cpu():
+    description = autotune.machine()
+    assert description["cpu"] and description["llvm_cpu"]
+    assert description["fastconv"] == __import__("fastconv").__version__
+    assert autotune.fingerprint(description) != autotune.fingerprint(dict(description, cpu="other"))
+
+
+def test_cache_path_follows_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("FASTCONV_CACHE", str(tmp_path))
+    assert autotune.cache_path() == tmp_path / "autotune.json"
+
+
+# ------------------------------------------------------------ auto with the store
+
+X = np.random.default_rng(0).standard_normal((2, 3, 8, 8)).astype(np.float32)
+
+
+def saved_choices(cache_dir):
+    """``{signature: [backend, algorithm]}`` of this machine's cache section."""
+    saved = json.loads((cache_dir / "autotune.json").read_text())
+    return saved["machines"][autotune.fingerprint(autotune.machine())]["choices"]
+
+
+def test_auto_choice_is_saved_and_read_back_without_measuring(cache_dir, monkeypatch):
+    ops.max_pool2d(X, 2, backend="cython")
+    (choice,) = autotune.chosen("max_pool2d", "cython").values()
+    assert list(saved_choices(cache_dir).values()) == [list(choice)]
+
+    autotune.forget()  # as a new process: the choice must come from disk
+
+    def no_measuring(*args):
+        raise AssertionError("measured again despite the cache")
+
+    monkeypatch.setattr(autotune, "_measure", no_measuring)
+    ops.max_pool2d(X, 2, backend="cython")
+    assert list(autotune.chosen("max_pool2d", "cython").values()) == [choice]
+
+
+def test_saved_choice_is_used(cache_dir, kernel_calls):
+    ops.max_pool2d(X, 2, backend="numba")
+    ((signature, choice),) = saved_choices(cache_dir).items()
+    # Plant another variant, as a previous process could have saved it.
+    planted = ("numba", "im2col" if choice[1] == "naive" else "naive")
+    autotune.ChoiceStore(autotune.cache_path()).put(signature, planted)
+    autotune.forget()
+    kernel_calls.clear()
+    ops.max_pool2d(X, 2, backend="numba")
+    assert kernel_calls == [planted]
+
+
+def test_unwritable_cache_falls_back_to_memory(cache_dir, monkeypatch):
+    blocker = cache_dir / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("FASTCONV_CACHE", str(blocker))
+    measured = []
+    real = autotune._measure
+    monkeypatch.setattr(autotune, "_measure", lambda *a: measured.append(1) or real(*a))
+    first = ops.avg_pool2d(X, 2, backend="cython")
+    second = ops.avg_pool2d(X, 2, backend="cython")
+    assert measured == [1]
+    np.testing.assert_array_equal(first, second)
+
+
+# ------------------------------------------------------------ forcing
+
+
+def test_environment_forces_auto_arguments(cache_dir, monkeypatch, kernel_calls):
+    monkeypatch.setenv("FASTCONV_BACKEND", "numba")
+    monkeypatch.setenv("FASTCONV_ALGORITHM", "naive")
+    ops.max_pool2d(X, 2)
+    assert kernel_calls == [("numba", "naive")]
+
+
+def test_explicit_arguments_win_over_the_environment(cache_dir, monkeypatch, kernel_calls):
+    monkeypatch.setenv("FASTCONV_BACKEND", "numba")
+    monkeypatch.setenv("FASTCONV_ALGORITHM", "naive")
+    ops.max_pool2d(X, 2, backend="cython")
+    ops.max_pool2d(X, 2, algorithm="im2col")
+    ops.max_pool2d(X, 2, backend="numpy", algorithm="reference")
+    assert kernel_calls == [("cython", "naive"), ("numba", "im2col"), ("numpy", "reference")]
+
+
+@pytest.mark.parametrize("variable, value", [("FASTCONV_BACKEND", "cuda"), ("FASTCONV_ALGORITHM", "fft")])
+def test_unknown_forced_variant_is_refused(cache_dir, monkeypatch, variable, value):
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ValueError, match=f"{variable}='{value}' is not"):
+        ops.max_pool2d(X, 2)

@@ -1,0 +1,106 @@
+"""fastconv-bench: runs on small shapes and reports every variant (no
+timing is checked, only that the table is complete and consistent)."""
+import contextlib
+import io
+import json
+import subprocess
+import sys
+
+import pytest
+
+from fastconv import bench, registry
+from fastconv.workloads import workloads
+
+NETWORKS, BATCH = ["cnn", "lenet5"], 1
+
+
+def run(argv):
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        status = bench.main(argv)
+    return status, printed.getvalue()
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    """One run over both networks at batch 1: (printed, markdown, json)."""
+    folder = tmp_path_factory.mktemp("bench")
+    markdown, as_json = folder / "table.md", folder / "table.json"
+    status, printed = run(
+        ["--network", *NETWORKS, "--batch", str(BATCH), "--repeat", "1",
+         "--markdown", str(markdown), "--json", str(as_json)]
+    )
+    assert status == 0
+    return printed, markdown.read_text(), json.loads(as_json.read_text())
+
+
+def expected_rows():
+    """(layer, N, op, direction, variant) of every variant, GEMM for conv."""
+    rows = set()
+    for work in workloads(NETWORKS, [BATCH]):
+        names = ["/".join(v) for v in registry.variants(work.op)] + (["numpy/gemm"] if work.is_conv else [])
+        base = work.op.removesuffix("_backward")
+        rows |= {(work.layer.label, str(BATCH), base, work.direction, name) for name in names}
+    return rows
+
+
+def test_prints_every_variant_once(report):
+    printed, _, _ = report
+    lines = [line.split() for line in printed.splitlines()[2:] if line.strip()]
+    assert sorted(tuple(cells[:5]) for cells in lines) == sorted(expected_rows())
+
+
+def test_markdown_and_json_hold_the_same_rows(report):
+    _, markdown, as_json = report
+    assert len(markdown.splitlines()) == 2 + len(expected_rows())
+    assert {(r["layer"], str(r["batch"]), r["op"].removesuffix("_backward"), r["direction"], r["variant"])
+            for r in as_json["rows"]} == expected_rows()
+    assert as_json["conditions"]["repeat"] == 1
+    assert as_json["conditions"]["threads"] >= 1
+
+
+def test_comparisons_follow_the_variants(report):
+    _, _, as_json = report
+    for row in as_json["rows"]:
+        backend, algorithm = row["variant"].split("/")
+        conv = row["op"].startswith("conv")
+        assert (row["pct_of_gemm"] is not None) == conv
+        if row["variant"] == "numpy/gemm":
+            assert row["pct_of_gemm"] == pytest.approx(100)
+        assert (row["speedup_over_naive"] is not None) == (backend in registry.COMPILED_BACKENDS)
+        if algorithm == "naive":
+            assert row["speedup_over_naive"] == pytest.approx(1)
+
+
+def test_throughput_counts_the_workload(report):
+    _, _, as_json = report
+    works = {(w.layer.label, w.direction): w for w in workloads(NETWORKS, [BATCH])}
+    for row in as_json["rows"]:
+        work = works[row["layer"], row["direction"]]
+        assert row["rate"] == pytest.approx(work.rate(row["ms"] / 1e3)[0])
+        assert row["unit"] == ("GFLOP/s" if work.is_conv else "GB/s")
+
+
+def test_runs_as_a_module_with_filters(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "fastconv.bench", "--network", "lenet5", "--ops", "avg_pool2d",
+         "--backend", "numpy", "--batch", "2", "--repeat", "1", "--threads", "1"],
+        capture_output=True, text=True, check=True, cwd=tmp_path,  # not the source folder
+    ).stdout
+    assert out.startswith("threads: 1,")
+    rows = [line.split()[:5] for line in out.splitlines()[2:] if line.strip()]
+    assert rows == [[f"lenet5.pool{i}", "2", "avg_pool2d", "forward", "numpy/reference"] for i in (1, 2)]
+
+
+def test_no_matching_layer_is_an_error(capsys):
+    assert bench.main(["--network", "cnn", "--ops", "avg_pool2d", "--repeat", "1"]) == 2
+    assert "no layer" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv", [["--repeat", "0"], ["--batch", "0"], ["--threads", "0"], ["--ops", "conv3d"]]
+)
+def test_bad_arguments_are_refused(argv):
+    with pytest.raises(SystemExit) as exit_info:
+        bench.parse_args(argv)
+    assert exit_info.value.code == 2

@@ -1,0 +1,87 @@
+"""One thread count for Numba, OpenMP and BLAS."""
+import json
+import os
+import subprocess
+import sys
+
+import numba
+import pytest
+from threadpoolctl import threadpool_info
+
+from fastconv import threads
+
+
+@pytest.fixture
+def restore_threads(monkeypatch):
+    monkeypatch.delenv("FASTCONV_NUM_THREADS", raising=False)
+    yield
+    monkeypatch.delenv("FASTCONV_NUM_THREADS", raising=False)
+    threads.set_num_threads(None)
+
+
+def test_default_is_every_core(restore_threads):
+    assert threads.num_threads() == threads.available_cores() >= 1
+
+
+def test_environment_sets_the_count(restore_threads, monkeypatch):
+    monkeypatch.setenv("FASTCONV_NUM_THREADS", "1")
+    assert threads.num_threads() == 1
+
+
+@pytest.mark.parametrize("value", ["0", "-2", "two", "1.5"])
+def test_bad_environment_value_is_refused(restore_threads, monkeypatch, value):
+    monkeypatch.setenv("FASTCONV_NUM_THREADS", value)
+    with pytest.raises(ValueError, match=f"FASTCONV_NUM_THREADS must be a positive integer, got '{value}'"):
+        threads.num_threads()
+
+
+def test_set_num_threads_reaches_numba_and_every_pool(restore_threads):
+    threads.set_num_threads(1)
+    assert threads.num_threads() == 1
+    assert numba.get_num_threads() == 1
+    assert {pool["num_threads"] for pool in threadpool_info()} == {1}
+    threads.set_num_threads(None)
+    assert threads.num_threads() == threads.available_cores()
+    assert numba.get_num_threads() == min(threads.available_cores(), numba.config.NUMBA_NUM_THREADS)
+
+
+def test_set_num_threads_refuses_zero(restore_threads):
+    with pytest.raises(ValueError, match="number of threads must be a positive integer"):
+        threads.set_num_threads(0)
+
+
+PROBE = """
+import json, numba
+from threadpoolctl import threadpool_info
+from fastconv import registry
+registry.family_kernels("cython", "conv")
+registry.family_kernels("numba", "pool")
+print(json.dumps({"numba": numba.get_num_threads(),
+                  "pools": {p["internal_api"]: p["num_threads"] for p in threadpool_info()}}))
+"""
+
+
+def test_environment_reaches_kernel_modules_loaded_later(tmp_path):
+    env = dict(os.environ, FASTCONV_NUM_THREADS="1")
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE], env=env, cwd=tmp_path, capture_output=True, text=True, check=True
+    )
+    seen = json.loads(out.stdout)
+    assert seen["numba"] == 1
+    assert "openmp" in seen["pools"]
+    assert set(seen["pools"].values()) == {1}
+
+
+def test_idle_threads_are_asked_to_sleep_unless_told_otherwise(monkeypatch):
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    monkeypatch.setenv("OPENBLAS_THREAD_TIMEOUT", "10")
+    threads.wait_quietly()
+    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+    assert os.environ["OPENBLAS_THREAD_TIMEOUT"] == "10"
+
+
+def test_importing_fastconv_sets_the_wait_policy(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in threads.IDLE_THREADS_SLEEP}
+    probe = "import os, fastconv; print(os.environ['OMP_WAIT_POLICY'], os.environ['OPENBLAS_THREAD_TIMEOUT'])"
+    out = subprocess.run([sys.executable, "-c", probe], env=env, cwd=tmp_path, capture_output=True, text=True)
+    assert out.stdout.split() == ["PASSIVE", "4"]
