@@ -125,7 +125,7 @@ def test_saved_choice_is_used(cache_dir, kernel_calls):
     ops.max_pool2d(X, 2, backend="numba")
     ((signature, choice),) = saved_choices(cache_dir).items()
     # Plant another variant, as a previous process could have saved it.
-    planted = ("numba", "im2col" if choice[1] == "naive" else "naive")
+    planted = ("numba", "im2col" if choice[1] == "vectorized" else "vectorized")
     autotune.ChoiceStore(autotune.cache_path()).put(signature, planted)
     autotune.forget()
     kernel_calls.clear()
@@ -144,6 +144,25 @@ def test_unwritable_cache_falls_back_to_memory(cache_dir, monkeypatch):
     second = ops.avg_pool2d(X, 2, backend="cython")
     assert measured == [1]
     np.testing.assert_array_equal(first, second)
+
+
+def test_auto_leaves_out_naive_and_reference_but_naive_can_be_asked_for(cache_dir, kernel_calls):
+    ops.max_pool2d(X, 2)
+    assert kernel_calls and all(a not in ("naive", "reference") for _, a in kernel_calls)
+    assert {a for _, a in kernel_calls} == {"im2col", "vectorized"}
+    kernel_calls.clear()
+    ops.max_pool2d(X, 2, algorithm="naive")
+    assert {v for v in kernel_calls} == {("cython", "naive"), ("numba", "naive")}
+
+
+def test_measurement_keeps_the_best_of_several_runs(monkeypatch):
+    # A variant whose one slow run (a preempted thread) would lose it the choice.
+    clock = iter([0, 5.0, 5.0, 5.001, 5.001, 5.002,  # fast variant: 5 s once, then 1 ms twice
+                  10, 10.002, 10.002, 10.004, 10.004, 10.006])  # steady 2 ms
+    monkeypatch.setattr(autotune.time, "perf_counter", lambda: next(clock))
+    monkeypatch.setattr(autotune.registry, "kernel", lambda op, b, a: (b, a))
+    choice = autotune._measure("conv2d", [("cython", "vectorized"), ("numba", "vectorized")], lambda k: None)
+    assert choice == ("cython", "vectorized")
 
 
 # ------------------------------------------------------------ forcing
