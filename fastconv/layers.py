@@ -184,13 +184,11 @@ class Conv2D(_WindowLayer):
                           backend=self.backend, algorithm=self.algorithm)
 
     def backward(self, dy):
-        # ops has no backward without dx: when needs_input_grad is false the
-        # kernel still computes it and we drop it.
         dx, self.grads["w"], self.grads["b"] = ops.conv2d_backward(
             dy, self._cached(self._x), self.params["w"], self.stride, self.padding,
-            backend=self.backend, algorithm=self.algorithm,
+            compute_dx=self.needs_input_grad, backend=self.backend, algorithm=self.algorithm,
         )
-        return dx if self.needs_input_grad else None
+        return dx
 
     def config(self):
         return {"in_channels": self.in_channels, "out_channels": self.out_channels, **super().config()}

@@ -155,6 +155,19 @@ def test_auto_leaves_out_naive_and_reference_but_naive_can_be_asked_for(cache_di
     assert {v for v in kernel_calls} == {("cython", "naive"), ("numba", "naive")}
 
 
+def test_backward_without_dx_is_chosen_apart(cache_dir, monkeypatch):
+    # Without dx another variant may be fastest: the flag is part of the key.
+    w, dy = np.zeros((4, 3, 3, 3), np.float32), np.zeros((2, 4, 6, 6), np.float32)
+    measured = []
+    real = autotune._measure
+    monkeypatch.setattr(autotune, "_measure", lambda *a: measured.append(1) or real(*a))
+    for compute_dx in (True, False):
+        ops.conv2d_backward(dy, X, w, compute_dx=compute_dx, backend="cython")
+    assert measured == [1, 1]
+    assert sorted(key[-1] for key in autotune.chosen("conv2d_backward", "cython")) == [False, True]
+    assert len(saved_choices(cache_dir)) == 2
+
+
 def test_measurement_keeps_the_best_of_several_runs(monkeypatch):
     # A variant whose one slow run (a preempted thread) would lose it the choice.
     clock = iter([0, 5.0, 5.0, 5.001, 5.001, 5.002,  # fast variant: 5 s once, then 1 ms twice
