@@ -18,6 +18,10 @@ Every layer has
   ``type(layer)(**layer.config())`` rebuilds it (weights aside).
 * ``initialize(rng, dtype)``: allocates and initialises the parameters from
   the given ``numpy.random.Generator`` (never global random state).
+* ``window``: the sliding window as ``(kernel, stride, padding)``, each an
+  (H, W) pair, for receptive-field arithmetic; elementwise layers report the
+  identity window ``((1, 1), (1, 1), (0, 0))`` and layers that end the image
+  geometry (Flatten, Dense) report None.
 
 Images are NCHW: (N, C, H, W). Convolution and pooling run through
 :mod:`fastconv.ops` with the layer's ``backend`` and ``algorithm``.
@@ -31,6 +35,10 @@ import numpy as np
 
 from fastconv import ops
 from fastconv.shapes import as_pair, conv_out_size
+
+
+IDENTITY_WINDOW = ((1, 1), (1, 1), (0, 0))
+"""The ``window`` of a layer that maps each pixel to itself (ReLU, Dropout)."""
 
 
 class Layer:
@@ -64,6 +72,10 @@ class Layer:
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         return tuple(input_shape)
+
+    @property
+    def window(self):
+        return IDENTITY_WINDOW  # elementwise, like the default output_shape
 
     def config(self) -> dict:
         return {"name": self.name} if self.has_explicit_name else {}
@@ -114,6 +126,10 @@ class _WindowLayer(Layer):
         self.padding = as_pair(padding, "padding", 0)
         self.backend, self.algorithm = backend, algorithm
         self._x = None  # the input, for backward
+
+    @property
+    def window(self):
+        return self.kernel_size, self.stride, self.padding
 
     def config(self):
         return {
@@ -168,13 +184,11 @@ class Conv2D(_WindowLayer):
                           backend=self.backend, algorithm=self.algorithm)
 
     def backward(self, dy):
-        # ops has no backward without dx: when needs_input_grad is false the
-        # kernel still computes it and we drop it.
         dx, self.grads["w"], self.grads["b"] = ops.conv2d_backward(
             dy, self._cached(self._x), self.params["w"], self.stride, self.padding,
-            backend=self.backend, algorithm=self.algorithm,
+            compute_dx=self.needs_input_grad, backend=self.backend, algorithm=self.algorithm,
         )
-        return dx if self.needs_input_grad else None
+        return dx
 
     def config(self):
         return {"in_channels": self.in_channels, "out_channels": self.out_channels, **super().config()}
@@ -233,6 +247,8 @@ class Flatten(Layer):
         super().__init__(name)
         self._x_shape = None
 
+    window = None  # the pixels' positions end here
+
     def output_shape(self, input_shape):
         return (math.prod(input_shape),)
 
@@ -255,6 +271,7 @@ class Dense(Layer):
     """
 
     kind = "dense"
+    window = None  # every output sees every input: no image geometry
 
     def __init__(self, in_features, out_features, *, name=None):
         super().__init__(name)

@@ -22,6 +22,7 @@ from tqdm import tqdm
 from fastconv.layers import LAYERS
 from fastconv.losses import softmax, softmax_cross_entropy
 from fastconv.optim import OPTIMIZERS, Adam
+from fastconv.shapes import receptive_field as _axis_fields
 
 FILE_FORMAT = "fastconv.Sequential/1"
 
@@ -124,14 +125,37 @@ class Sequential:
     def param_count(self) -> int:
         return sum(layer.param_count() for layer in self.layers)
 
-    def summary(self, file=None) -> None:
-        """Print a Keras-style table: layer (type), output shape, parameters."""
+    def receptive_fields(self) -> list:
+        """Per layer, ``(rows, cols)``: the :class:`fastconv.shapes.FieldRow`
+        of its output along H and W (field, jump, start in input pixels), or
+        None from the first layer without a window (Flatten, Dense) on, and
+        for every layer when the input is not an image (C, H, W)."""
+        windows = []
+        for layer in self.layers if len(self.input_shape) == 3 else ():
+            if layer.window is None:
+                break
+            windows.append(layer.window)
+        fields = []
+        if windows:
+            per_axis = [
+                _axis_fields([(k[axis], s[axis], p[axis]) for k, s, p in windows], self.input_shape[1 + axis])
+                for axis in (0, 1)
+            ]
+            fields = list(zip(*per_axis))
+        return fields + [None] * (len(self.layers) - len(fields))
+
+    def summary(self, file=None, receptive_field=False) -> None:
+        """Print a Keras-style table: layer (type), output shape, parameters,
+        and with ``receptive_field`` the input pixels (H x W) one output pixel
+        of the layer sees (blank once the image is flattened)."""
         file = sys.stdout if file is None else file
-        rows = [("Layer (type)", "Output Shape", "Param #")]
-        rows.append(("input", _batch_shape(self.input_shape), "0"))
-        for layer, shape in zip(self.layers, self.output_shapes):
-            rows.append((f"{layer.name} ({type(layer).__name__})", _batch_shape(shape), f"{layer.param_count():,}"))
-        widths = [max(len(row[i]) for row in rows) + 3 for i in range(3)]
+        rows = [("Layer (type)", "Output Shape", "Param #", "Receptive field")]
+        rows.append(("input", _batch_shape(self.input_shape), "0", "1x1" if len(self.input_shape) == 3 else ""))
+        for layer, shape, field in zip(self.layers, self.output_shapes, self.receptive_fields()):
+            rows.append((f"{layer.name} ({type(layer).__name__})", _batch_shape(shape), f"{layer.param_count():,}",
+                         "" if field is None else f"{field[0].receptive_field}x{field[1].receptive_field}"))
+        columns = 4 if receptive_field else 3
+        widths = [max(len(row[i]) for row in rows) + 3 for i in range(columns)]
         rule = "-" * sum(widths)
 
         def line(row):

@@ -173,30 +173,36 @@ def conv2d(x, w, b=None, stride=1, padding=0, *, backend="auto", algorithm="auto
     return _dispatch(op, backend, algorithm, (xp.shape, w.shape, geom.stride, dtype), run)
 
 
-def conv2d_backward(dy, x, w, stride=1, padding=0, *, backend="auto", algorithm="auto"):
+def conv2d_backward(dy, x, w, stride=1, padding=0, *, compute_dx=True, backend="auto", algorithm="auto"):
     """Gradients of :func:`conv2d` given the upstream gradient ``dy``.
 
     dy: (N, F, OH, OW), x: (N, C, H, W), w: (F, C, KH, KW), stride and
     padding as in the forward call. Returns (dx, dw, db) with the shapes of
-    x, w and (F,).
+    x, w and (F,); dx is None, and never computed, when ``compute_dx`` is
+    false (a first layer, whose input is the data).
     """
     op = "conv2d_backward"
     x, w, geom = _conv_args(op, x, w, stride, padding)
     dy = _as_array(op, "dy", dy, 4, "(N, F, OH, OW)")
     _check_dy(op, dy, (x.shape[0], w.shape[0]) + geom.out)
+    if not isinstance(compute_dx, (bool, np.bool_)):
+        raise TypeError(f"{op}: compute_dx must be a bool, got {compute_dx!r}")
     dtype = _float_dtype(op, dy=dy, x=x, w=w)
     dy, x, w = _contiguous(dtype, dy, x, w)
     xp = _pad(x, geom.padding, 0)
 
     def run(kernel):
-        dxp = np.zeros_like(xp)
+        dxp = np.zeros_like(xp) if compute_dx else None
         dw = np.zeros_like(w)
         kernel(dy, xp, w, *geom.stride, dxp, dw)
         return dxp, dw
 
-    dxp, dw = _dispatch(op, backend, algorithm, (xp.shape, w.shape, geom.stride, dtype), run)
+    # compute_dx is part of the key: without dx another variant may be fastest.
+    key = (xp.shape, w.shape, geom.stride, dtype, bool(compute_dx))
+    dxp, dw = _dispatch(op, backend, algorithm, key, run)
     db = dy.sum(axis=(0, 2, 3))
-    return np.ascontiguousarray(_crop(dxp, geom.padding)), dw, db
+    dx = np.ascontiguousarray(_crop(dxp, geom.padding)) if compute_dx else None
+    return dx, dw, db
 
 
 # ------------------------------------------------------------------ pooling

@@ -35,12 +35,15 @@ def conv2d_backward(dy, xp, w, sh, sw, dxp, dw):
     """dw[f, c, i, j] = sum_{n,y,x} dy[n, f, y, x] * xp[n, c, y*sh + i, x*sw + j];
     dxp[n, c, y*sh + i, x*sw + j] += sum_f dy[n, f, y, x] * w[f, c, i, j].
 
-    dy (N, F, OH, OW); dxp (N, C, Hp, Wp) and dw (F, C, KH, KW) arrive zeroed.
+    dy (N, F, OH, OW); dxp (N, C, Hp, Wp) and dw (F, C, KH, KW) arrive zeroed;
+    dxp None skips dx.
     """
     _, _, oh, ow = dy.shape
     kh, kw = w.shape[2:]
     for i, j, view in _window(xp, kh, kw, sh, sw, oh, ow):
         dw[:, :, i, j] = np.einsum("nfhw,nchw->fc", dy, view)
+    if dxp is None:
+        return
     for i, j, view in _window(dxp, kh, kw, sh, sw, oh, ow):
         view += np.einsum("nfhw,fc->nchw", dy, w[:, :, i, j])
 

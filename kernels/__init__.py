@@ -15,7 +15,9 @@ kernels never see padding; ``sh, sw`` are the strides (>= 1) and
         (arrives uninitialised).
     conv2d_backward(dy, xp, w, sh, sw, dxp, dw)
         dy (N, F, OH, OW); accumulates dxp (N, C, Hp, Wp) and dw (F, C, KH, KW),
-        which arrive zero-filled. (db = dy summed over N, OH, OW is the caller's.)
+        which arrive zero-filled. dxp may be None: then dx is not wanted and
+        the kernel skips all of its work. (db = dy summed over N, OH, OW is
+        the caller's.)
 
 ``im2col_<backend>`` exports the unfold pair that :mod:`.unfold` builds every
 op's im2col algorithm from:

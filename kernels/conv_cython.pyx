@@ -12,6 +12,10 @@ contiguous loop runs over the vector being accumulated into (forward: the F
 filters of an output pixel; dw: the F filters of one tap (c, i, j); dx: the
 C*KH*KW taps of one window), so each step is a broadcast scalar times a
 vector: a SIMD multiply-add, as in Zhang, Franchetti and Low (ICML 2018).
+
+A backward call with ``dxp`` None computes dw only: Numba compiles a separate
+specialization for None in which the ``dxp is not None`` branches are pruned;
+Cython tests a flag set before the loops release the GIL.
 """
 cimport openmp
 from cython cimport floating
@@ -50,6 +54,7 @@ def conv2d_backward_naive(const floating[:, :, :, ::1] dy, const floating[:, :, 
     cdef Py_ssize_t n_chan = w.shape[1], kh = w.shape[2], kw = w.shape[3]
     cdef Py_ssize_t n, f, y, x, c, i, j
     cdef floating g
+    cdef bint compute_dx = dxp is not None
     with nogil:
         for n in range(n_img):
             for f in range(n_filt):
@@ -60,7 +65,8 @@ def conv2d_backward_naive(const floating[:, :, :, ::1] dy, const floating[:, :, 
                             for i in range(kh):
                                 for j in range(kw):
                                     dw[f, c, i, j] += g * xp[n, c, y * sh + i, x * sw + j]
-                                    dxp[n, c, y * sh + i, x * sw + j] += g * w[f, c, i, j]
+                                    if compute_dx:
+                                        dxp[n, c, y * sh + i, x * sw + j] += g * w[f, c, i, j]
 
 
 # --------------------------------------------------------------- vectorized
@@ -158,11 +164,14 @@ def _backward_in_chunks(const floating[:, :, :, ::1] dy, const floating[:, :, :,
     cdef Py_ssize_t n_quad_pix = n_pix - n_pix % 4, n_quad_filt = n_filt - n_filt % 4
     cdef Py_ssize_t t, n, f, y, x, r, q
     cdef floating p0, p1, p2, p3, g0, g1, g2, g3
+    cdef bint compute_dx = dxp is not None
     dtype = np.asarray(dw).dtype
     cdef const Py_ssize_t[::1] tap_at = _tap_offsets(n_chan, kh, kw, hp, wp)
     cdef const Py_ssize_t[::1] pix_at = _pixel_offsets(oh, ow, sh, sw, wp)
     cdef const floating[:, ::1] images = np.asarray(xp).reshape(n_img, n_chan * hp * wp)
-    cdef floating[:, ::1] dx_images = np.asarray(dxp).reshape(n_img, n_chan * hp * wp)
+    cdef floating[:, ::1] dx_images = None
+    if compute_dx:
+        dx_images = np.asarray(dxp).reshape(n_img, n_chan * hp * wp)
     cdef const floating[:, :, ::1] dy_planes = np.asarray(dy).reshape(n_img, n_filt, n_pix)
     cdef const floating[:, ::1] w_ft = np.asarray(w).reshape(n_filt, n_taps)  # the taps of one filter: a contiguous vector
     # Per chunk: its dw (taps, F), dy of the image at hand with filters last
@@ -195,23 +204,24 @@ def _backward_in_chunks(const floating[:, :, :, ::1] dy, const floating[:, :, :,
                 # dxp[n, c, y*sh + i, x*sw + j] += dy[n, f, y, x] * w[f, c, i, j]:
                 # the gradient of one output pixel's whole window (a vector over
                 # the taps, long even for one channel), then scattered into dxp.
-                for q in range(n_pix):
-                    for r in range(n_taps):
-                        windows[t, r] = 0
-                    for f in range(0, n_quad_filt, 4):
-                        g0 = dy_planes[n, f, q]
-                        g1 = dy_planes[n, f + 1, q]
-                        g2 = dy_planes[n, f + 2, q]
-                        g3 = dy_planes[n, f + 3, q]
+                if compute_dx:
+                    for q in range(n_pix):
                         for r in range(n_taps):
-                            windows[t, r] += (g0 * w_ft[f, r] + g1 * w_ft[f + 1, r]
-                                              + g2 * w_ft[f + 2, r] + g3 * w_ft[f + 3, r])
-                    for f in range(n_quad_filt, n_filt):
-                        g0 = dy_planes[n, f, q]
+                            windows[t, r] = 0
+                        for f in range(0, n_quad_filt, 4):
+                            g0 = dy_planes[n, f, q]
+                            g1 = dy_planes[n, f + 1, q]
+                            g2 = dy_planes[n, f + 2, q]
+                            g3 = dy_planes[n, f + 3, q]
+                            for r in range(n_taps):
+                                windows[t, r] += (g0 * w_ft[f, r] + g1 * w_ft[f + 1, r]
+                                                  + g2 * w_ft[f + 2, r] + g3 * w_ft[f + 3, r])
+                        for f in range(n_quad_filt, n_filt):
+                            g0 = dy_planes[n, f, q]
+                            for r in range(n_taps):
+                                windows[t, r] += g0 * w_ft[f, r]
                         for r in range(n_taps):
-                            windows[t, r] += g0 * w_ft[f, r]
-                    for r in range(n_taps):
-                        dx_images[n, pix_at[q] + tap_at[r]] += windows[t, r]
+                            dx_images[n, pix_at[q] + tap_at[r]] += windows[t, r]
         for t in range(n_chunks):
             for f in range(n_filt):
                 for r in range(n_taps):

@@ -11,6 +11,10 @@ contiguous loop runs over the vector being accumulated into (forward: the F
 filters of an output pixel; dw: the F filters of one tap (c, i, j); dx: the
 C*KH*KW taps of one window), so each step is a broadcast scalar times a
 vector: a SIMD multiply-add, as in Zhang, Franchetti and Low (ICML 2018).
+
+A backward call with ``dxp`` None computes dw only: Numba compiles a separate
+specialization for None in which the ``dxp is not None`` branches are pruned;
+Cython tests a flag set before the loops release the GIL.
 """
 import numba
 import numpy as np
@@ -48,7 +52,8 @@ def conv2d_backward_naive(dy, xp, w, sh, sw, dxp, dw):
                         for i in range(kh):
                             for j in range(kw):
                                 dw[f, c, i, j] += g * xp[n, c, y * sh + i, x * sw + j]
-                                dxp[n, c, y * sh + i, x * sw + j] += g * w[f, c, i, j]
+                                if dxp is not None:
+                                    dxp[n, c, y * sh + i, x * sw + j] += g * w[f, c, i, j]
 
 
 # --------------------------------------------------------------- vectorized
@@ -141,14 +146,15 @@ def _backward_in_chunks(dy, xp, w, sh, sw, dxp, dw, n_chunks):
     tap_at = _tap_offsets(n_chan, kh, kw, hp, wp)
     pix_at = _pixel_offsets(oh, ow, sh, sw, wp)
     images = xp.reshape(n_img, n_chan * hp * wp)
-    dx_images = dxp.reshape(n_img, n_chan * hp * wp)
+    if dxp is not None:
+        dx_images = dxp.reshape(n_img, n_chan * hp * wp)
     dy_planes = dy.reshape(n_img, n_filt, n_pix)
     w_ft = w.reshape(n_filt, n_taps)  # the taps of one filter: a contiguous vector
     # Per chunk: its dw (taps, F), dy of the image at hand with filters last
     # (OH*OW, F), and one window's gradient (taps,).
     dw_parts = np.zeros((n_chunks, n_taps, n_filt), dw.dtype)
     dy_pf = np.empty((n_chunks, n_pix, n_filt), dy.dtype)
-    windows = np.empty((n_chunks, n_taps), dxp.dtype)
+    windows = np.empty((n_chunks, n_taps), dw.dtype)
     dw_ft = dw.reshape(n_filt, n_taps)
     for t in prange(n_chunks):
         for n in range(t * n_img // n_chunks, (t + 1) * n_img // n_chunks):
@@ -173,23 +179,24 @@ def _backward_in_chunks(dy, xp, w, sh, sw, dxp, dw, n_chunks):
             # dxp[n, c, y*sh + i, x*sw + j] += dy[n, f, y, x] * w[f, c, i, j]:
             # the gradient of one output pixel's whole window (a vector over
             # the taps, long even for one channel), then scattered into dxp.
-            for q in range(n_pix):
-                for r in range(n_taps):
-                    windows[t, r] = 0
-                for f in range(0, n_quad_filt, 4):
-                    g0 = dy_planes[n, f, q]
-                    g1 = dy_planes[n, f + 1, q]
-                    g2 = dy_planes[n, f + 2, q]
-                    g3 = dy_planes[n, f + 3, q]
+            if dxp is not None:
+                for q in range(n_pix):
                     for r in range(n_taps):
-                        windows[t, r] += (g0 * w_ft[f, r] + g1 * w_ft[f + 1, r]
-                                          + g2 * w_ft[f + 2, r] + g3 * w_ft[f + 3, r])
-                for f in range(n_quad_filt, n_filt):
-                    g0 = dy_planes[n, f, q]
+                        windows[t, r] = 0
+                    for f in range(0, n_quad_filt, 4):
+                        g0 = dy_planes[n, f, q]
+                        g1 = dy_planes[n, f + 1, q]
+                        g2 = dy_planes[n, f + 2, q]
+                        g3 = dy_planes[n, f + 3, q]
+                        for r in range(n_taps):
+                            windows[t, r] += (g0 * w_ft[f, r] + g1 * w_ft[f + 1, r]
+                                              + g2 * w_ft[f + 2, r] + g3 * w_ft[f + 3, r])
+                    for f in range(n_quad_filt, n_filt):
+                        g0 = dy_planes[n, f, q]
+                        for r in range(n_taps):
+                            windows[t, r] += g0 * w_ft[f, r]
                     for r in range(n_taps):
-                        windows[t, r] += g0 * w_ft[f, r]
-                for r in range(n_taps):
-                    dx_images[n, pix_at[q] + tap_at[r]] += windows[t, r]
+                        dx_images[n, pix_at[q] + tap_at[r]] += windows[t, r]
     for t in range(n_chunks):
         for f in range(n_filt):
             for r in range(n_taps):

@@ -32,7 +32,8 @@ def im2col_kernels(im2col, col2im) -> dict:
         cols = unfold(xp, kh, kw, sh, sw, oh, ow)
         dy_fnp = np.ascontiguousarray(dy.transpose(1, 0, 2, 3)).reshape(f, -1)
         dw[...] = (dy_fnp @ cols.T).reshape(dw.shape)
-        col2im(w.reshape(f, -1).T @ dy_fnp, kh, kw, sh, sw, dxp)
+        if dxp is not None:
+            col2im(w.reshape(f, -1).T @ dy_fnp, kh, kw, sh, sw, dxp)
 
     def channels_as_images(a):
         """(N, C, H, W) -> (N*C, 1, H, W): pooling acts on each channel alone."""

@@ -125,7 +125,7 @@ def test_saved_choice_is_used(cache_dir, kernel_calls):
     ops.max_pool2d(X, 2, backend="numba")
     ((signature, choice),) = saved_choices(cache_dir).items()
     # Plant another variant, as a previous process could have saved it.
-    planted = ("numba", "im2col" if choice[1] == "naive" else "naive")
+    planted = ("numba", "im2col" if choice[1] == "vectorized" else "vectorized")
     autotune.ChoiceStore(autotune.cache_path()).put(signature, planted)
     autotune.forget()
     kernel_calls.clear()
@@ -146,17 +146,36 @@ def test_unwritable_cache_falls_back_to_memory(cache_dir, monkeypatch):
     np.testing.assert_array_equal(first, second)
 
 
-def test_measuring_takes_each_candidates_best_sample(monkeypatch):
-    # Scripted durations: "jittery" is fastest at its best; "slow" exceeds the
-    # sampling budget at once and is timed only once.
-    durations = {"jittery": [0.010, 0.001, 0.010], "steady": [0.004] * 3, "slow": [0.2]}
-    left = {name: iter(times) for name, times in durations.items()}
-    calls = []
-    monkeypatch.setattr(registry, "kernel", lambda op, backend, algorithm: algorithm)
-    monkeypatch.setattr(autotune, "_seconds", lambda fn: (fn(), next(left[calls[-1]]))[1])
-    options = [("test", name) for name in durations]
-    assert autotune._measure("conv2d", options, calls.append) == ("test", "jittery")
-    assert [calls.count(name) for name in durations] == [4, 4, 2]  # warm-up + samples
+def test_auto_leaves_out_naive_and_reference_but_naive_can_be_asked_for(cache_dir, kernel_calls):
+    ops.max_pool2d(X, 2)
+    assert kernel_calls and all(a not in ("naive", "reference") for _, a in kernel_calls)
+    assert {a for _, a in kernel_calls} == {"im2col", "vectorized"}
+    kernel_calls.clear()
+    ops.max_pool2d(X, 2, algorithm="naive")
+    assert {v for v in kernel_calls} == {("cython", "naive"), ("numba", "naive")}
+
+
+def test_backward_without_dx_is_chosen_apart(cache_dir, monkeypatch):
+    # Without dx another variant may be fastest: the flag is part of the key.
+    w, dy = np.zeros((4, 3, 3, 3), np.float32), np.zeros((2, 4, 6, 6), np.float32)
+    measured = []
+    real = autotune._measure
+    monkeypatch.setattr(autotune, "_measure", lambda *a: measured.append(1) or real(*a))
+    for compute_dx in (True, False):
+        ops.conv2d_backward(dy, X, w, compute_dx=compute_dx, backend="cython")
+    assert measured == [1, 1]
+    assert sorted(key[-1] for key in autotune.chosen("conv2d_backward", "cython")) == [False, True]
+    assert len(saved_choices(cache_dir)) == 2
+
+
+def test_measurement_keeps_the_best_of_several_runs(monkeypatch):
+    # A variant whose one slow run (a preempted thread) would lose it the choice.
+    clock = iter([0, 5.0, 5.0, 5.001, 5.001, 5.002,  # fast variant: 5 s once, then 1 ms twice
+                  10, 10.002, 10.002, 10.004, 10.004, 10.006])  # steady 2 ms
+    monkeypatch.setattr(autotune.time, "perf_counter", lambda: next(clock))
+    monkeypatch.setattr(autotune.registry, "kernel", lambda op, b, a: (b, a))
+    choice = autotune._measure("conv2d", [("cython", "vectorized"), ("numba", "vectorized")], lambda k: None)
+    assert choice == ("cython", "vectorized")
 
 
 # ------------------------------------------------------------ forcing

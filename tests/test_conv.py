@@ -142,6 +142,35 @@ def test_backward_matches_reference_on_random_geometry(backend, algorithm, geome
         assert_close(got, want, RTOL[np.float64])
 
 
+# ------------------------------------------------------- without dx
+
+# The reference too: it is the specification of skipping dx.
+EVERY_BACKWARD = registry.variants("conv2d_backward")
+
+
+def assert_same_weight_grads_without_dx(backend, algorithm, dy, x, w, stride=1, padding=0):
+    """compute_dx=False gives dx None and the dw, db of a full backward call."""
+    options = {"backend": backend, "algorithm": algorithm}
+    _, dw, db = ops.conv2d_backward(dy, x, w, stride, padding, **options)
+    dx, dw_alone, db_alone = ops.conv2d_backward(dy, x, w, stride, padding, compute_dx=False, **options)
+    assert dx is None
+    assert_close(dw_alone, dw, RTOL[np.float64])
+    assert_close(db_alone, db, RTOL[np.float64])
+
+
+@pytest.mark.parametrize("backend, algorithm", EVERY_BACKWARD)
+def test_backward_without_dx_on_mnist_conv1(backend, algorithm):
+    (x, w, _, dy), _, _ = mnist_case("conv1", np.float64)
+    assert_same_weight_grads_without_dx(backend, algorithm, dy, x, w)
+
+
+@pytest.mark.parametrize("backend, algorithm", EVERY_BACKWARD)
+@random_geometries
+def test_backward_without_dx_on_random_geometry(backend, algorithm, geometry, seed):
+    x, w, _, dy, stride, padding = geometry_case(geometry, seed)
+    assert_same_weight_grads_without_dx(backend, algorithm, dy, x, w, stride, padding)
+
+
 # ------------------------------------------------------ numerical gradients
 
 GRADCHECK_CASES = [  # (x shape, w shape, stride, padding)

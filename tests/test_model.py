@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose
 
-from fastconv import models
+from fastconv import models, ops
 from fastconv.gradcheck import numerical_gradient
 from fastconv.layers import Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU
 from fastconv.losses import softmax_cross_entropy
@@ -160,6 +160,29 @@ def test_layers_below_the_first_trained_one_skip_input_gradients():
     assert model.backward(dlogits, input_grad=True).shape == x.shape
     assert model.backward(dlogits) is None
     assert [l.needs_input_grad for l in model.layers] == [False, False, True, True]
+
+
+def test_first_conv_skips_dx_and_no_gradient_changes(monkeypatch):
+    model = Sequential([Conv2D(1, 2, 3, **REF), ReLU(), Conv2D(2, 3, 3, **REF), Flatten(),
+                        Dense(12, CLASSES)], input_shape=IMAGE, dtype=np.float64)
+    x, y = separable_data(n=4)
+    _, dlogits = softmax_cross_entropy(model.forward(x, training=True), y)
+    asked = []  # (w.shape[:2], compute_dx) of each conv backward call, last layer first
+    real = ops.conv2d_backward
+
+    def spy(dy, x, w, *args, **kwargs):
+        asked.append((w.shape[:2], kwargs["compute_dx"]))
+        return real(dy, x, w, *args, **kwargs)
+
+    monkeypatch.setattr(ops, "conv2d_backward", spy)
+    assert model.backward(dlogits) is None
+    assert asked == [((3, 2), True), ((2, 1), False)]
+    without_dx = {k: g.copy() for k, g in model.grads.items()}
+    asked.clear()
+    model.backward(dlogits, input_grad=True)
+    assert asked == [((3, 2), True), ((2, 1), True)]
+    for name, g in model.grads.items():
+        assert_allclose(without_dx[name], g, rtol=1e-12, atol=0, err_msg=name)
 
 
 # ------------------------------------------------------------------- training

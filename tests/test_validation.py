@@ -136,6 +136,12 @@ def test_bad_bias_shape(b, message):
         ops.conv2d(X, W, b, **REFERENCE)
 
 
+@pytest.mark.parametrize("compute_dx", ["no", 1, None])
+def test_compute_dx_not_bool(compute_dx):
+    with pytest.raises(TypeError, match=rf"compute_dx must be a bool, got {compute_dx!r}"):
+        backward(compute_dx=compute_dx)
+
+
 @pytest.mark.parametrize("dy_shape", [(2, 4, 4, 5), (2, 3, 4, 4), (1, 4, 4, 4)])
 def test_dy_shape_mismatch(dy_shape):
     with pytest.raises(ValueError, match=r"dy must have the output shape \(2, 4, 4, 4\)"):

@@ -1,0 +1,151 @@
+"""fastconv-train end to end on small slices of the real MNIST files."""
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fastconv import cli
+from fastconv.model import Sequential
+
+MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
+needs_mnist = pytest.mark.skipif(not MNIST.is_dir(), reason=f"MNIST files not found in {MNIST}")
+
+
+def run(tmp_path, *args):
+    return cli.main(["--data-dir", str(MNIST), "--quiet", "--validation", "500", *args])
+
+
+@needs_mnist
+def test_trains_saves_and_reports(tmp_path, capsys):
+    checkpoint, metrics_path = tmp_path / "dense.npz", tmp_path / "metrics.json"
+    code = run(tmp_path, "--model", "dense", "--limit", "3000", "--epochs", "2",
+               "--save", str(checkpoint), "--metrics-out", str(metrics_path))
+    assert code == 0
+    printed = capsys.readouterr().out
+    metrics = json.loads(metrics_path.read_text())
+    assert metrics["params"] == 101_770
+    assert [e["epoch"] for e in metrics["epochs"]] == [1, 2]
+    assert metrics["epochs"][1]["loss"] < metrics["epochs"][0]["loss"]
+    assert all(e["val_accuracy"] is not None and e["images_per_second"] > 0 for e in metrics["epochs"])
+    # The reported test accuracy is the saved model's, on the real test set.
+    model = Sequential.load(checkpoint)
+    from fastconv.data import load_dataset
+
+    test = load_dataset("mnist", MNIST)
+    assert model.epoch == 2
+    assert model.evaluate(test.x_test, test.y_test)[1] == pytest.approx(metrics["test_accuracy"])
+    assert metrics["test_accuracy"] > 0.85
+    assert f"test accuracy {metrics['test_accuracy']:.4f}" in printed
+
+
+@needs_mnist
+def test_summary_progress_and_confusion_matrix_when_not_quiet(tmp_path, capsys):
+    code = cli.main(["--data-dir", str(MNIST), "--model", "logreg", "--limit", "1000",
+                     "--epochs", "1", "--validation", "0", "--save", ""])
+    assert code == 0
+    out = capsys.readouterr()
+    assert "Total params: 7,850" in out.out
+    assert "true \\ predicted" in out.out
+    matrix_rows = [line.split() for line in out.out.splitlines() if line[:1].isdigit() and len(line.split()) == 11]
+    assert sum(int(v) for row in matrix_rows for v in row[1:]) == 10_000
+    assert "epoch 1/1" in out.err  # the tqdm bar
+
+
+@needs_mnist
+def test_resume_continues_the_epoch_count(tmp_path):
+    checkpoint, metrics_path = tmp_path / "m.npz", tmp_path / "m.json"
+    assert run(tmp_path, "--model", "logreg", "--limit", "500", "--epochs", "1", "--save", str(checkpoint)) == 0
+    assert run(tmp_path, "--resume", str(checkpoint), "--limit", "500", "--epochs", "3",
+               "--save", str(checkpoint), "--metrics-out", str(metrics_path)) == 0
+    assert [e["epoch"] for e in json.loads(metrics_path.read_text())["epochs"]] == [1, 2, 3]
+    assert Sequential.load(checkpoint).epoch == 3
+
+
+@needs_mnist
+def test_resume_is_the_same_as_training_straight_through(tmp_path):
+    straight, resumed = tmp_path / "a.npz", tmp_path / "b.npz"
+    common = ("--model", "dense", "--limit", "600", "--batch-size", "32")
+    assert run(tmp_path, *common, "--epochs", "2", "--save", str(straight)) == 0
+    assert run(tmp_path, *common, "--epochs", "1", "--save", str(resumed)) == 0
+    assert run(tmp_path, "--resume", str(resumed), *common, "--epochs", "2", "--save", str(resumed)) == 0
+    a, b = Sequential.load(straight).params, Sequential.load(resumed).params
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name])
+
+
+@needs_mnist
+def test_ctrl_c_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, capsys):
+    checkpoint = tmp_path / "c.npz"
+    calls = {"n": 0}
+    original = Sequential.train_step
+
+    def interrupted_in_epoch_two(self, x, y, optimizer):
+        calls["n"] += 1
+        if calls["n"] == 12:  # 500 images / 64 = 8 steps per epoch: this is epoch 2
+            raise KeyboardInterrupt
+        return original(self, x, y, optimizer)
+
+    monkeypatch.setattr(Sequential, "train_step", interrupted_in_epoch_two)
+    code = run(tmp_path, "--model", "logreg", "--limit", "500", "--epochs", "3", "--save", str(checkpoint))
+    assert code == 130
+    assert "interrupted during epoch 2" in capsys.readouterr().err
+    assert Sequential.load(checkpoint).epoch == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["c.npz"]  # no temporary left behind
+
+
+def test_missing_data_is_a_clear_error(tmp_path, capsys):
+    code = cli.main(["--data-dir", str(tmp_path), "--quiet"])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "fastconv-train: error:" in err and "train-images-idx3-ubyte.gz" in err and str(tmp_path) in err
+
+
+@needs_mnist
+def test_truncated_data_file_is_a_clear_error(tmp_path, capsys):
+    for path in MNIST.iterdir():
+        shutil.copy(path, tmp_path / path.name)
+    labels = tmp_path / "t10k-labels-idx1-ubyte.gz"
+    labels.write_bytes(labels.read_bytes()[:1000])
+    assert cli.main(["--data-dir", str(tmp_path), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "t10k-labels-idx1-ubyte.gz" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--epochs", "0"], "--epochs"),
+        (["--batch-size", "-3"], "--batch-size"),
+        (["--lr", "0"], "--lr"),
+        (["--model", "resnet"], "--model"),
+        (["--backend", "cuda"], "--backend"),
+    ],
+)
+def test_bad_arguments_are_usage_errors(args, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(args)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+@needs_mnist
+def test_resume_past_the_requested_epochs_is_refused(tmp_path, capsys):
+    checkpoint = tmp_path / "m.npz"
+    assert run(tmp_path, "--model", "logreg", "--limit", "300", "--epochs", "2", "--save", str(checkpoint)) == 0
+    assert run(tmp_path, "--resume", str(checkpoint), "--epochs", "2") == 1
+    assert "already holds 2 epochs" in capsys.readouterr().err
+
+
+def test_console_script_is_installed():
+    script = Path(sys.executable).with_name("fastconv-train")
+    result = subprocess.run([str(script), "--help"], capture_output=True, text=True, check=True)
+    assert "--metrics-out" in result.stdout and "--resume" in result.stdout
+
+
+def test_confusion_matrix_counts():
+    matrix = cli.confusion_matrix(np.array([0, 1, 1, 2]), np.array([0, 2, 1, 2]), 3)
+    np.testing.assert_array_equal(matrix, [[1, 0, 0], [0, 1, 1], [0, 0, 1]])
