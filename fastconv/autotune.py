@@ -209,8 +209,8 @@ def run_fastest(op, backend, algorithm, key, run):
 
     ``key`` describes the call (shapes, geometry, dtype). The first call of
     a signature in a process reads the disk cache, or else runs every
-    candidate (once to compile and warm up, then the best of up to three
-    timed calls) and saves the fastest.
+    candidate (once to compile and warm up, then the best of
+    :data:`TIMED_RUNS` timed calls) and saves the fastest.
     """
     backend, algorithm = forced(backend, algorithm)
     memo = (op, backend, algorithm, key, threads.num_threads())
