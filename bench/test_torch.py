@@ -45,3 +45,34 @@ def torch_call(work):
 @pytest.mark.parametrize("work", workloads(), ids=lambda w: f"{w.slug}-torch")
 def test_torch(measure, work):
     measure(work.label, torch_call(work), work.rate, op=work.op, **work.counts())
+
+
+def torch_cnn():
+    """The reference CNN (fastconv.models.cnn) in torch: same layers, same
+    225,034 parameters."""
+    nn = torch.nn
+    return nn.Sequential(
+        nn.Conv2d(1, 32, 3), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(1600, 128), nn.ReLU(), nn.Dropout(0.5),
+        nn.Linear(128, 10),
+    )
+
+
+@pytest.mark.parametrize("batch", (64, 256), ids=lambda n: f"N{n}-torch")
+def test_torch_train_step(measure, batch):
+    """Torch's training step of the reference CNN, as bench/test_training.py
+    times fastconv's: forward, cross-entropy, backward, SGD momentum step."""
+    model = torch_cnn()
+    assert sum(p.numel() for p in model.parameters()) == 225_034
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    generator = torch.Generator().manual_seed(0)
+    x = torch.rand((batch, 1, 28, 28), generator=generator)
+    y = torch.randint(0, 10, (batch,), generator=generator)
+
+    def step():
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        optimizer.step()
+
+    measure(f"cnn training N={batch}", step, lambda seconds: (batch / seconds, "images/s"), images=batch)

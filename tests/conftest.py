@@ -4,6 +4,7 @@ import os
 from pathlib import Path
 
 import fastconv
+import pytest
 from hypothesis import HealthCheck, settings
 
 _REPO = Path(__file__).resolve().parents[1]
@@ -22,3 +23,12 @@ settings.register_profile(
 )
 settings.register_profile("thorough", max_examples=300, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_autotune_cache(tmp_path_factory):
+    """Keep the choices ``auto`` makes during the tests out of the user's
+    cache (FASTCONV_CACHE also holds downloads; test_data sets its own)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("FASTCONV_CACHE", str(tmp_path_factory.mktemp("fastconv-cache")))
+        yield
