@@ -20,12 +20,12 @@ import hashlib
 import json
 import os
 import platform
-import tempfile
 import time
 from pathlib import Path
 
 import fastconv
 from fastconv import registry, threads
+from fastconv.atomic import write_atomically
 
 BACKEND_ENV, ALGORITHM_ENV, CACHE_ENV = "FASTCONV_BACKEND", "FASTCONV_ALGORITHM", "FASTCONV_CACHE"
 CACHE_FILE = "autotune.json"
@@ -163,16 +163,12 @@ class ChoiceStore:
         choices = self._choices(document)
         choices[signature] = list(choice)
         document["machines"][self.section] = {"machine": self.description, "choices": choices}
-        tmp = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".autotune-", suffix=".tmp")
-            with os.fdopen(fd, "w") as f:
-                json.dump(document, f, indent=1, sort_keys=True)
-            os.replace(tmp, self.path)
+            write_atomically(self.path, lambda f: json.dump(document, f, indent=1, sort_keys=True),
+                             binary=False)
         except OSError:
-            if tmp is not None and os.path.exists(tmp):
-                os.unlink(tmp)
+            pass  # an unwritable cache: the choice lives in memory only
 
 
 # ------------------------------------------------------------ choosing

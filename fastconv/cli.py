@@ -13,15 +13,13 @@ progress. ``--metrics-out`` writes the run's numbers as JSON.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
-import tempfile
 import time
 
 import numpy as np
 
 from fastconv import data, models
+from fastconv.atomic import write_json_atomically
 from fastconv.command_args import (add_data_options, add_kernel_options, non_negative_int,
                                    positive_float, positive_int)
 from fastconv.model import Sequential
@@ -98,13 +96,6 @@ def format_confusion(matrix, names) -> str:
     for name, row in zip(names, matrix):
         lines.append(name.ljust(label_width) + "".join(str(v).rjust(width) for v in row))
     return "\n".join(lines)
-
-
-def write_json_atomically(path, payload):
-    directory = os.path.dirname(os.path.abspath(path))
-    with tempfile.NamedTemporaryFile("w", dir=directory, suffix=".tmp", delete=False) as tmp:
-        json.dump(payload, tmp, indent=2)
-    os.replace(tmp.name, path)
 
 
 def metrics(args, model, test=None):

@@ -40,7 +40,7 @@ import sys
 import numpy as np
 
 from fastconv import models
-from fastconv.cli import write_json_atomically
+from fastconv.atomic import write_json_atomically
 from fastconv.command_args import (
     add_data_options,
     add_kernel_options,

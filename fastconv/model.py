@@ -8,17 +8,16 @@ continues exactly where the saved one stopped.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import os
 import sys
 import time
-import uuid
 
 import numpy as np
 from tqdm import tqdm
 
+from fastconv.atomic import write_atomically
 from fastconv.layers import LAYERS
 from fastconv.losses import softmax, softmax_cross_entropy
 from fastconv.optim import OPTIMIZERS, Adam
@@ -346,7 +345,7 @@ class Sequential:
                 for name, value in table.items():
                     arrays[f"optimizer/{slot}/{name}"] = value
         arrays["meta"] = np.array(json.dumps(meta))
-        _write_atomically(path, arrays)
+        write_atomically(path, lambda f: np.savez(f, **arrays))
 
     @classmethod
     def load(cls, path, *, backend=None, algorithm=None) -> Sequential:
@@ -398,19 +397,3 @@ class Sequential:
 
 def _batch_shape(shape) -> str:
     return "(" + ", ".join(["None"] + [str(d) for d in shape]) + ")"
-
-
-def _write_atomically(path, arrays):
-    """np.savez to a temporary file beside ``path``, fsync, then rename over it."""
-    directory, base = os.path.split(os.path.abspath(path))
-    tmp = os.path.join(directory, f".{base}.{uuid.uuid4().hex[:12]}.tmp")
-    try:
-        with open(tmp, "xb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:  # KeyboardInterrupt included: never leave the temporary behind
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
