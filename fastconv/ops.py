@@ -1,5 +1,8 @@
 """The one public entry to every kernel: validate, coerce, pad, pick, call.
 
+``conv2d_relu_maxpool2d`` is the fused Conv2D -> ReLU -> MaxPool2D chain:
+one op, one pass over the conv output, which is never stored.
+
 Every op takes ``backend`` (``"auto"``, ``"numpy"`` for the reference,
 ``"cython"`` or ``"numba"``) and ``algorithm`` (``"auto"``, ``"naive"``,
 ``"im2col"``, ``"vectorized"``; ``"reference"`` for numpy). ``auto`` picks the
@@ -18,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fastconv import autotune, registry
+from fastconv.kernels import NO_GRADIENT
 from fastconv.registry import variants  # noqa: F401  (public API)
 from fastconv.shapes import as_pair, conv_out_size
 
@@ -28,6 +32,8 @@ __all__ = [
     "max_pool2d_backward",
     "avg_pool2d",
     "avg_pool2d_backward",
+    "conv2d_relu_maxpool2d",
+    "conv2d_relu_maxpool2d_backward",
     "variants",
 ]
 
@@ -120,6 +126,24 @@ def _pool_args(op, x, kernel_size, stride, padding):
     return x, geom
 
 
+def _bias(op, b, w):
+    """The bias as an (F,) array for filters w (F, C, KH, KW); zeros for None."""
+    f = w.shape[0]
+    if b is None:
+        # bool zeros: the one dtype that never widens the result (float64
+        # zeros would turn a float32 call into a float64 one).
+        b = np.zeros(f, bool)
+    b = _as_array(op, "b", b, 1, "(F,)")
+    if b.shape != (f,):
+        raise ValueError(f"{op}: b must have shape ({f},) to match w {w.shape}, got {b.shape}")
+    return b
+
+
+def _check_compute_dx(op, compute_dx):
+    if not isinstance(compute_dx, (bool, np.bool_)):
+        raise TypeError(f"{op}: compute_dx must be a bool, got {compute_dx!r}")
+
+
 def _pad(a, padding, value):
     ph, pw = padding
     if ph == 0 and pw == 0:
@@ -153,13 +177,7 @@ def conv2d(x, w, b=None, stride=1, padding=0, *, backend="auto", algorithm="auto
     op = "conv2d"
     x, w, geom = _conv_args(op, x, w, stride, padding)
     f = w.shape[0]
-    if b is None:
-        # bool zeros: the one dtype that never widens the result (float64
-        # zeros would turn a float32 call into a float64 one).
-        b = np.zeros(f, bool)
-    b = _as_array(op, "b", b, 1, "(F,)")
-    if b.shape != (f,):
-        raise ValueError(f"{op}: b must have shape ({f},) to match w {w.shape}, got {b.shape}")
+    b = _bias(op, b, w)
     dtype = _float_dtype(op, x=x, w=w, b=b)
     x, w, b = _contiguous(dtype, x, w, b)
     xp = _pad(x, geom.padding, 0)
@@ -185,8 +203,7 @@ def conv2d_backward(dy, x, w, stride=1, padding=0, *, compute_dx=True, backend="
     x, w, geom = _conv_args(op, x, w, stride, padding)
     dy = _as_array(op, "dy", dy, 4, "(N, F, OH, OW)")
     _check_dy(op, dy, (x.shape[0], w.shape[0]) + geom.out)
-    if not isinstance(compute_dx, (bool, np.bool_)):
-        raise TypeError(f"{op}: compute_dx must be a bool, got {compute_dx!r}")
+    _check_compute_dx(op, compute_dx)
     dtype = _float_dtype(op, dy=dy, x=x, w=w)
     dy, x, w = _contiguous(dtype, dy, x, w)
     xp = _pad(x, geom.padding, 0)
@@ -270,3 +287,90 @@ def avg_pool2d_backward(dy, x, kernel_size, stride=None, padding=0, *, backend="
     return _pool_backward(
         "avg_pool2d_backward", 0, dy, x, kernel_size, stride, padding, backend, algorithm
     )
+
+
+# ---------------------------------------------- fused conv -> ReLU -> pool
+
+
+def _fused_args(op, x, w, stride, padding, pool_size, pool_stride):
+    """x, w, the conv's Geometry and the pool's (over the conv output)."""
+    x, w, conv = _conv_args(op, x, w, stride, padding)
+    pool_kernel = as_pair(pool_size, "pool_size", 1)
+    conv_shape = (x.shape[0], w.shape[0]) + conv.out
+    pool = _geometry(op, conv_shape, pool_kernel, pool_kernel if pool_stride is None else pool_stride, 0)
+    if pool_kernel[0] * pool_kernel[1] > NO_GRADIENT:
+        raise ValueError(f"{op}: pool_size {pool_kernel} has more than {NO_GRADIENT} taps")
+    return x, w, conv, pool
+
+
+def conv2d_relu_maxpool2d(x, w, b=None, stride=1, padding=0, pool_size=2, pool_stride=None, *,
+                          backend="auto", algorithm="auto"):
+    """``max_pool2d(relu(conv2d(x, w, b, stride, padding)), pool_size,
+    pool_stride)`` in one pass; the conv output is never stored.
+
+    x: (N, C, H, W), w: (F, C, KH, KW), b: (F,) or None; stride and padding
+    of the conv as in :func:`conv2d`; pool_size and pool_stride (default:
+    pool_size) of the max pooling, which has no padding. Returns ``(y,
+    code)``: y (N, F, PH, PW) with PH = (OH - pool_size) // pool_stride + 1
+    over the conv output size OH, and code (N, F, PH, PW) uint8, what
+    :func:`conv2d_relu_maxpool2d_backward` needs: per pooled pixel, the
+    offset in its window of the conv output that gets its gradient, or
+    ``fastconv.kernels.NO_GRADIENT`` where the ReLU cut it.
+    """
+    op = "conv2d_relu_maxpool2d"
+    x, w, conv, pool = _fused_args(op, x, w, stride, padding, pool_size, pool_stride)
+    b = _bias(op, b, w)
+    dtype = _float_dtype(op, x=x, w=w, b=b)
+    x, w, b = _contiguous(dtype, x, w, b)
+    xp = _pad(x, conv.padding, 0)
+    out_shape = (x.shape[0], w.shape[0]) + pool.out
+
+    def run(kernel):
+        out = np.empty(out_shape, dtype)
+        code = np.empty(out_shape, np.uint8)
+        kernel(xp, w, b, *conv.stride, *pool.kernel, *pool.stride, out, code)
+        return out, code
+
+    key = (xp.shape, w.shape, conv.stride, pool.kernel, pool.stride, dtype)
+    return _dispatch(op, backend, algorithm, key, run)
+
+
+def conv2d_relu_maxpool2d_backward(dy, code, x, w, stride=1, padding=0, pool_size=2, pool_stride=None,
+                                   *, compute_dx=True, backend="auto", algorithm="auto"):
+    """Gradients of :func:`conv2d_relu_maxpool2d`: dy (N, F, PH, PW) and the
+    code it returned, with the x, w and geometry of the forward call.
+    Returns (dx, dw, db) with the shapes of x, w and (F,), equal to the
+    backward passes of the unfused chain; dx is None, and never computed,
+    when ``compute_dx`` is false.
+    """
+    op = "conv2d_relu_maxpool2d_backward"
+    x, w, conv, pool = _fused_args(op, x, w, stride, padding, pool_size, pool_stride)
+    out_shape = (x.shape[0], w.shape[0]) + pool.out
+    dy = _as_array(op, "dy", dy, 4, "(N, F, PH, PW)")
+    _check_dy(op, dy, out_shape)
+    code = _as_array(op, "code", code, 4, "(N, F, PH, PW)")
+    if code.shape != out_shape or code.dtype != np.uint8:
+        raise ValueError(f"{op}: code must be uint8 of shape {out_shape}, got {code.dtype} {code.shape}")
+    # A code past the window would send a gradient outside the conv output.
+    taps = pool.kernel[0] * pool.kernel[1]
+    if np.any((code >= taps) & (code != NO_GRADIENT)):
+        raise ValueError(f"{op}: code holds offsets past the {pool.kernel} pool window; "
+                         "pass the code returned by the forward call")
+    _check_compute_dx(op, compute_dx)
+    dtype = _float_dtype(op, dy=dy, x=x, w=w)
+    dy, x, w = _contiguous(dtype, dy, x, w)
+    (code,) = _contiguous(np.uint8, code)
+    xp = _pad(x, conv.padding, 0)
+
+    def run(kernel):
+        dxp = np.zeros_like(xp) if compute_dx else None
+        dw = np.zeros_like(w)
+        kernel(dy, code, xp, w, *conv.stride, *pool.kernel, *pool.stride, dxp, dw)
+        return dxp, dw
+
+    key = (xp.shape, w.shape, conv.stride, pool.kernel, pool.stride, dtype, bool(compute_dx))
+    dxp, dw = _dispatch(op, backend, algorithm, key, run)
+    # Each pooled gradient that passes lands on exactly one conv output.
+    db = np.where(code != NO_GRADIENT, dy, 0).sum(axis=(0, 2, 3), dtype=dtype)
+    dx = np.ascontiguousarray(_crop(dxp, conv.padding)) if compute_dx else None
+    return dx, dw, db

@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from fastconv.kernels import NO_GRADIENT
+
 
 def _window(xp, kh, kw, sh, sw, oh, ow):
     """Views ``xp[:, :, i + sh*y, j + sw*x]`` for each kernel offset (i, j):
@@ -81,3 +83,31 @@ def avg_pool2d_backward(dy, xp, kh, kw, sh, sw, dxp):
     share = dy / (kh * kw)
     for _, _, view in _window(dxp, kh, kw, sh, sw, oh, ow):
         view += share
+
+
+def _conv_out(xp, w, sh, sw):
+    """conv2d_forward's output without bias, allocated: (N, F, OH, OW)."""
+    kh, kw = w.shape[2:]
+    shape = (xp.shape[0], w.shape[0], (xp.shape[2] - kh) // sh + 1, (xp.shape[3] - kw) // sw + 1)
+    return np.empty(shape, xp.dtype)
+
+
+def conv2d_relu_maxpool2d_forward(xp, w, b, sh, sw, pkh, pkw, psh, psw, out, code):
+    """The unfused chain: conv2d_forward, ReLU, max pooling; code[n, f, y, x]
+    is the offset of the window's first maximum, or NO_GRADIENT where the
+    pooled value is not > 0 (the ReLU passes no gradient there)."""
+    conv = _conv_out(xp, w, sh, sw)
+    conv2d_forward(xp, w, b, sh, sw, conv)
+    windows = _pool_windows(conv, pkh, pkw, psh, psw)
+    out[...] = np.maximum(windows, 0).max(axis=-1)
+    code[...] = np.where(out > 0, windows.argmax(axis=-1), NO_GRADIENT)
+
+
+def conv2d_relu_maxpool2d_backward(dy, code, xp, w, sh, sw, pkh, pkw, psh, psw, dxp, dw):
+    """Each dy back at the conv output its code names (none for
+    NO_GRADIENT), then conv2d_backward."""
+    dconv = np.zeros_like(_conv_out(xp, w, sh, sw))
+    n, f, y, x = np.nonzero(code != NO_GRADIENT)
+    at = code[n, f, y, x].astype(np.intp)
+    np.add.at(dconv, (n, f, y * psh + at // pkw, x * psw + at % pkw), dy[n, f, y, x])
+    conv2d_backward(dconv, xp, w, sh, sw, dxp, dw)

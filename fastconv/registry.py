@@ -21,9 +21,11 @@ OPS = (
     "max_pool2d_backward",
     "avg_pool2d",
     "avg_pool2d_backward",
+    "conv2d_relu_maxpool2d",
+    "conv2d_relu_maxpool2d_backward",
 )
 COMPILED_BACKENDS = ("cython", "numba")
-ALGORITHMS = ("naive", "im2col", "vectorized")
+ALGORITHMS = ("naive", "im2col", "vectorized", "gemm")
 REFERENCE = ("numpy", "reference")
 
 _REFERENCE_KERNELS = {
@@ -33,6 +35,8 @@ _REFERENCE_KERNELS = {
     "max_pool2d_backward": reference.max_pool2d_backward,
     "avg_pool2d": reference.avg_pool2d_forward,
     "avg_pool2d_backward": reference.avg_pool2d_backward,
+    "conv2d_relu_maxpool2d": reference.conv2d_relu_maxpool2d_forward,
+    "conv2d_relu_maxpool2d_backward": reference.conv2d_relu_maxpool2d_backward,
 }
 
 

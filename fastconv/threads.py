@@ -35,6 +35,7 @@ import os
 ENV_VAR = "FASTCONV_NUM_THREADS"
 
 _requested: int | None = None
+_blas_pools = None  # threadpoolctl's view of the BLAS libraries, made by apply()
 
 
 IDLE_THREADS_SLEEP = {"OMP_WAIT_POLICY": "PASSIVE", "OPENBLAS_THREAD_TIMEOUT": "4"}
@@ -90,6 +91,20 @@ def apply() -> None:
     import numba
     from threadpoolctl import threadpool_limits
 
+    global _blas_pools
     n = num_threads()
     numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
     threadpool_limits(limits=n)
+    _blas_pools = None  # a library may have loaded since: look again
+
+
+def single_threaded_blas():
+    """A context in which every BLAS runs on one thread: for kernels that
+    call BLAS from each of their own threads (the ``gemm`` algorithm), so
+    that loop threads and BLAS threads never multiply."""
+    global _blas_pools
+    if _blas_pools is None:
+        from threadpoolctl import ThreadpoolController
+
+        _blas_pools = ThreadpoolController().select(user_api="blas")
+    return _blas_pools.limit(limits=1)

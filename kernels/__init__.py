@@ -34,6 +34,23 @@ op's im2col algorithm from:
     <op>(xp, kh, kw, sh, sw, out)                 xp (N, C, Hp, Wp) -> out (N, C, OH, OW)
     <op>_backward(dy, xp, kh, kw, sh, sw, dxp)    accumulates into zero-filled dxp
 
+``conv_<backend>`` also exports the fused conv -> ReLU -> max-pool pair
+(pool windows PKH x PKW at strides PSH, PSW over the conv output, no pool
+padding):
+
+    conv2d_relu_maxpool2d(xp, w, b, sh, sw, pkh, pkw, psh, psw, out, code)
+        writes out (N, F, PH, PW) = max_pool(relu(conv2d(xp, w, b))) and
+        code (N, F, PH, PW) uint8: the row-major offset i*PKW + j in its pool
+        window of the conv output that gets the pooled pixel's gradient (the
+        window's first maximum), or NO_GRADIENT where the ReLU cut it (the
+        maximum was <= 0, or NaN). The full conv output is never stored.
+    conv2d_relu_maxpool2d_backward(dy, code, xp, w, sh, sw, pkh, pkw, psh, psw, dxp, dw)
+        dy (N, F, PH, PW); accumulates dxp (may be None) and dw as
+        conv2d_backward does, for the conv gradient that code routes dy to.
+
 Max-pool routes each gradient to the first maximum of its window in row-major
 order (as PyTorch); avg-pool divides by KH*KW (padded zeros count).
 """
+
+NO_GRADIENT = 255
+"""The code of a pooled pixel that passes no gradient back (see above)."""

@@ -13,6 +13,14 @@ filters of an output pixel; dw: the F filters of one tap (c, i, j); dx: the
 C*KH*KW taps of one window), so each step is a broadcast scalar times a
 vector: a SIMD multiply-add, as in Zhang, Franchetti and Low (ICML 2018).
 
+``gemm`` unfolds one image at a time into a buffer of its thread, small
+enough to stay in cache (conv2 of the MNIST CNN: 288 x 121 floats, 139 KB),
+and multiplies it by the filters with one single-threaded BLAS GEMM called
+from inside the parallel loop: the arithmetic of im2col without its
+batch-sized buffer going through main memory. The fused
+``conv2d_relu_maxpool2d`` ops use the same per-image GEMM and then pool the
+conv output of the image while it is still in cache.
+
 A backward call with ``dxp`` None computes dw only: Numba compiles a separate
 specialization for None in which the ``dxp is not None`` branches are pruned;
 Cython tests a flag set before the loops release the GIL.
@@ -20,8 +28,12 @@ Cython tests a flag set before the loops release the GIL.
 cimport openmp
 from cython cimport floating
 from cython.parallel cimport prange
+from libc.string cimport memset
+from scipy.linalg.cython_blas cimport dgemm, sgemm
 
 import numpy as np
+
+from fastconv.threads import single_threaded_blas
 
 
 # -------------------------------------------------------------------- naive
@@ -228,9 +240,322 @@ def _backward_in_chunks(const floating[:, :, :, ::1] dy, const floating[:, :, :,
                     dw_ft[f, r] += dw_parts[t, r, f]
 
 
+# --------------------------------------------------------------------- gemm
+#
+# Every thread takes a contiguous chunk of the batch, as in the vectorized
+# backward. Its buffers hold one image's unfolded columns (C*KH*KW, OH*OW)
+# and, for the fused ops, that image's conv output (F, OH*OW): both stay in
+# the core's cache between the unfold, the GEMM and the pass that reads it.
+# The wrappers run BLAS single-threaded meanwhile (fastconv.threads), so the
+# threads are this loop's, never loop threads times BLAS threads.
+
+def _in_chunks(kernel):
+    """The contract's kernel for one whose last argument is the number of
+    chunks: one per thread (at most one per image), BLAS single-threaded."""
+    def run(*args):
+        with single_threaded_blas():
+            kernel(*args, min(openmp.omp_get_max_threads(), args[0].shape[0]))
+    return run
+
+
+cdef enum:
+    NO_GRADIENT = 255  # fastconv.kernels.NO_GRADIENT
+
+
+cdef void _matmul(bint trans_a, bint trans_b, int m, int n, int k,
+                  const floating *a, int lda, const floating *b, int ldb,
+                  floating beta, floating *c, int ldc) noexcept nogil:
+    """c (m, n) = op(a) @ op(b) + beta * c, every matrix row-major with the
+    given row strides; op(a) is (m, k): a itself, or a (k, m) transposed.
+    BLAS is column-major, so it computes c^T = op(b)^T @ op(a)^T."""
+    cdef char ta = b'T' if trans_a else b'N'
+    cdef char tb = b'T' if trans_b else b'N'
+    cdef floating one = 1
+    if floating is float:
+        sgemm(&tb, &ta, &n, &m, &k, &one, <float *>b, &ldb, <float *>a, &lda, &beta, c, &ldc)
+    else:
+        dgemm(&tb, &ta, &n, &m, &k, &one, <double *>b, &ldb, <double *>a, &lda, &beta, c, &ldc)
+
+
+cdef void _unfold_image(const floating[:, :, ::1] image, Py_ssize_t kh, Py_ssize_t kw,
+                        Py_ssize_t sh, Py_ssize_t sw, floating[:, ::1] cols) noexcept nogil:
+    """cols (C*KH*KW, OH*OW)[(c*KH + i)*KW + j, y*OW + x] = image (C, Hp, Wp)[c, y*sh + i, x*sw + j]."""
+    cdef Py_ssize_t oh = (image.shape[1] - kh) // sh + 1, ow = (image.shape[2] - kw) // sw + 1
+    cdef Py_ssize_t c, i, j, y, x
+    cdef const floating *source
+    cdef floating *row
+    for c in range(image.shape[0]):
+        for i in range(kh):
+            for j in range(kw):
+                row = &cols[(c * kh + i) * kw + j, 0]
+                for y in range(oh):
+                    # pointers: the copy of one output row is a plain (for
+                    # stride 1, contiguous) loop that the compiler vectorizes
+                    source = &image[c, y * sh + i, j]
+                    if sw == 1:
+                        for x in range(ow):
+                            row[y * ow + x] = source[x]
+                    else:
+                        for x in range(ow):
+                            row[y * ow + x] = source[x * sw]
+
+
+cdef void _fold_image(const floating[:, ::1] cols, Py_ssize_t kh, Py_ssize_t kw,
+                      Py_ssize_t sh, Py_ssize_t sw, floating[:, :, ::1] image) noexcept nogil:
+    """The adjoint of _unfold_image: adds each cols entry into the image
+    (C, Hp, Wp) position it was read from."""
+    cdef Py_ssize_t oh = (image.shape[1] - kh) // sh + 1, ow = (image.shape[2] - kw) // sw + 1
+    cdef Py_ssize_t c, i, j, y, x, r
+    for c in range(image.shape[0]):
+        for i in range(kh):
+            for j in range(kw):
+                r = (c * kh + i) * kw + j
+                for y in range(oh):
+                    for x in range(ow):
+                        image[c, y * sh + i, x * sw + j] += cols[r, y * ow + x]
+
+
+def _conv2d_gemm(const floating[:, :, :, ::1] xp, const floating[:, :, :, ::1] w,
+                const floating[::1] b, Py_ssize_t sh, Py_ssize_t sw,
+                floating[:, :, :, ::1] out, Py_ssize_t n_chunks):
+    cdef Py_ssize_t n_img = out.shape[0], n_filt = out.shape[1], oh = out.shape[2], ow = out.shape[3]
+    cdef Py_ssize_t kh = w.shape[2], kw = w.shape[3]
+    cdef Py_ssize_t n_taps = w.shape[1] * kh * kw, n_pix = oh * ow
+    cdef Py_ssize_t t, n, f, y, x
+    cdef floating[:, :, ::1] cols = np.empty((n_chunks, n_taps, n_pix), np.asarray(out).dtype)
+    with nogil:
+        for t in prange(n_chunks, schedule="static", num_threads=n_chunks):
+            for n in range(t * n_img // n_chunks, (t + 1) * n_img // n_chunks):
+                _unfold_image(xp[n], kh, kw, sh, sw, cols[t])
+                # out[n] (F, OH*OW) = w (F, taps) @ cols (taps, OH*OW), then the bias
+                _matmul(False, False, n_filt, n_pix, n_taps, &w[0, 0, 0, 0], n_taps,
+                        &cols[t, 0, 0], n_pix, 0, &out[n, 0, 0, 0], n_pix)
+                for f in range(n_filt):
+                    for y in range(oh):
+                        for x in range(ow):
+                            out[n, f, y, x] += b[f]
+
+
+def _conv2d_backward_gemm(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::1] xp,
+                         const floating[:, :, :, ::1] w, Py_ssize_t sh, Py_ssize_t sw,
+                         floating[:, :, :, ::1] dxp, floating[:, :, :, ::1] dw,
+                         Py_ssize_t n_chunks):
+    cdef Py_ssize_t n_img = dy.shape[0], n_filt = dy.shape[1], n_pix = dy.shape[2] * dy.shape[3]
+    cdef Py_ssize_t kh = w.shape[2], kw = w.shape[3]
+    cdef Py_ssize_t n_taps = w.shape[1] * kh * kw
+    cdef Py_ssize_t t, n
+    cdef bint compute_dx = dxp is not None
+    dtype = np.asarray(dw).dtype
+    cdef floating[:, :, ::1] cols = np.empty((n_chunks, n_taps, n_pix), dtype)
+    cdef floating[:, :, ::1] dw_parts = np.zeros((n_chunks, n_filt, n_taps), dtype)
+    with nogil:
+        for t in prange(n_chunks, schedule="static", num_threads=n_chunks):
+            for n in range(t * n_img // n_chunks, (t + 1) * n_img // n_chunks):
+                _unfold_image(xp[n], kh, kw, sh, sw, cols[t])
+                _add_dw_image(&dy[n, 0, 0, 0], cols[t], dw_parts[t])
+                if compute_dx:
+                    _add_dx_image(&dy[n, 0, 0, 0], n_filt, cols[t], &w[0, 0, 0, 0],
+                                  kh, kw, sh, sw, dxp[n])
+    _add_parts(dw_parts, dw)
+
+
+cdef void _add_dw_image(const floating *dy_image, const floating[:, ::1] cols,
+                        floating[:, ::1] dw_part) noexcept nogil:
+    """dw_part (F, taps) += dy_image (F, OH*OW) @ cols^T, cols (taps, OH*OW)
+    being the image's unfolded input."""
+    cdef int n_filt = dw_part.shape[0], n_taps = cols.shape[0], n_pix = cols.shape[1]
+    _matmul(False, True, n_filt, n_taps, n_pix, dy_image, n_pix, &cols[0, 0], n_pix,
+            1, &dw_part[0, 0], n_taps)
+
+
+cdef void _add_dx_image(const floating *dy_image, int n_filt, floating[:, ::1] cols,
+                        const floating *w, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh,
+                        Py_ssize_t sw, floating[:, :, ::1] dx_image) noexcept nogil:
+    """dx_image (C, Hp, Wp) += the fold of w^T @ dy_image, w (F, taps) and
+    dy_image (F, OH*OW); the product (taps, OH*OW) is formed in cols, which
+    is overwritten."""
+    cdef int n_taps = cols.shape[0], n_pix = cols.shape[1]
+    _matmul(True, False, n_taps, n_pix, n_filt, w, n_taps, dy_image, n_pix, 0, &cols[0, 0], n_pix)
+    _fold_image(cols, kh, kw, sh, sw, dx_image)
+
+
+def _add_parts(const floating[:, :, ::1] dw_parts, floating[:, :, :, ::1] dw):
+    """dw (F, C, KH, KW) += the sum of the per-chunk parts (chunks, F, C*KH*KW)."""
+    cdef floating[:, ::1] dw_ft = np.asarray(dw).reshape(dw.shape[0], -1)
+    cdef Py_ssize_t t, f, r
+    for t in range(dw_parts.shape[0]):
+        for f in range(dw_parts.shape[1]):
+            for r in range(dw_parts.shape[2]):
+                dw_ft[f, r] += dw_parts[t, f, r]
+
+
+# ------------------------------------------- fused conv -> ReLU -> max-pool
+#
+# out = max_pool(relu(conv(x))) with pool windows (PKH, PKW) at strides
+# (PSH, PSW) over the conv output, padding 0. The conv output itself is
+# never stored: only the pooled map and, per pooled pixel, a one-byte code
+# saying which conv output of its window gets the gradient (row-major
+# offset i*PKW + j of the window's first maximum), or NO_GRADIENT where the
+# ReLU cut it. relu then max equals max then relu, and the first maximum of
+# relu(v) is the first maximum of v whenever that is > 0: so the codes route
+# the gradient exactly as ReLU backward after max-pool backward would.
+
+
+def conv2d_relu_maxpool2d_naive(const floating[:, :, :, ::1] xp, const floating[:, :, :, ::1] w,
+                                const floating[::1] b, Py_ssize_t sh, Py_ssize_t sw,
+                                Py_ssize_t pkh, Py_ssize_t pkw, Py_ssize_t psh, Py_ssize_t psw,
+                                floating[:, :, :, ::1] out, unsigned char[:, :, :, ::1] code):
+    cdef Py_ssize_t n_img = out.shape[0], n_filt = out.shape[1], ph = out.shape[2], pw = out.shape[3]
+    cdef Py_ssize_t n_chan = w.shape[1], kh = w.shape[2], kw = w.shape[3]
+    cdef Py_ssize_t n, f, py, px, wi, wj, y, x, c, i, j, best_at
+    cdef floating total, best
+    with nogil:
+        for n in range(n_img):
+            for f in range(n_filt):
+                for py in range(ph):
+                    for px in range(pw):
+                        best_at = -1
+                        for wi in range(pkh):
+                            for wj in range(pkw):
+                                # the conv output (y, x) in this pool window
+                                y = py * psh + wi
+                                x = px * psw + wj
+                                total = b[f]
+                                for c in range(n_chan):
+                                    for i in range(kh):
+                                        for j in range(kw):
+                                            total += w[f, c, i, j] * xp[n, c, y * sh + i, x * sw + j]
+                                if best_at < 0 or total > best or (total != total and best == best):
+                                    best = total
+                                    best_at = wi * pkw + wj
+                        _relu_store(best, best_at, &out[n, f, py, px], &code[n, f, py, px])
+
+
+cdef inline void _relu_store(floating best, Py_ssize_t best_at, floating *out,
+                             unsigned char *code) noexcept nogil:
+    """Write relu(best) and the window code of a pooled pixel."""
+    if best > 0:
+        out[0] = best
+        code[0] = <unsigned char>best_at
+    else:
+        out[0] = best if best != best else 0  # NaN stays NaN, as np.maximum(NaN, 0)
+        code[0] = NO_GRADIENT
+
+
+def conv2d_relu_maxpool2d_backward_naive(const floating[:, :, :, ::1] dy,
+                                         const unsigned char[:, :, :, ::1] code,
+                                         const floating[:, :, :, ::1] xp,
+                                         const floating[:, :, :, ::1] w, Py_ssize_t sh, Py_ssize_t sw,
+                                         Py_ssize_t pkh, Py_ssize_t pkw, Py_ssize_t psh, Py_ssize_t psw,
+                                         floating[:, :, :, ::1] dxp, floating[:, :, :, ::1] dw):
+    cdef Py_ssize_t n_img = dy.shape[0], n_filt = dy.shape[1], ph = dy.shape[2], pw = dy.shape[3]
+    cdef Py_ssize_t n_chan = w.shape[1], kh = w.shape[2], kw = w.shape[3]
+    cdef Py_ssize_t n, f, py, px, y, x, c, i, j
+    cdef floating g
+    cdef bint compute_dx = dxp is not None
+    with nogil:
+        for n in range(n_img):
+            for f in range(n_filt):
+                for py in range(ph):
+                    for px in range(pw):
+                        if code[n, f, py, px] == NO_GRADIENT:
+                            continue
+                        # the conv output (y, x) that the window took
+                        y = py * psh + code[n, f, py, px] // pkw
+                        x = px * psw + code[n, f, py, px] % pkw
+                        g = dy[n, f, py, px]
+                        for c in range(n_chan):
+                            for i in range(kh):
+                                for j in range(kw):
+                                    dw[f, c, i, j] += g * xp[n, c, y * sh + i, x * sw + j]
+                                    if compute_dx:
+                                        dxp[n, c, y * sh + i, x * sw + j] += g * w[f, c, i, j]
+
+
+cdef void _relu_maxpool_image(const floating[:, ::1] conv, const floating[::1] b, Py_ssize_t ow,
+                              Py_ssize_t pkh, Py_ssize_t pkw, Py_ssize_t psh, Py_ssize_t psw,
+                              floating[:, :, ::1] out, unsigned char[:, :, ::1] code) noexcept nogil:
+    """Pool one image's conv output conv (F, OH*OW) (bias not yet added)
+    into out (F, PH, PW) and code, as conv2d_relu_maxpool2d_naive does."""
+    cdef Py_ssize_t f, py, px, wi, wj, best_at
+    cdef floating v, best
+    for f in range(out.shape[0]):
+        for py in range(out.shape[1]):
+            for px in range(out.shape[2]):
+                best_at = -1
+                for wi in range(pkh):
+                    for wj in range(pkw):
+                        v = conv[f, (py * psh + wi) * ow + px * psw + wj] + b[f]
+                        if best_at < 0 or v > best or (v != v and best == best):
+                            best = v
+                            best_at = wi * pkw + wj
+                _relu_store(best, best_at, &out[f, py, px], &code[f, py, px])
+
+
+def _conv2d_relu_maxpool2d_gemm(const floating[:, :, :, ::1] xp, const floating[:, :, :, ::1] w,
+                               const floating[::1] b, Py_ssize_t sh, Py_ssize_t sw,
+                               Py_ssize_t pkh, Py_ssize_t pkw, Py_ssize_t psh, Py_ssize_t psw,
+                               floating[:, :, :, ::1] out, unsigned char[:, :, :, ::1] code,
+                               Py_ssize_t n_chunks):
+    cdef Py_ssize_t n_img = xp.shape[0], n_filt = w.shape[0], kh = w.shape[2], kw = w.shape[3]
+    cdef Py_ssize_t oh = (xp.shape[2] - kh) // sh + 1, ow = (xp.shape[3] - kw) // sw + 1
+    cdef Py_ssize_t n_taps = w.shape[1] * kh * kw, n_pix = oh * ow
+    cdef Py_ssize_t t, n
+    dtype = np.asarray(out).dtype
+    cdef floating[:, :, ::1] cols = np.empty((n_chunks, n_taps, n_pix), dtype)
+    cdef floating[:, :, ::1] conv = np.empty((n_chunks, n_filt, n_pix), dtype)
+    with nogil:
+        for t in prange(n_chunks, schedule="static", num_threads=n_chunks):
+            for n in range(t * n_img // n_chunks, (t + 1) * n_img // n_chunks):
+                _unfold_image(xp[n], kh, kw, sh, sw, cols[t])
+                _matmul(False, False, n_filt, n_pix, n_taps, &w[0, 0, 0, 0], n_taps,
+                        &cols[t, 0, 0], n_pix, 0, &conv[t, 0, 0], n_pix)
+                _relu_maxpool_image(conv[t], b, ow, pkh, pkw, psh, psw, out[n], code[n])
+
+
+def _conv2d_relu_maxpool2d_backward_gemm(const floating[:, :, :, ::1] dy,
+                                        const unsigned char[:, :, :, ::1] code,
+                                        const floating[:, :, :, ::1] xp,
+                                        const floating[:, :, :, ::1] w, Py_ssize_t sh, Py_ssize_t sw,
+                                        Py_ssize_t pkh, Py_ssize_t pkw, Py_ssize_t psh, Py_ssize_t psw,
+                                        floating[:, :, :, ::1] dxp, floating[:, :, :, ::1] dw,
+                                        Py_ssize_t n_chunks):
+    cdef Py_ssize_t n_img = dy.shape[0], n_filt = w.shape[0], kh = w.shape[2], kw = w.shape[3]
+    cdef Py_ssize_t oh = (xp.shape[2] - kh) // sh + 1, ow = (xp.shape[3] - kw) // sw + 1
+    cdef Py_ssize_t n_taps = w.shape[1] * kh * kw, n_pix = oh * ow
+    cdef Py_ssize_t t, n, f, py, px, at
+    cdef bint compute_dx = dxp is not None
+    dtype = np.asarray(dw).dtype
+    cdef floating[:, :, ::1] cols = np.empty((n_chunks, n_taps, n_pix), dtype)
+    cdef floating[:, :, ::1] dconv = np.empty((n_chunks, n_filt, n_pix), dtype)
+    cdef floating[:, :, ::1] dw_parts = np.zeros((n_chunks, n_filt, n_taps), dtype)
+    with nogil:
+        for t in prange(n_chunks, schedule="static", num_threads=n_chunks):
+            for n in range(t * n_img // n_chunks, (t + 1) * n_img // n_chunks):
+                # dconv (F, OH*OW): each pooled gradient back at the conv output its window took
+                memset(&dconv[t, 0, 0], 0, n_filt * n_pix * sizeof(floating))
+                for f in range(n_filt):
+                    for py in range(dy.shape[2]):
+                        for px in range(dy.shape[3]):
+                            at = code[n, f, py, px]
+                            if at != NO_GRADIENT:
+                                dconv[t, f, (py * psh + at // pkw) * ow + px * psw + at % pkw] += dy[n, f, py, px]
+                _unfold_image(xp[n], kh, kw, sh, sw, cols[t])
+                _add_dw_image(&dconv[t, 0, 0], cols[t], dw_parts[t])
+                if compute_dx:
+                    _add_dx_image(&dconv[t, 0, 0], n_filt, cols[t], &w[0, 0, 0, 0],
+                                  kh, kw, sh, sw, dxp[n])
+    _add_parts(dw_parts, dw)
+
 KERNELS = {
     ("conv2d", "naive"): conv2d_naive,
     ("conv2d_backward", "naive"): conv2d_backward_naive,
     ("conv2d", "vectorized"): conv2d_vectorized,
     ("conv2d_backward", "vectorized"): conv2d_backward_vectorized,
+    ("conv2d", "gemm"): _in_chunks(_conv2d_gemm),
+    ("conv2d_backward", "gemm"): _in_chunks(_conv2d_backward_gemm),
+    ("conv2d_relu_maxpool2d", "naive"): conv2d_relu_maxpool2d_naive,
+    ("conv2d_relu_maxpool2d_backward", "naive"): conv2d_relu_maxpool2d_backward_naive,
+    ("conv2d_relu_maxpool2d", "gemm"): _in_chunks(_conv2d_relu_maxpool2d_gemm),
+    ("conv2d_relu_maxpool2d_backward", "gemm"): _in_chunks(_conv2d_relu_maxpool2d_backward_gemm),
 }
