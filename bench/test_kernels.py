@@ -22,6 +22,14 @@ def test_variant(measure, work, variant):
 
 
 @pytest.mark.parametrize(
+    "work", [w for w in WORKLOADS if w.is_fused], ids=lambda w: f"{w.slug}-unfused/auto"
+)
+def test_unfused_chain(measure, work):
+    """The fused op's group also times conv2d, ReLU and max_pool2d run apart."""
+    measure(work.label, work.unfused_call(), work.rate, op="unfused chain", **work.counts())
+
+
+@pytest.mark.parametrize(
     "work", [w for w in WORKLOADS if w.is_conv], ids=lambda w: f"{w.slug}-numpy/gemm"
 )
 def test_gemm_limit(measure, work):

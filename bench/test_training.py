@@ -8,13 +8,14 @@ depend on the pixel values.
 import numpy as np
 import pytest
 
-from fastconv import models, optim, registry
+from fastconv import fusion, models, optim
 
 BATCHES = (64, 256)
-# Variants with every op (conv and pooling, both directions), then auto.
-VARIANTS = sorted(set.intersection(*(set(registry.variants(op)) for op in registry.OPS))) + [("auto", "auto")]
+# Variants that run the whole network, then auto, fused (the default) and not.
+VARIANTS = [variant + (True,) for variant in fusion.whole_network_variants()]
+VARIANTS += [("auto", "auto", True), ("auto", "auto", False)]
 CASES = [(batch, variant) for batch in BATCHES for variant in VARIANTS]
-IDS = [f"N{batch}-{'/'.join(variant)}" for batch, variant in CASES]
+IDS = [f"N{batch}-{'/'.join(variant[:2])}{'' if variant[2] else '-unfused'}" for batch, variant in CASES]
 
 
 def batch_of(n):
@@ -28,8 +29,9 @@ def images_per_second(batch):
 
 @pytest.mark.parametrize("batch, variant", CASES, ids=IDS)
 def test_train_step(measure, batch, variant):
-    backend, algorithm = variant
+    backend, algorithm, fuse = variant
     model = models.build("cnn", backend=backend, algorithm=algorithm, seed=0)
+    model.fuse = fuse
     optimizer = optim.SGD(lr=0.01, momentum=0.9)
     x, y = batch_of(batch)
     measure(f"cnn training N={batch}", lambda: model.train_step(x, y, optimizer),
@@ -38,7 +40,8 @@ def test_train_step(measure, batch, variant):
 
 @pytest.mark.parametrize("batch, variant", CASES, ids=IDS)
 def test_inference(measure, batch, variant):
-    backend, algorithm = variant
+    backend, algorithm, fuse = variant
     model = models.build("cnn", backend=backend, algorithm=algorithm, seed=0)
+    model.fuse = fuse
     x, _ = batch_of(batch)
     measure(f"cnn inference N={batch}", lambda: model.forward(x), images_per_second(batch), images=batch)

@@ -24,6 +24,7 @@ from fastconv.command_args import (add_data_options, add_kernel_options, non_neg
                                    positive_float, positive_int)
 from fastconv.model import Sequential
 from fastconv.optim import SGD, Adam
+from fastconv.profile import StepProfile
 
 DEFAULT_EPOCHS = 12
 
@@ -52,6 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--resume", help="continue from a checkpoint written by --save")
     parser.add_argument("--metrics-out", help="write per-epoch and test metrics as JSON here")
     parser.add_argument("--quiet", action="store_true", help="no summary, progress bars or matrix")
+    parser.add_argument("--profile", action="store_true",
+                        help="after training, print the mean time per step of each layer's forward and "
+                             "backward, the loss and the optimizer (and add it to --metrics-out)")
+    parser.add_argument("--no-fuse", dest="fuse", action="store_false",
+                        help="run Conv2D -> ReLU -> MaxPool2D as three ops instead of one fused op")
     return parser
 
 
@@ -73,8 +79,10 @@ def make_model(args) -> Sequential:
         model = Sequential.load(args.resume, backend=args.backend, algorithm=args.algorithm)
         if model.epoch >= args.epochs:
             raise ValueError(f"{args.resume} already holds {model.epoch} epochs; ask for more with --epochs")
+        model.fuse = args.fuse
         return model
     model = models.build(args.model, backend=args.backend, algorithm=args.algorithm, seed=args.seed)
+    model.fuse = args.fuse
     if args.optimizer == "adam":
         model.optimizer = Adam(lr=args.lr)
     else:
@@ -98,7 +106,7 @@ def format_confusion(matrix, names) -> str:
     return "\n".join(lines)
 
 
-def metrics(args, model, test=None):
+def metrics(args, model, test=None, profile=None):
     payload = {
         "model": args.model if not args.resume else args.resume,
         "dataset": args.dataset,
@@ -113,6 +121,8 @@ def metrics(args, model, test=None):
     }
     if test is not None:
         payload["test_loss"], payload["test_accuracy"] = test
+    if profile is not None:
+        payload["profile"] = profile.as_dict()
     return payload
 
 
@@ -139,11 +149,12 @@ def train(args) -> int:
                   f"{logs['seconds']:.1f} s, {logs['images_per_second']:.0f} img/s"
                   + (f", saved {save_path}" if save_path else ""), file=out)
 
+    profile = StepProfile() if args.profile else None
     start = time.perf_counter()
     try:
         model.fit(x_train, y_train, epochs=args.epochs, batch_size=args.batch_size,
                   validation_data=validation, verbose=not args.quiet,
-                  on_epoch_end=on_epoch_end, initial_epoch=model.epoch)
+                  on_epoch_end=on_epoch_end, initial_epoch=model.epoch, profile=profile)
     except KeyboardInterrupt:
         kept = f"; the checkpoint {save_path} holds epoch {model.epoch}" if save_path and model.epoch else ""
         print(f"\ninterrupted during epoch {model.epoch + 1}{kept}", file=sys.stderr)
@@ -157,8 +168,11 @@ def train(args) -> int:
         predicted = model.predict(dataset.x_test).argmax(axis=1)
         matrix = confusion_matrix(dataset.y_test, predicted, len(dataset.classes))
         print(format_confusion(matrix, dataset.classes), file=out)
+    if profile is not None:
+        print(f"\nprofile ({'fused' if model.fuse else 'unfused'}, batch {args.batch_size}):", file=out)
+        print(profile.table(), file=out)
     if args.metrics_out:
-        write_json_atomically(args.metrics_out, metrics(args, model, (test_loss, test_accuracy)))
+        write_json_atomically(args.metrics_out, metrics(args, model, (test_loss, test_accuracy), profile))
     return 0
 
 

@@ -17,10 +17,12 @@ import time
 import numpy as np
 from tqdm import tqdm
 
+from fastconv import fusion
 from fastconv.atomic import write_atomically
 from fastconv.layers import LAYERS
 from fastconv.losses import softmax, softmax_cross_entropy
 from fastconv.optim import OPTIMIZERS, Adam
+from fastconv.profile import NO_CLOCK
 from fastconv.shapes import receptive_field as _axis_fields
 
 FILE_FORMAT = "fastconv.Sequential/1"
@@ -63,9 +65,13 @@ class Sequential:
     made unique Keras-style (``conv2d``, ``conv2d_1``, ...) and parameters
     are addressed as ``"<layer name>/<param>"``. Building checks that each
     layer accepts the previous one's output (ValueError naming the layer).
+
+    With ``fuse`` (the default) each Conv2D -> ReLU -> MaxPool2D runs as one
+    fused op (:mod:`fastconv.fusion`); the layers stay separate objects.
+    Setting :attr:`fuse` later re-plans.
     """
 
-    def __init__(self, layers, input_shape=(1, 28, 28), seed=0, dtype=np.float32):
+    def __init__(self, layers, input_shape=(1, 28, 28), seed=0, dtype=np.float32, fuse=True):
         self.layers = list(layers)
         if not self.layers:
             raise ValueError("Sequential needs at least one layer")
@@ -78,6 +84,7 @@ class Sequential:
         for layer in self.layers:
             layer.initialize(self.rng, self.dtype)
         self._set_input_grad(False)
+        self.fuse = fuse
         self.optimizer = None
         self.epoch = 0
         self.history = History()
@@ -110,6 +117,16 @@ class Sequential:
         for layer in self.layers:
             layer.needs_input_grad = needed
             needed = needed or bool(layer.params)
+
+    @property
+    def fuse(self) -> bool:
+        """Whether Conv2D -> ReLU -> MaxPool2D chains run fused."""
+        return self._fuse
+
+    @fuse.setter
+    def fuse(self, fuse: bool):
+        self._fuse = bool(fuse)
+        self.steps = fusion.plan(self.layers, self._fuse)
 
     @property
     def params(self) -> dict[str, np.ndarray]:
@@ -186,30 +203,41 @@ class Sequential:
 
     def forward(self, x, training=False) -> np.ndarray:
         """Logits (N, K) for images x (N, *input_shape), cast to the model dtype."""
-        out = self._as_input(x)
-        for layer in self.layers:
-            out = layer.forward(out, training)
+        return self._forward(self._as_input(x), training, NO_CLOCK)
+
+    def _forward(self, out, training, clock):
+        for step in self.steps:
+            out = step.forward(out, training)
+            clock.lap(step.name, "forward")
         return out
 
     def backward(self, dlogits, *, input_grad=False):
         """Back-propagate dlogits (N, K) through the last forward pass, filling
         every layer's ``grads``. Returns the gradient with respect to the
         input if ``input_grad`` (else None, and the first layers skip it)."""
+        return self._backward(dlogits, input_grad, NO_CLOCK)
+
+    def _backward(self, grad, input_grad, clock):
         self._set_input_grad(input_grad)
-        grad = dlogits
-        for layer in reversed(self.layers):
-            grad = layer.backward(grad)
-            if grad is None:  # nothing below this layer is trained
+        for step in reversed(self.steps):
+            grad = step.backward(grad)
+            clock.lap(step.name, "backward")
+            if grad is None:  # nothing below this step is trained
                 break
         return grad
 
-    def train_step(self, x, y, optimizer) -> tuple[float, int]:
-        """One optimisation step on a batch; returns (mean loss, correct count)."""
-        logits = self.forward(x, training=True)
+    def train_step(self, x, y, optimizer, clock=NO_CLOCK) -> tuple[float, int]:
+        """One optimisation step on a batch; returns (mean loss, correct count).
+        ``clock`` (from :meth:`fastconv.profile.StepProfile.begin`) times its parts."""
+        x = self._as_input(x)
+        clock.lap("data", "data")
+        logits = self._forward(x, True, clock)
         loss, dlogits = softmax_cross_entropy(logits, y)
         correct = int(np.count_nonzero(logits.argmax(axis=1) == y))
-        self.backward(dlogits)
+        clock.lap("loss", "loss")
+        self._backward(dlogits, False, clock)
         optimizer.step(self.params, self.grads)
+        clock.lap("optimizer", "optimizer")
         return loss, correct
 
     # ---------------------------------------------------------------- training
@@ -231,7 +259,7 @@ class Sequential:
         return [slice(i, i + batch_size) for i in range(0, n, batch_size)]
 
     def fit(self, x, y, epochs=1, batch_size=64, optimizer=None, validation_data=None,
-            shuffle=True, verbose=True, on_epoch_end=None, initial_epoch=0) -> History:
+            shuffle=True, verbose=True, on_epoch_end=None, initial_epoch=0, profile=None) -> History:
         """Train with mini-batch softmax cross-entropy.
 
         x: (N, *input_shape) images (any real dtype, already scaled; cast to
@@ -245,7 +273,9 @@ class Sequential:
         propagates unchanged: the progress bar is closed, :attr:`epoch` and
         :attr:`history` keep the last completed epoch, while the weights in
         memory are mid-epoch, so the consistent state to keep is the last
-        checkpoint written by ``on_epoch_end``.
+        checkpoint written by ``on_epoch_end``. A
+        :class:`fastconv.profile.StepProfile` given as ``profile`` times the
+        parts of every step.
 
         Returns the History of this call (also appended to :attr:`history`).
         """
@@ -272,8 +302,11 @@ class Sequential:
             with tqdm(total=n, desc=f"epoch {epoch}/{epochs}", unit="img", disable=not verbose,
                       leave=True, dynamic_ncols=True) as bar:
                 for index in batches:
+                    clock = NO_CLOCK if profile is None else profile.begin(len(y[index]))
                     xb, yb = x[index], y[index]
-                    loss, batch_correct = self.train_step(xb, yb, self.optimizer)
+                    loss, batch_correct = self.train_step(xb, yb, self.optimizer, clock)
+                    if profile is not None:
+                        profile.end()
                     loss_sum += loss * len(yb)
                     correct += batch_correct
                     seen += len(yb)

@@ -30,9 +30,11 @@ DTYPE = np.dtype(np.float32)
 class Layer:
     """One conv or pool layer of a benchmark network.
 
-    kind: "conv2d", "max_pool2d" or "avg_pool2d"; in_shape: (C, H, W);
-    window: (F, KH, KW) for conv, (KH, KW) for pooling; stride: one int for
-    both axes (the pool default: the window). No padding.
+    kind: "conv2d", "max_pool2d", "avg_pool2d" or "conv2d_relu_maxpool2d"
+    (a conv layer, its ReLU and its max-pool as one fused op); in_shape:
+    (C, H, W); window: (F, KH, KW) for conv, (KH, KW) for pooling; stride:
+    one int for both axes (the pool default: the window); pool: the fused
+    op's pool size (and stride). No padding.
     """
 
     network: str
@@ -41,6 +43,7 @@ class Layer:
     in_shape: tuple[int, int, int]
     window: tuple[int, ...]
     stride: int = 1
+    pool: int = 0
 
     @property
     def label(self) -> str:
@@ -55,6 +58,10 @@ def _pool(network, name, kind, in_shape, size):
     return Layer(network, name, kind, in_shape, (size, size), stride=size)
 
 
+def _block(network, name, in_shape, filters, size, pool):
+    return Layer(network, name, "conv2d_relu_maxpool2d", in_shape, (filters, size, size), pool=pool)
+
+
 NETWORKS = {
     # The MNIST reference CNN: conv 32@3x3, max-pool 2, conv 64@3x3, max-pool 2.
     "cnn": (
@@ -62,6 +69,11 @@ NETWORKS = {
         _pool("cnn", "pool1", "max_pool2d", (32, 26, 26), 2),
         _conv("cnn", "conv2", (32, 13, 13), 64, 3),
         _pool("cnn", "pool2", "max_pool2d", (64, 11, 11), 2),
+    ),
+    # The same CNN as the model runs it: each conv -> ReLU -> max-pool fused.
+    "cnn-fused": (
+        _block("cnn-fused", "block1", (1, 28, 28), 32, 3, 2),
+        _block("cnn-fused", "block2", (32, 13, 13), 64, 3, 2),
     ),
     # LeNet-5 on unpadded 28x28 digits: conv 6@5x5, avg-pool 2, conv 16@5x5, avg-pool 2.
     "lenet5": (
@@ -90,19 +102,31 @@ class Workload:
 
     @property
     def is_conv(self) -> bool:
-        return self.layer.kind == "conv2d"
+        """A conv, fused or not: its work is counted in FLOPs."""
+        return self.layer.kind.startswith("conv2d")
+
+    @property
+    def is_fused(self) -> bool:
+        return self.layer.kind == "conv2d_relu_maxpool2d"
 
     @property
     def x_shape(self) -> tuple[int, int, int, int]:
         return (self.batch,) + self.layer.in_shape
 
     @property
-    def out_shape(self) -> tuple[int, int, int, int]:
+    def window_out_shape(self) -> tuple[int, int, int, int]:
+        """The output of the sliding window (for a fused op, of its conv)."""
         c, h, w = self.layer.in_shape
         kh, kw = self.layer.window[-2:]
         channels = self.layer.window[0] if self.is_conv else c
         s = self.layer.stride
         return (self.batch, channels, conv_out_size(h, kh, s), conv_out_size(w, kw, s))
+
+    @property
+    def out_shape(self) -> tuple[int, int, int, int]:
+        n, c, h, w = self.window_out_shape
+        p = self.layer.pool
+        return (n, c, conv_out_size(h, p, p), conv_out_size(w, p, p)) if self.is_fused else (n, c, h, w)
 
     @property
     def w_shape(self) -> tuple[int, int, int, int]:
@@ -121,8 +145,9 @@ class Workload:
         return f"{self.layer.label}-N{self.batch}-{self.direction}"
 
     def flops(self) -> int:
-        """Conv only: floating-point operations of one call."""
-        n, f, oh, ow = self.out_shape
+        """Conv only: floating-point operations of one call (of the conv
+        alone for a fused op: ReLU and pooling add under 1%)."""
+        n, f, oh, ow = self.window_out_shape
         _, c, kh, kw = self.w_shape
         forward = 2 * n * f * c * kh * kw * oh * ow
         return forward if self.direction == "forward" else 2 * forward
@@ -163,6 +188,12 @@ class Workload:
         """A no-argument function running this workload with one variant."""
         a, fn, variant = self.arrays, getattr(ops, self.op), {"backend": backend, "algorithm": algorithm}
         s = self.layer.stride
+        if self.is_fused:
+            pool = {"pool_size": self.layer.pool}
+            if self.direction == "forward":
+                return lambda: fn(a["x"], a["w"], a["b"], s, **pool, **variant)
+            _, code = ops.conv2d_relu_maxpool2d(a["x"], a["w"], a["b"], s, **pool, **variant)
+            return lambda: fn(a["dy"], code, a["x"], a["w"], s, **pool, **variant)
         if self.op == "conv2d":
             return lambda: fn(a["x"], a["w"], a["b"], s, **variant)
         if self.op == "conv2d_backward":
@@ -172,6 +203,21 @@ class Workload:
             return lambda: fn(a["x"], window, s, **variant)
         return lambda: fn(a["dy"], a["x"], window, s, **variant)
 
+    def unfused_call(self):
+        """Fused ops only: the same work as three ops (conv2d, ReLU,
+        max_pool2d and their backward passes), each with ``auto``."""
+        a, s, p = self.arrays, self.layer.stride, self.layer.pool
+        if self.direction == "forward":
+            return lambda: ops.max_pool2d(np.maximum(ops.conv2d(a["x"], a["w"], a["b"], s), 0), p)
+        relu = np.maximum(ops.conv2d(a["x"], a["w"], a["b"], s), 0)
+
+        def backward():
+            drelu = ops.max_pool2d_backward(a["dy"], relu, p)
+            drelu *= relu > 0
+            return ops.conv2d_backward(drelu, a["x"], a["w"], s)
+
+        return backward
+
     def gemm_call(self):
         """Conv only: the NumPy float32 GEMMs of the im2col-equivalent size,
         the practical limit of a conv variant.
@@ -180,7 +226,7 @@ class Workload:
         weight gradient (F, P) @ (P, K) and the column gradient (K, F) @ (F, P).
         Same FLOP count as :meth:`flops`.
         """
-        n, f, oh, ow = self.out_shape
+        n, f, oh, ow = self.window_out_shape
         k, p = int(np.prod(self.w_shape[1:])), n * oh * ow
         rng = np.random.default_rng(0)
         weights = rng.standard_normal((f, k), dtype=DTYPE)

@@ -83,11 +83,11 @@ def test_ctrl_c_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, capsys):
     calls = {"n": 0}
     original = Sequential.train_step
 
-    def interrupted_in_epoch_two(self, x, y, optimizer):
+    def interrupted_in_epoch_two(self, x, y, optimizer, *clock):
         calls["n"] += 1
         if calls["n"] == 12:  # 500 images / 64 = 8 steps per epoch: this is epoch 2
             raise KeyboardInterrupt
-        return original(self, x, y, optimizer)
+        return original(self, x, y, optimizer, *clock)
 
     monkeypatch.setattr(Sequential, "train_step", interrupted_in_epoch_two)
     code = run(tmp_path, "--model", "logreg", "--limit", "500", "--epochs", "3", "--save", str(checkpoint))

@@ -59,7 +59,8 @@ def test_every_compiled_backend_offers_every_pooling_algorithm():
         for op in (f"{kind}_pool2d", f"{kind}_pool2d_backward"):
             for backend in registry.COMPILED_BACKENDS:
                 found = {a for b, a in registry.variants(op, include_reference=False) if b == backend}
-                assert found == set(registry.ALGORITHMS), (op, backend)
+                # gemm is a conv algorithm: a pool has no product to hand to BLAS
+                assert found == set(registry.ALGORITHMS) - {"gemm"}, (op, backend)
 
 
 # ------------------------------------------------------------- MNIST shapes

@@ -10,15 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fastconv import models, registry
+from fastconv import fusion, models, registry
 from fastconv.data import load_dataset
 from fastconv.model import Sequential
 from fastconv.optim import Adam
 
 MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
 STEPS, BATCH = 200, 8
-# Variants with every op of the CNN (conv and max pooling, both directions).
-VARIANTS = sorted(set.intersection(*(set(registry.variants(op)) for op in registry.OPS)))
+VARIANTS = fusion.whole_network_variants()
 
 
 @pytest.fixture(scope="module")

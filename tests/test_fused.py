@@ -1,0 +1,226 @@
+"""Specification of the fused conv2d_relu_maxpool2d op: every variant equals
+the unfused chain conv2d -> ReLU -> max_pool2d, forward and every gradient,
+and the model runs it wherever that chain appears.
+
+The unfused chain here is built from the reference ops (NumPy) and ReLU's
+own rule, so a fused kernel is checked against code it shares nothing with.
+"""
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from fastconv import fusion, models, ops, registry
+from fastconv.gradcheck import numerical_gradient
+from fastconv.kernels import NO_GRADIENT
+from fastconv.model import Sequential
+from fastconv.layers import Conv2D, Dense, Flatten, MaxPool2D, ReLU
+
+FUSED = registry.variants("conv2d_relu_maxpool2d")
+REFERENCE = {"backend": "numpy", "algorithm": "reference"}
+
+
+def unfused(x, w, b, stride, padding, pool, pool_stride, dy):
+    """(y, dx, dw, db) of conv2d -> ReLU -> max_pool2d with the reference ops."""
+    conv = ops.conv2d(x, w, b, stride, padding, **REFERENCE)
+    relu = np.maximum(conv, 0)
+    y = ops.max_pool2d(relu, pool, pool_stride, **REFERENCE)
+    drelu = ops.max_pool2d_backward(dy, relu, pool, pool_stride, **REFERENCE) * (relu > 0)
+    dx, dw, db = ops.conv2d_backward(drelu, x, w, stride, padding, **REFERENCE)
+    return y, dx, dw, db
+
+
+def fused(variant, x, w, b, stride, padding, pool, pool_stride, dy, compute_dx=True):
+    backend, algorithm = variant
+    y, code = ops.conv2d_relu_maxpool2d(x, w, b, stride, padding, pool, pool_stride,
+                                        backend=backend, algorithm=algorithm)
+    grads = ops.conv2d_relu_maxpool2d_backward(dy, code, x, w, stride, padding, pool, pool_stride,
+                                               compute_dx=compute_dx, backend=backend, algorithm=algorithm)
+    return (y, code) + grads
+
+
+def assert_close(actual, expected, rtol):
+    assert actual.shape == expected.shape and actual.dtype == expected.dtype
+    scale = float(np.max(np.abs(expected), initial=0.0))
+    np.testing.assert_allclose(actual, expected, rtol=rtol, atol=rtol * scale)
+
+
+def test_every_compiled_backend_has_a_naive_and_a_gemm_fused_op():
+    for op in ("conv2d_relu_maxpool2d", "conv2d_relu_maxpool2d_backward"):
+        for backend in registry.COMPILED_BACKENDS:
+            found = {a for b, a in registry.variants(op, include_reference=False) if b == backend}
+            assert found == {"naive", "gemm"}, (op, backend)
+
+
+@st.composite
+def geometries(draw):
+    """Conv and pool geometry whose pooled output is not empty: odd sizes
+    (the pool drops a last row/column), strides, padding, overlapping pools."""
+    k = draw(st.integers(1, 3))
+    stride, padding = draw(st.integers(1, 2)), draw(st.integers(0, 1))
+    pool = draw(st.integers(1, 3))
+    pool_stride = draw(st.integers(1, 3))
+    conv_min = pool  # the conv output must hold one pool window
+    size_min = (conv_min - 1) * stride + k - 2 * padding
+    h = draw(st.integers(max(1, size_min), max(1, size_min) + 6))
+    w = draw(st.integers(max(1, size_min), max(1, size_min) + 6))
+    n, c, f = draw(st.integers(1, 3)), draw(st.integers(1, 3)), draw(st.integers(1, 4))
+    return (n, c, h, w), (f, c, k, k), stride, padding, pool, pool_stride
+
+
+@pytest.mark.parametrize("variant", FUSED, ids="/".join)
+@given(geometry=geometries(), seed=st.integers(0, 2**16))
+def test_fused_equals_unfused_chain_on_random_shapes(variant, geometry, seed):
+    x_shape, w_shape, stride, padding, pool, pool_stride = geometry
+    rng = np.random.default_rng(seed)
+    x, w = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
+    b = rng.standard_normal(w_shape[0])
+    conv = ops.conv2d(x, w, b, stride, padding, **REFERENCE)
+    y_ref = ops.max_pool2d(np.maximum(conv, 0), pool, pool_stride, **REFERENCE)
+    dy = rng.standard_normal(y_ref.shape)
+    expected = unfused(x, w, b, stride, padding, pool, pool_stride, dy)
+    y, code, dx, dw, db = fused(variant, x, w, b, stride, padding, pool, pool_stride, dy)
+    for got, want in zip((y, dx, dw, db), expected):
+        assert_close(got, want, 1e-10)
+    assert code.dtype == np.uint8
+    assert np.all((code == NO_GRADIENT) == ~(y > 0))
+
+
+@pytest.mark.parametrize("variant", FUSED, ids="/".join)
+def test_ties_go_to_the_first_maximum_and_relu_cuts_non_positive_windows(variant):
+    # Small integers make every sum exact: many equal values in a window,
+    # many windows whose maximum is 0 or negative.
+    rng = np.random.default_rng(1)
+    x = rng.integers(-1, 2, (2, 2, 9, 9)).astype(np.float64)
+    w = rng.integers(-1, 2, (3, 2, 2, 2)).astype(np.float64)
+    b = np.array([0.0, -1.0, 1.0])
+    dy = rng.integers(1, 5, (2, 3, 4, 4)).astype(np.float64)
+    expected = unfused(x, w, b, 1, 0, 2, 2, dy)
+    y, code, dx, dw, db = fused(variant, x, w, b, 1, 0, 2, 2, dy)
+    assert np.any(code == NO_GRADIENT) and np.any(code != NO_GRADIENT)
+    for got, want in zip((y, dx, dw, db), expected):
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("variant", FUSED, ids="/".join)
+def test_nan_passes_through_and_sends_no_gradient(variant):
+    x = np.ones((1, 1, 5, 5))
+    x[0, 0, 1, 1] = np.nan
+    w, b = np.ones((1, 1, 2, 2)), np.zeros(1)
+    y, code, dx, dw, db = fused(variant, x, w, b, 1, 0, 2, 2, np.ones((1, 1, 2, 2)))
+    conv = ops.conv2d(x, w, b, **REFERENCE)
+    np.testing.assert_array_equal(y, ops.max_pool2d(np.maximum(conv, 0), 2, **REFERENCE))
+    assert np.isnan(y[0, 0, 0, 0]) and code[0, 0, 0, 0] == NO_GRADIENT
+
+
+@pytest.mark.parametrize("variant", [v for v in FUSED if v[0] != "numpy"], ids="/".join)
+@pytest.mark.parametrize("layer, x_shape, w_shape", [
+    ("conv1", (64, 1, 28, 28), (32, 1, 3, 3)),
+    ("conv2", (64, 32, 13, 13), (64, 32, 3, 3)),
+])
+def test_mnist_shapes_in_float32(variant, layer, x_shape, w_shape):
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal(x_shape, dtype=np.float32)
+    w = rng.standard_normal(w_shape, dtype=np.float32)
+    b = rng.standard_normal(w_shape[0], dtype=np.float32)
+    dy = rng.standard_normal((64, w_shape[0], (x_shape[2] - 2) // 2, (x_shape[3] - 2) // 2), dtype=np.float32)
+    y, code, dx, dw, db = fused(variant, x, w, b, 1, 0, 2, None, dy)
+    expected = unfused(x, w, b, 1, 0, 2, None, dy)
+    for got, want in zip((y, dx, dw, db), expected):
+        assert_close(got, want, 1e-4)
+
+
+@pytest.mark.parametrize("variant", FUSED, ids="/".join)
+def test_gradients_match_central_differences(variant):
+    rng = np.random.default_rng(3)
+    x, w, b = rng.standard_normal((2, 2, 7, 6)), rng.standard_normal((3, 2, 3, 3)), rng.standard_normal(3)
+    dy = rng.standard_normal((2, 3, 2, 2))
+    _, _, dx, dw, db = fused(variant, x, w, b, 1, 0, 2, None, dy)
+    backend, algorithm = variant
+
+    def forward(x_, w_, b_):
+        return ops.conv2d_relu_maxpool2d(x_, w_, b_, 1, 0, 2, backend=backend, algorithm=algorithm)[0]
+
+    np.testing.assert_allclose(dx, numerical_gradient(lambda v: forward(v, w, b), x, dy), atol=1e-6)
+    np.testing.assert_allclose(dw, numerical_gradient(lambda v: forward(x, v, b), w, dy), atol=1e-6)
+    np.testing.assert_allclose(db, numerical_gradient(lambda v: forward(x, w, v), b, dy), atol=1e-6)
+
+
+def test_without_dx_the_weight_gradients_are_the_same():
+    rng = np.random.default_rng(4)
+    x, w, b = rng.standard_normal((3, 2, 8, 8)), rng.standard_normal((4, 2, 3, 3)), rng.standard_normal(4)
+    dy = rng.standard_normal((3, 4, 3, 3))
+    for variant in FUSED:
+        full = fused(variant, x, w, b, 1, 0, 2, None, dy)
+        no_dx = fused(variant, x, w, b, 1, 0, 2, None, dy, compute_dx=False)
+        assert no_dx[2] is None
+        np.testing.assert_array_equal(no_dx[3], full[3])
+
+
+# ----------------------------------------------------------- bad input
+
+
+def test_bad_arguments_raise_clear_errors():
+    x, w = np.zeros((1, 1, 6, 6)), np.zeros((2, 1, 3, 3))
+    y, code = ops.conv2d_relu_maxpool2d(x, w, pool_size=2)
+    dy = np.zeros_like(y)
+    with pytest.raises(ValueError, match="larger than the padded input"):
+        ops.conv2d_relu_maxpool2d(x, w, pool_size=5)
+    with pytest.raises(ValueError, match="more than 255 taps"):
+        ops.conv2d_relu_maxpool2d(np.zeros((1, 1, 20, 20)), np.zeros((1, 1, 1, 1)), pool_size=16)
+    with pytest.raises(ValueError, match="code must be uint8"):
+        ops.conv2d_relu_maxpool2d_backward(dy, code.astype(np.int64), x, w)
+    with pytest.raises(ValueError, match="code must be uint8 of shape"):
+        ops.conv2d_relu_maxpool2d_backward(dy, code[:, :, :1], x, w)
+    with pytest.raises(ValueError, match="past the"):
+        ops.conv2d_relu_maxpool2d_backward(dy, np.full_like(code, 7), x, w)
+    with pytest.raises(ValueError, match="dy must have the output shape"):
+        ops.conv2d_relu_maxpool2d_backward(dy[:, :1], code, x, w)
+    with pytest.raises(TypeError, match="compute_dx must be a bool"):
+        ops.conv2d_relu_maxpool2d_backward(dy, code, x, w, compute_dx=1)
+    with pytest.raises(ValueError, match="no algorithm 'vectorized'"):
+        ops.conv2d_relu_maxpool2d(x, w, backend="cython", algorithm="vectorized")
+
+
+# ------------------------------------------------------------ the model
+
+
+def cnn(fuse, **kernels):
+    return Sequential(models.cnn(kernels), input_shape=models.INPUT_SHAPE, seed=0, dtype=np.float64, fuse=fuse)
+
+
+def test_the_cnn_runs_its_two_conv_blocks_fused():
+    names = [step.name for step in cnn(True).steps]
+    assert names[:2] == ["conv2d+relu+max_pool2d", "conv2d_1+relu_1+max_pool2d_1"]
+    assert [step.name for step in cnn(False).steps][:3] == ["conv2d", "relu", "max_pool2d"]
+
+
+def test_no_fusion_where_the_chain_differs_or_the_kernels_forbid_it():
+    conv, relu = Conv2D(1, 2, 3), ReLU()
+    assert not fusion.fusible(conv, relu, MaxPool2D(2, padding=1))
+    assert not fusion.fusible(conv, ReLU(), Flatten())
+    assert not fusion.fusible(Conv2D(1, 2, 3, algorithm="vectorized"), relu,
+                              MaxPool2D(2, algorithm="vectorized"))
+    assert fusion.fusible(Conv2D(1, 2, 3, algorithm="gemm"), relu, MaxPool2D(2, algorithm="gemm"))
+
+
+def test_fused_model_equals_unfused_model_forward_and_gradients():
+    rng = np.random.default_rng(5)
+    x, dlogits = rng.random((6, 1, 28, 28)), rng.standard_normal((6, 10))
+    results = []
+    for fuse in (True, False):
+        model = cnn(fuse)
+        logits = model.forward(x, training=False)
+        dx = model.backward(dlogits, input_grad=True)
+        results.append((logits, dx, model.grads))
+    (logits_f, dx_f, grads_f), (logits_u, dx_u, grads_u) = results
+    np.testing.assert_allclose(logits_f, logits_u, rtol=1e-10)
+    np.testing.assert_allclose(dx_f, dx_u, rtol=1e-9, atol=1e-12)
+    for name in grads_u:
+        np.testing.assert_allclose(grads_f[name], grads_u[name], rtol=1e-9, atol=1e-12, err_msg=name)
+
+
+def test_turning_fusion_off_replans():
+    model = cnn(True)
+    model.fuse = False
+    assert len(model.steps) == len(model.layers)
