@@ -18,7 +18,12 @@ def torch_call(work):
     """A no-argument function running ``work`` with torch."""
     a = {name: torch.from_numpy(array) for name, array in work.arrays.items()}
     s = work.layer.stride
-    if work.is_conv:
+    if work.is_fused:
+        inputs = (a["x"], a["w"], a["b"])
+
+        def forward(x, w, b):
+            return functional.max_pool2d(functional.relu(functional.conv2d(x, w, b, s)), work.layer.pool)
+    elif work.is_conv:
         inputs = (a["x"], a["w"], a["b"])
 
         def forward(x, w, b):
@@ -76,3 +81,17 @@ def test_torch_train_step(measure, batch):
         optimizer.step()
 
     measure(f"cnn training N={batch}", step, lambda seconds: (batch / seconds, "images/s"), images=batch)
+
+
+@pytest.mark.parametrize("batch", (1, 64, 256), ids=lambda n: f"N{n}-torch")
+def test_torch_inference(measure, batch):
+    """Torch's eager forward pass of the reference CNN under no_grad, as
+    bench/test_training.py times fastconv's."""
+    model = torch_cnn().eval()
+    x = torch.rand((batch, 1, 28, 28), generator=torch.Generator().manual_seed(0))
+
+    def forward():
+        with torch.no_grad():
+            return model(x)
+
+    measure(f"cnn inference N={batch}", forward, lambda seconds: (batch / seconds, "images/s"), images=batch)

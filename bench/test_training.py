@@ -38,7 +38,11 @@ def test_train_step(measure, batch, variant):
             images_per_second(batch), images=batch)
 
 
-@pytest.mark.parametrize("batch, variant", CASES, ids=IDS)
+INFERENCE_CASES = CASES + [(1, variant) for variant in VARIANTS if variant[0] == "auto"]
+
+
+@pytest.mark.parametrize("batch, variant", INFERENCE_CASES,
+                         ids=IDS + [f"N1-auto/auto{'' if v[2] else '-unfused'}" for v in VARIANTS if v[0] == "auto"])
 def test_inference(measure, batch, variant):
     backend, algorithm, fuse = variant
     model = models.build("cnn", backend=backend, algorithm=algorithm, seed=0)
