@@ -492,6 +492,54 @@ cdef void _relu_maxpool_image(const floating[:, ::1] conv, const floating[::1] b
                 _relu_store(best, best_at, &out[f, py, px], &code[f, py, px])
 
 
+cdef void _unpool_image(const floating[:, :, ::1] dy, const unsigned char[:, :, ::1] code,
+                        Py_ssize_t ow, Py_ssize_t pkw, Py_ssize_t psh, Py_ssize_t psw,
+                        floating[:, ::1] dconv) noexcept nogil:
+    """dconv (F, OH*OW) += each pooled gradient dy (F, PH, PW) at the conv
+    output its code names (none for NO_GRADIENT)."""
+    cdef Py_ssize_t f, py, px, at
+    for f in range(dy.shape[0]):
+        for py in range(dy.shape[1]):
+            for px in range(dy.shape[2]):
+                at = code[f, py, px]
+                if at != NO_GRADIENT:
+                    dconv[f, (py * psh + at // pkw) * ow + px * psw + at % pkw] += dy[f, py, px]
+
+
+def conv2d_relu_maxpool2d_vectorized(const floating[:, :, :, ::1] xp, const floating[:, :, :, ::1] w,
+                                     const floating[::1] b, Py_ssize_t sh, Py_ssize_t sw,
+                                     Py_ssize_t pkh, Py_ssize_t pkw, Py_ssize_t psh, Py_ssize_t psw,
+                                     floating[:, :, :, ::1] out, unsigned char[:, :, :, ::1] code):
+    # The direct conv into a whole-batch buffer (for few input channels a
+    # GEMM per image is too thin to pay), then one ReLU + pool pass over it.
+    cdef Py_ssize_t n_img = xp.shape[0], n_filt = w.shape[0], kh = w.shape[2], kw = w.shape[3]
+    cdef Py_ssize_t oh = (xp.shape[2] - kh) // sh + 1, ow = (xp.shape[3] - kw) // sw + 1
+    cdef Py_ssize_t n
+    dtype = np.asarray(out).dtype
+    conv_out = np.empty((n_img, n_filt, oh, ow), dtype)
+    conv2d_vectorized(xp, w, np.zeros(n_filt, dtype), sh, sw, conv_out)
+    cdef const floating[:, :, ::1] conv = conv_out.reshape(n_img, n_filt, oh * ow)
+    with nogil:
+        for n in prange(n_img, schedule="static"):
+            _relu_maxpool_image(conv[n], b, ow, pkh, pkw, psh, psw, out[n], code[n])
+
+
+def conv2d_relu_maxpool2d_backward_vectorized(const floating[:, :, :, ::1] dy,
+                                              const unsigned char[:, :, :, ::1] code,
+                                              xp, w, Py_ssize_t sh, Py_ssize_t sw,
+                                              Py_ssize_t pkh, Py_ssize_t pkw, Py_ssize_t psh,
+                                              Py_ssize_t psw, dxp, dw):
+    cdef Py_ssize_t n_img = dy.shape[0], n_filt = dy.shape[1], kh = w.shape[2], kw = w.shape[3]
+    cdef Py_ssize_t oh = (xp.shape[2] - kh) // sh + 1, ow = (xp.shape[3] - kw) // sw + 1
+    cdef Py_ssize_t n
+    dconv_out = np.zeros((n_img, n_filt, oh, ow), np.asarray(dy).dtype)
+    cdef floating[:, :, ::1] dconv = dconv_out.reshape(n_img, n_filt, oh * ow)
+    with nogil:
+        for n in prange(n_img, schedule="static"):
+            _unpool_image(dy[n], code[n], ow, pkw, psh, psw, dconv[n])
+    conv2d_backward_vectorized(dconv_out, xp, w, sh, sw, dxp, dw)
+
+
 def _conv2d_relu_maxpool2d_gemm(const floating[:, :, :, ::1] xp, const floating[:, :, :, ::1] w,
                                const floating[::1] b, Py_ssize_t sh, Py_ssize_t sw,
                                Py_ssize_t pkh, Py_ssize_t pkw, Py_ssize_t psh, Py_ssize_t psw,
@@ -523,7 +571,7 @@ def _conv2d_relu_maxpool2d_backward_gemm(const floating[:, :, :, ::1] dy,
     cdef Py_ssize_t n_img = dy.shape[0], n_filt = w.shape[0], kh = w.shape[2], kw = w.shape[3]
     cdef Py_ssize_t oh = (xp.shape[2] - kh) // sh + 1, ow = (xp.shape[3] - kw) // sw + 1
     cdef Py_ssize_t n_taps = w.shape[1] * kh * kw, n_pix = oh * ow
-    cdef Py_ssize_t t, n, f, py, px, at
+    cdef Py_ssize_t t, n
     cdef bint compute_dx = dxp is not None
     dtype = np.asarray(dw).dtype
     cdef floating[:, :, ::1] cols = np.empty((n_chunks, n_taps, n_pix), dtype)
@@ -532,14 +580,8 @@ def _conv2d_relu_maxpool2d_backward_gemm(const floating[:, :, :, ::1] dy,
     with nogil:
         for t in prange(n_chunks, schedule="static", num_threads=n_chunks):
             for n in range(t * n_img // n_chunks, (t + 1) * n_img // n_chunks):
-                # dconv (F, OH*OW): each pooled gradient back at the conv output its window took
                 memset(&dconv[t, 0, 0], 0, n_filt * n_pix * sizeof(floating))
-                for f in range(n_filt):
-                    for py in range(dy.shape[2]):
-                        for px in range(dy.shape[3]):
-                            at = code[n, f, py, px]
-                            if at != NO_GRADIENT:
-                                dconv[t, f, (py * psh + at // pkw) * ow + px * psw + at % pkw] += dy[n, f, py, px]
+                _unpool_image(dy[n], code[n], ow, pkw, psh, psw, dconv[t])
                 _unfold_image(xp[n], kh, kw, sh, sw, cols[t])
                 _add_dw_image(&dconv[t, 0, 0], cols[t], dw_parts[t])
                 if compute_dx:
@@ -556,6 +598,8 @@ KERNELS = {
     ("conv2d_backward", "gemm"): _in_chunks(_conv2d_backward_gemm),
     ("conv2d_relu_maxpool2d", "naive"): conv2d_relu_maxpool2d_naive,
     ("conv2d_relu_maxpool2d_backward", "naive"): conv2d_relu_maxpool2d_backward_naive,
+    ("conv2d_relu_maxpool2d", "vectorized"): conv2d_relu_maxpool2d_vectorized,
+    ("conv2d_relu_maxpool2d_backward", "vectorized"): conv2d_relu_maxpool2d_backward_vectorized,
     ("conv2d_relu_maxpool2d", "gemm"): _in_chunks(_conv2d_relu_maxpool2d_gemm),
     ("conv2d_relu_maxpool2d_backward", "gemm"): _in_chunks(_conv2d_relu_maxpool2d_backward_gemm),
 }

@@ -414,6 +414,48 @@ def _relu_maxpool_image(conv, b, ow, pkh, pkw, psh, psw, out, code):
                 _relu_store(best, best_at, out[f], code[f], py, px)
 
 
+@njit(cache=True)
+def _unpool_image(dy, code, ow, pkw, psh, psw, dconv):
+    """dconv (F, OH*OW) += each pooled gradient dy (F, PH, PW) at the conv
+    output its code names (none for NO_GRADIENT)."""
+    for f in range(dy.shape[0]):
+        for py in range(dy.shape[1]):
+            for px in range(dy.shape[2]):
+                at = code[f, py, px]
+                if at != NO_GRADIENT:
+                    dconv[f, (py * psh + at // pkw) * ow + px * psw + at % pkw] += dy[f, py, px]
+
+
+def conv2d_relu_maxpool2d_vectorized(xp, w, b, sh, sw, pkh, pkw, psh, psw, out, code):
+    # The direct conv into a whole-batch buffer (for few input channels a
+    # GEMM per image is too thin to pay), then one ReLU + pool pass over it.
+    n_img, n_filt, kh, kw = xp.shape[0], w.shape[0], w.shape[2], w.shape[3]
+    oh, ow = (xp.shape[2] - kh) // sh + 1, (xp.shape[3] - kw) // sw + 1
+    conv_out = np.empty((n_img, n_filt, oh, ow), out.dtype)
+    conv2d_vectorized(xp, w, np.zeros(n_filt, out.dtype), sh, sw, conv_out)
+    _relu_maxpool_batch(conv_out.reshape(n_img, n_filt, oh * ow), b, ow, pkh, pkw, psh, psw, out, code)
+
+
+@njit(parallel=True, cache=True)
+def _relu_maxpool_batch(conv, b, ow, pkh, pkw, psh, psw, out, code):
+    for n in prange(conv.shape[0]):
+        _relu_maxpool_image(conv[n], b, ow, pkh, pkw, psh, psw, out[n], code[n])
+
+
+def conv2d_relu_maxpool2d_backward_vectorized(dy, code, xp, w, sh, sw, pkh, pkw, psh, psw, dxp, dw):
+    n_img, n_filt, kh, kw = dy.shape[0], dy.shape[1], w.shape[2], w.shape[3]
+    oh, ow = (xp.shape[2] - kh) // sh + 1, (xp.shape[3] - kw) // sw + 1
+    dconv_out = np.zeros((n_img, n_filt, oh, ow), dy.dtype)
+    _unpool_batch(dy, code, ow, pkw, psh, psw, dconv_out.reshape(n_img, n_filt, oh * ow))
+    conv2d_backward_vectorized(dconv_out, xp, w, sh, sw, dxp, dw)
+
+
+@njit(parallel=True, cache=True)
+def _unpool_batch(dy, code, ow, pkw, psh, psw, dconv):
+    for n in prange(dy.shape[0]):
+        _unpool_image(dy[n], code[n], ow, pkw, psh, psw, dconv[n])
+
+
 @njit(parallel=True, cache=True)
 def _conv2d_relu_maxpool2d_gemm(xp, w, b, sh, sw, pkh, pkw, psh, psw, out, code, n_chunks):
     n_img, n_filt, kh, kw = xp.shape[0], w.shape[0], w.shape[2], w.shape[3]
@@ -442,14 +484,8 @@ def _conv2d_relu_maxpool2d_backward_gemm(dy, code, xp, w, sh, sw, pkh, pkw, psh,
     products = np.empty((n_chunks, n_filt, n_taps), dw.dtype)
     for t in prange(n_chunks):
         for n in range(t * n_img // n_chunks, (t + 1) * n_img // n_chunks):
-            # dconv (F, OH*OW): each pooled gradient back at the conv output its window took
-            dconv[t] = 0
-            for f in range(n_filt):
-                for py in range(dy.shape[2]):
-                    for px in range(dy.shape[3]):
-                        at = code[n, f, py, px]
-                        if at != NO_GRADIENT:
-                            dconv[t, f, (py * psh + at // pkw) * ow + px * psw + at % pkw] += dy[n, f, py, px]
+            dconv[t, :, :] = 0
+            _unpool_image(dy[n], code[n], ow, pkw, psh, psw, dconv[t])
             _unfold_image(xp[n], kh, kw, sh, sw, cols[t])
             _add_dw_image(dconv[t], cols[t], dw_parts[t], products[t])
             if dxp is not None:
@@ -466,6 +502,8 @@ KERNELS = {
     ("conv2d_backward", "gemm"): _in_chunks(_conv2d_backward_gemm),
     ("conv2d_relu_maxpool2d", "naive"): conv2d_relu_maxpool2d_naive,
     ("conv2d_relu_maxpool2d_backward", "naive"): conv2d_relu_maxpool2d_backward_naive,
+    ("conv2d_relu_maxpool2d", "vectorized"): conv2d_relu_maxpool2d_vectorized,
+    ("conv2d_relu_maxpool2d_backward", "vectorized"): conv2d_relu_maxpool2d_backward_vectorized,
     ("conv2d_relu_maxpool2d", "gemm"): _in_chunks(_conv2d_relu_maxpool2d_gemm),
     ("conv2d_relu_maxpool2d_backward", "gemm"): _in_chunks(_conv2d_relu_maxpool2d_backward_gemm),
 }

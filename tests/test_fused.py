@@ -45,11 +45,11 @@ def assert_close(actual, expected, rtol):
     np.testing.assert_allclose(actual, expected, rtol=rtol, atol=rtol * scale)
 
 
-def test_every_compiled_backend_has_a_naive_and_a_gemm_fused_op():
+def test_every_compiled_backend_has_naive_vectorized_and_gemm_fused_ops():
     for op in ("conv2d_relu_maxpool2d", "conv2d_relu_maxpool2d_backward"):
         for backend in registry.COMPILED_BACKENDS:
             found = {a for b, a in registry.variants(op, include_reference=False) if b == backend}
-            assert found == {"naive", "gemm"}, (op, backend)
+            assert found == {"naive", "vectorized", "gemm"}, (op, backend)
 
 
 @st.composite
@@ -178,8 +178,8 @@ def test_bad_arguments_raise_clear_errors():
         ops.conv2d_relu_maxpool2d_backward(dy[:, :1], code, x, w)
     with pytest.raises(TypeError, match="compute_dx must be a bool"):
         ops.conv2d_relu_maxpool2d_backward(dy, code, x, w, compute_dx=1)
-    with pytest.raises(ValueError, match="no algorithm 'vectorized'"):
-        ops.conv2d_relu_maxpool2d(x, w, backend="cython", algorithm="vectorized")
+    with pytest.raises(ValueError, match="no algorithm 'im2col'"):
+        ops.conv2d_relu_maxpool2d(x, w, backend="cython", algorithm="im2col")
 
 
 # ------------------------------------------------------------ the model
@@ -199,8 +199,8 @@ def test_no_fusion_where_the_chain_differs_or_the_kernels_forbid_it():
     conv, relu = Conv2D(1, 2, 3), ReLU()
     assert not fusion.fusible(conv, relu, MaxPool2D(2, padding=1))
     assert not fusion.fusible(conv, ReLU(), Flatten())
-    assert not fusion.fusible(Conv2D(1, 2, 3, algorithm="vectorized"), relu,
-                              MaxPool2D(2, algorithm="vectorized"))
+    assert not fusion.fusible(Conv2D(1, 2, 3, algorithm="im2col"), relu,
+                              MaxPool2D(2, algorithm="im2col"))
     assert fusion.fusible(Conv2D(1, 2, 3, algorithm="gemm"), relu, MaxPool2D(2, algorithm="gemm"))
 
 
