@@ -231,7 +231,9 @@ class Workload:
         rng = np.random.default_rng(0)
         weights = rng.standard_normal((f, k), dtype=DTYPE)
         cols = rng.standard_normal((k, p), dtype=DTYPE)
-        out = np.empty((f, p), DTYPE)
+        # Backward reads out as dy: it must hold numbers (garbage from
+        # np.empty overflowed to inf and NaN, on which BLAS ran 40x slower).
+        out = rng.standard_normal((f, p), dtype=DTYPE)
         if self.direction == "forward":
             return lambda: np.matmul(weights, cols, out=out)
         dweights, dcols = np.empty((f, k), DTYPE), np.empty((k, p), DTYPE)
