@@ -5,6 +5,10 @@ as ``"conv2d/w"``); per-parameter state (momentum, moments) is kept under the
 same keys, so ``state_dict()`` can be saved and loaded into a fresh optimiser
 to resume training exactly. Updates stay in each parameter's dtype.
 
+Each parameter is updated by one compiled loop
+(:mod:`fastconv.kernels.optim_numba`) rather than a chain of NumPy
+expressions, each of which made a temporary array.
+
 Weight decay is L2 regularisation added to the gradient (``g + wd * p``),
 applied to every parameter given, biases included, as PyTorch's SGD and Adam
 (not AdamW's decoupled decay).
@@ -14,6 +18,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
+
+from fastconv.kernels import optim_numba
 
 
 class Optimizer:
@@ -51,11 +57,10 @@ class Optimizer:
                     f"{type(self).__name__}.step: grad {name!r} has shape {g.shape}, "
                     f"parameter has {p.shape}"
                 )
-            if self.weight_decay:
-                g = g + self.weight_decay * p
-            self._update(name, p, g)
+            self._update(name, p, np.ascontiguousarray(g, dtype=p.dtype))
 
     def _update(self, name, p, g):
+        """Update p in place from g (contiguous, of p's dtype), weight decay included."""
         raise NotImplementedError
 
     def _slot(self, slot, name, p):
@@ -108,13 +113,10 @@ class SGD(Optimizer):
                 "weight_decay": self.weight_decay}
 
     def _update(self, name, p, g):
-        if not self.momentum:
-            p -= self.lr * g
-            return
-        v = self._slot("velocity", name, p)
-        v *= self.momentum
-        v += g
-        p -= self.lr * (g + self.momentum * v if self.nesterov else v)
+        velocity = self._slot("velocity", name, p) if self.momentum else None
+        scalar = p.dtype.type
+        optim_numba.sgd_update(p, g, velocity, scalar(self.lr), scalar(self.momentum), self.nesterov,
+                               scalar(self.weight_decay))
 
 
 class Adam(Optimizer):
@@ -142,17 +144,13 @@ class Adam(Optimizer):
 
     def _update(self, name, p, g):
         beta1, beta2 = self.betas
-        m = self._slot("m", name, p)
-        v = self._slot("v", name, p)
-        m += (1 - beta1) * (g - m)
-        v *= beta2
-        v += (1 - beta2) * (g * g)
         correction1 = 1 - beta1**self.steps
         correction2 = 1 - beta2**self.steps
-        denom = np.sqrt(v)
-        denom *= 1 / math.sqrt(correction2)
-        denom += self.eps
-        p -= (self.lr / correction1) * m / denom
+        scalar = p.dtype.type
+        optim_numba.adam_update(p, g, self._slot("m", name, p), self._slot("v", name, p),
+                                scalar(self.lr / correction1), scalar(beta1), scalar(beta2),
+                                scalar(self.eps), scalar(1 / math.sqrt(correction2)),
+                                scalar(self.weight_decay))
 
 
 OPTIMIZERS = {cls.__name__: cls for cls in (SGD, Adam)}
