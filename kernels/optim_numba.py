@@ -26,7 +26,9 @@ def sgd_update(p, g, velocity, lr, momentum, nesterov, weight_decay):
         p[i] -= lr * (gi + momentum * v[i] if nesterov else v[i])
 
 
-@njit(cache=True)
+# error_model="numpy": a division by zero gives inf (it cannot happen, eps > 0)
+# instead of a Python exception, whose check kept the loop from vectorizing.
+@njit(cache=True, error_model="numpy")
 def adam_update(p, g, m, v, step_size, beta1, beta2, eps, inv_sqrt_correction2, weight_decay):
     """m <- m + (1 - b1)(g' - m);  v <- b2 v + (1 - b2) g'^2;
     p <- p - step_size * m / (sqrt(v) / sqrt(1 - b2^t) + eps), g' = g + weight_decay * p."""
