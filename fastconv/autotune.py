@@ -95,13 +95,17 @@ def _cpu_model() -> str:
 
 @functools.cache
 def machine() -> dict:
-    """What makes timings of this machine comparable: CPU model, LLVM's name
-    for the CPU, its SIMD features, and the fastconv version."""
+    """What makes timings of this machine comparable: CPU model, the Cython
+    build in use, LLVM's name for the CPU, its SIMD features, and the
+    fastconv version."""
     import llvmlite.binding as llvm
+
+    from fastconv import isa
 
     features = llvm.get_host_cpu_features()
     return {
         "cpu": _cpu_model(),
+        "cython_build": isa.chosen(),
         "llvm_cpu": llvm.get_host_cpu_name(),
         "simd": sorted(f for f, on in features.items() if on and f.startswith(_SIMD_PREFIXES)),
         "fastconv": fastconv.__version__,

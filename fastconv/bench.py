@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 
 from tqdm import tqdm
 
-from fastconv import autotune, registry, threads
+from fastconv import isa, autotune, registry, threads
 from fastconv.workloads import NETWORKS, workloads
 
 GEMM = ("numpy", "gemm")
@@ -177,6 +177,8 @@ def main(argv=None) -> int:
     cpu = conditions["machine"]
     print(f"threads: {conditions['threads']}, load average before: {conditions['load_average']}, "
           f"median of {args.repeat} samples, {cpu['cpu']} ({cpu['llvm_cpu']})")
+    print(f"Cython kernels: the {cpu['cython_build']} build (of those this CPU runs: "
+          f"{', '.join(isa.runnable())}); Numba: compiled for {cpu['llvm_cpu']}")
     print(text_table(rows))
     if args.markdown:
         with open(args.markdown, "w") as f:

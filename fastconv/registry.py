@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import importlib
 
-from fastconv import reference, threads
+from fastconv import isa, reference, threads
 
 OPS = (
     "conv2d",
@@ -56,14 +56,19 @@ def family_kernels(backend: str, family: str) -> dict:
         raise ValueError(f"unknown backend {backend!r}; choose from {available_backends()}")
     from fastconv.kernels import unfold
 
-    kernels = importlib.import_module(f"fastconv.kernels.{family}_{backend}")
-    unfold_pair = importlib.import_module(f"fastconv.kernels.im2col_{backend}")
+    kernels = importlib.import_module(_module_name(backend, f"{family}_{backend}"))
+    unfold_pair = importlib.import_module(_module_name(backend, f"im2col_{backend}"))
     table = dict(kernels.KERNELS)
     for (op, alg), fn in unfold.im2col_kernels(unfold_pair.im2col, unfold_pair.col2im).items():
         if _family(op) == family:
             table[(op, alg)] = fn
     threads.apply()  # the module may have brought in a thread pool (OpenMP)
     return table
+
+
+def _module_name(backend: str, module: str) -> str:
+    """Cython modules come from the build for this CPU (:mod:`fastconv.isa`)."""
+    return isa.module_name(isa.chosen(), module) if backend == "cython" else f"fastconv.kernels.{module}"
 
 
 def available_backends() -> tuple[str, ...]:
