@@ -28,6 +28,7 @@ Cython tests a flag set before the loops release the GIL.
 cimport openmp
 from cython cimport floating
 from cython.parallel cimport prange
+from libc.math cimport NAN
 from libc.string cimport memset
 from scipy.linalg.cython_blas cimport dgemm, sgemm
 
@@ -476,20 +477,31 @@ cdef void _relu_maxpool_image(const floating[:, ::1] conv, const floating[::1] b
                               Py_ssize_t pkh, Py_ssize_t pkw, Py_ssize_t psh, Py_ssize_t psw,
                               floating[:, :, ::1] out, unsigned char[:, :, ::1] code) noexcept nogil:
     """Pool one image's conv output conv (F, OH*OW) (bias not yet added)
-    into out (F, PH, PW) and code, as conv2d_relu_maxpool2d_naive does."""
-    cdef Py_ssize_t f, py, px, wi, wj, best_at
+    into out (F, PH, PW) and code, as conv2d_relu_maxpool2d_naive does.
+    Free of branches on the values (they would be mispredicted half the
+    time): a NaN only sets a flag, and a window holding one is NaN."""
+    cdef Py_ssize_t f, py, px, wi, wj, best_at, at
     cdef floating v, best
+    cdef bint holds_nan
     for f in range(out.shape[0]):
         for py in range(out.shape[1]):
             for px in range(out.shape[2]):
-                best_at = -1
+                at = py * psh * ow + px * psw
+                best = conv[f, at] + b[f]
+                best_at = 0
+                holds_nan = False
                 for wi in range(pkh):
                     for wj in range(pkw):
-                        v = conv[f, (py * psh + wi) * ow + px * psw + wj] + b[f]
-                        if best_at < 0 or v > best or (v != v and best == best):
+                        v = conv[f, at + wi * ow + wj] + b[f]
+                        if v > best:
                             best = v
                             best_at = wi * pkw + wj
-                _relu_store(best, best_at, &out[f, py, px], &code[f, py, px])
+                        holds_nan = holds_nan | (v != v)
+                out[f, py, px] = best if best > 0 else 0
+                code[f, py, px] = <unsigned char>best_at if best > 0 else NO_GRADIENT
+                if holds_nan:  # the max and its ReLU are NaN, as np.maximum(NaN, 0)
+                    out[f, py, px] = NAN
+                    code[f, py, px] = NO_GRADIENT
 
 
 cdef void _unpool_image(const floating[:, :, ::1] dy, const unsigned char[:, :, ::1] code,

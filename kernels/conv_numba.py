@@ -399,19 +399,28 @@ def conv2d_relu_maxpool2d_backward_naive(dy, code, xp, w, sh, sw, pkh, pkw, psh,
 @njit(cache=True)
 def _relu_maxpool_image(conv, b, ow, pkh, pkw, psh, psw, out, code):
     """Pool one image's conv output conv (F, OH*OW) (bias not yet added)
-    into out (F, PH, PW) and code, as conv2d_relu_maxpool2d_naive does."""
+    into out (F, PH, PW) and code, as conv2d_relu_maxpool2d_naive does.
+    Free of branches on the values (they would be mispredicted half the
+    time): a NaN only sets a flag, and a window holding one is NaN."""
     for f in range(out.shape[0]):
         for py in range(out.shape[1]):
             for px in range(out.shape[2]):
-                best_at = -1
-                best = b[f]
+                at = py * psh * ow + px * psw
+                best = conv[f, at] + b[f]
+                best_at = 0
+                holds_nan = False
                 for wi in range(pkh):
                     for wj in range(pkw):
-                        v = conv[f, (py * psh + wi) * ow + px * psw + wj] + b[f]
-                        if best_at < 0 or v > best or (v != v and best == best):
+                        v = conv[f, at + wi * ow + wj] + b[f]
+                        if v > best:
                             best = v
                             best_at = wi * pkw + wj
-                _relu_store(best, best_at, out[f], code[f], py, px)
+                        holds_nan = holds_nan | (v != v)
+                out[f, py, px] = best if best > 0 else 0
+                code[f, py, px] = best_at if best > 0 else NO_GRADIENT
+                if holds_nan:  # the max and its ReLU are NaN, as np.maximum(NaN, 0)
+                    out[f, py, px] = np.nan
+                    code[f, py, px] = NO_GRADIENT
 
 
 @njit(cache=True)
