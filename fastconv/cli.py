@@ -18,7 +18,8 @@ import time
 
 import numpy as np
 
-from fastconv import data, models
+from fastconv import checkpoint, data, models
+from fastconv.checkpoint import CheckpointError
 from fastconv.atomic import write_json_atomically
 from fastconv.command_args import (add_data_options, add_kernel_options, non_negative_int,
                                    positive_float, positive_int)
@@ -82,6 +83,18 @@ def make_model(args) -> Sequential:
     return model
 
 
+def on_disk(path) -> str:
+    """What the checkpoint at ``path`` holds now, read back from the file
+    (an interrupted save leaves the previous file, or none), as a clause for
+    the interrupt message; empty when checkpoints are off."""
+    if not path:
+        return ""
+    try:
+        return f"; the checkpoint {path} holds epoch {checkpoint.read(path).epoch}"
+    except CheckpointError as error:
+        return f"; no usable checkpoint ({error})"
+
+
 def confusion_matrix(labels, predicted, classes: int) -> np.ndarray:
     """(classes, classes) counts: row = true label, column = prediction."""
     matrix = np.zeros((classes, classes), dtype=np.int64)
@@ -118,18 +131,22 @@ def metrics(args, model, test=None):
 
 def train(args) -> int:
     out = sys.stdout
+    model = make_model(args)  # before the data: a bad --resume file fails at once
     dataset = data.load_dataset(args.dataset, args.data_dir, progress=not args.quiet)
     (x_train, y_train), validation = split(dataset, args.validation, args.limit)
-    model = make_model(args)
     save_path = f"fastconv-{args.model}.npz" if args.save is None else args.save
     if not args.quiet:
         model.summary(file=out)
         print(f"{args.dataset}: training on {len(x_train)} images from {dataset.directory}"
               + (f", validating on {len(validation[0])}" if validation else ""), file=out)
 
+    saving = {"epoch": None}  # the epoch being written, for an interrupt during the save
+
     def on_epoch_end(epoch, logs):
         if save_path:
+            saving["epoch"] = epoch
             model.save(save_path)
+            saving["epoch"] = None
         if args.metrics_out:
             write_json_atomically(args.metrics_out, metrics(args, model))
         if not args.quiet:
@@ -145,8 +162,9 @@ def train(args) -> int:
                   validation_data=validation, verbose=not args.quiet,
                   on_epoch_end=on_epoch_end, initial_epoch=model.epoch)
     except KeyboardInterrupt:
-        kept = f"; the checkpoint {save_path} holds epoch {model.epoch}" if save_path and model.epoch else ""
-        print(f"\ninterrupted during epoch {model.epoch + 1}{kept}", file=sys.stderr)
+        when = (f"while saving epoch {saving['epoch']}" if saving["epoch"] is not None
+                else f"during epoch {model.epoch + 1}")
+        print(f"\ninterrupted {when}{on_disk(save_path)}", file=sys.stderr)
         return 130
     train_seconds = time.perf_counter() - start
 
