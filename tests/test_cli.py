@@ -150,6 +150,15 @@ def test_truncated_data_file_is_a_clear_error(tmp_path, capsys):
     assert "t10k-labels-idx1-ubyte.gz" in err and "Traceback" not in err
 
 
+@needs_mnist
+def test_mnist_folder_is_refused_as_fashion_mnist(monkeypatch, capsys):
+    monkeypatch.setenv("FASTCONV_DATA", str(MNIST))
+    assert cli.main(["--dataset", "fashion-mnist", "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("fastconv-train: error: ") and err.count("\n") == 1
+    assert "is the MNIST file train-labels-idx1-ubyte.gz" in err and "not Fashion-MNIST" in err
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
