@@ -33,25 +33,33 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fastconv-train",
         description="Train a network on MNIST (or Fashion-MNIST) with fastconv's kernels.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--model", choices=models.MODELS, default="cnn")
+    parser.add_argument("--model", choices=models.MODELS, default="cnn",
+                        help="the network to train (default: %(default)s)")
     parser.add_argument("--epochs", type=positive_int, default=DEFAULT_EPOCHS,
-                        help="train until this epoch number (with --resume: the total, not extra epochs)")
-    parser.add_argument("--batch-size", type=positive_int, default=64)
-    parser.add_argument("--lr", type=positive_float, default=1e-3, help="learning rate")
+                        help="train until this epoch number (with --resume: the total, not extra epochs; "
+                             "default: %(default)s)")
+    parser.add_argument("--batch-size", type=positive_int, default=64,
+                        help="images per training step (default: %(default)s)")
+    parser.add_argument("--lr", type=positive_float, default=1e-3, help="learning rate (default: %(default)s)")
     parser.add_argument("--optimizer", choices=("adam", "sgd"), default="adam",
-                        help="adam, or sgd with Nesterov momentum 0.9")
-    parser.add_argument("--seed", type=int, default=0, help="seeds weights, shuffling and dropout")
+                        help="adam, or sgd with Nesterov momentum 0.9 (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seeds weights, shuffling and dropout (default: %(default)s)")
     add_kernel_options(parser, default="auto")
     add_data_options(parser)
-    parser.add_argument("--limit", type=positive_int, help="train on the first N training images only")
-    parser.add_argument("--validation", type=non_negative_int, default=5000,
-                        help="hold out the last N training images for per-epoch validation (0: none)")
-    parser.add_argument("--save", default=None,
-                        help="checkpoint path, rewritten after every epoch (default: fastconv-<model>.npz; '' for none)")
-    parser.add_argument("--resume", help="continue from a checkpoint written by --save")
-    parser.add_argument("--metrics-out", help="write per-epoch and test metrics as JSON here")
+    parser.add_argument("--limit", type=positive_int, metavar="N",
+                        help="train on the first N training images only (default: all)")
+    parser.add_argument("--validation", type=non_negative_int, default=5000, metavar="N",
+                        help="hold out the last N training images for per-epoch validation "
+                             "(0: none; default: %(default)s)")
+    parser.add_argument("--save", metavar="PATH",
+                        help="checkpoint path, rewritten after every epoch ('' for none; "
+                             "default: fastconv-<model>.npz)")
+    parser.add_argument("--resume", metavar="PATH",
+                        help="continue from a checkpoint written by --save (default: start from new weights)")
+    parser.add_argument("--metrics-out", metavar="PATH",
+                        help="write per-epoch and test metrics as JSON here (default: not written)")
     parser.add_argument("--quiet", action="store_true", help="no summary, progress bars or matrix")
     return parser
 

@@ -47,17 +47,21 @@ def positive_float(text: str) -> float:
 def add_kernel_options(parser, default=None) -> None:
     """``--backend`` and ``--algorithm`` for the conv and pool layers
     (``default`` None keeps what a checkpoint was saved with)."""
+    in_words = ("as saved in the checkpoint" if default is None
+                else "auto, the fastest variant measured for each shape" if default == "auto" else default)
     parser.add_argument("--backend", choices=("auto",) + registry.available_backends(), default=default,
-                        help="kernel backend of the conv and pool layers (numpy is the slow reference)")
+                        help=f"kernel backend of the conv and pool layers (numpy is the slow reference; "
+                             f"default: {in_words})")
     parser.add_argument("--algorithm", choices=("auto",) + registry.ALGORITHMS + (registry.REFERENCE[1],),
-                        default=default, help="kernel algorithm of the conv and pool layers")
+                        default=default,
+                        help=f"kernel algorithm of the conv and pool layers (default: {in_words})")
 
 
 def add_data_options(parser) -> None:
     """``--data-dir`` and ``--dataset``, as ``fastconv.data.load_dataset`` takes them."""
     parser.add_argument("--data-dir", metavar="DIR",
                         help="directory holding the four IDX files (default: $FASTCONV_DATA, else the download cache)")
-    parser.add_argument("--dataset", choices=DATASETS, default="mnist")
+    parser.add_argument("--dataset", choices=DATASETS, default="mnist", help="the data set (default: %(default)s)")
 
 
 def load_checkpoint(parser, path, backend=None, algorithm=None) -> Sequential:
