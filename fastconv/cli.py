@@ -2,7 +2,7 @@
 
     fastconv-train                                  # the reference CNN, Adam, to 99%+
     fastconv-train --model dense --epochs 5
-    fastconv-train --data-dir ../shared/data/mnist --limit 2000 --epochs 1
+    fastconv-train --data-dir ~/mnist --limit 2000 --epochs 1   # offline, from a folder
     fastconv-train --resume fastconv-cnn.npz --epochs 15
 
 Prints the model summary, a progress bar per epoch, validation after each
