@@ -160,6 +160,11 @@ def read(path) -> Checkpoint:
     for key in _ARRAY_KEYS[1:]:
         if key not in arrays:
             raise CheckpointError(f"{path}: damaged checkpoint, the entry {key!r} is missing")
+    epoch, input_shape = arrays["epoch"], arrays["input_shape"]
+    if epoch.shape != () or epoch.dtype.kind not in "iu" or input_shape.ndim != 1 or input_shape.dtype.kind not in "iu":
+        raise CheckpointError(f"{path}: damaged checkpoint, 'epoch' must be an integer and 'input_shape' "
+                              f"a row of integers, found {epoch.dtype} {epoch.shape} and "
+                              f"{input_shape.dtype} {input_shape.shape}")
     for key in _META_KEYS:
         if key not in meta:
             raise CheckpointError(f"{path}: damaged checkpoint, its metadata lacks {key!r}")
@@ -184,16 +189,18 @@ def read(path) -> Checkpoint:
                 optimizer["slots"].setdefault(slot, {})[name] = value
     for key, value in arrays.items():
         if key.startswith(("params/", "optimizer/")):
+            if value.dtype.kind != "f":
+                raise CheckpointError(f"{path}: {key} holds {value.dtype} values; weights are floating point")
             bad = value.size - np.count_nonzero(np.isfinite(value))
             if bad:
                 raise CheckpointError(f"{path}: {key} holds {bad} non-finite value(s) (NaN or infinity) "
                                       f"of {value.size}; the model diverged or the file is damaged")
     params = {k[len("params/"):]: v for k, v in arrays.items() if k.startswith("params/")}
     description = ModelDescription(architecture=meta["architecture"],
-                                   input_shape=tuple(int(d) for d in arrays["input_shape"]),
+                                   input_shape=tuple(int(d) for d in input_shape),
                                    dtype=meta["dtype"], params=params)
     return Checkpoint(model=description, seed=meta["seed"], rng_state=meta["rng_state"],
-                      epoch=int(arrays["epoch"]), history=meta["history"], optimizer=optimizer)
+                      epoch=int(epoch), history=meta["history"], optimizer=optimizer)
 
 
 def restore(path, model_class, *, backend=None, algorithm=None):
@@ -211,7 +218,7 @@ def restore(path, model_class, *, backend=None, algorithm=None):
         model = model_class(layers, description.input_shape, seed=saved.seed, dtype=description.dtype)
     except (TypeError, ValueError) as error:
         raise CheckpointError(f"{path}: the saved architecture cannot be built: {error}") from None
-    _check_arrays(path, "parameter", description.params, model.params)
+    _check_arrays(path, "saved weights", description.params, model.params)
     for name, p in model.params.items():
         p[...] = description.params[name]
     _restore_history(path, model.history, saved.history)
@@ -221,34 +228,43 @@ def restore(path, model_class, *, backend=None, algorithm=None):
         raise CheckpointError(f"{path}: damaged checkpoint, bad random generator state ({error})") from None
     model.epoch = saved.epoch
     if saved.optimizer is not None:
-        opt = saved.optimizer
-        try:
-            model.optimizer = OPTIMIZERS[opt["class"]](**opt["config"])
-        except (TypeError, ValueError) as error:
-            raise CheckpointError(f"{path}: bad {opt['class']} settings {opt['config']}: {error}") from None
-        slots = {slot: opt["slots"].get(slot, {}) for slot in model.optimizer.slot_names}
-        if set(opt["slots"]) - set(slots):
-            raise CheckpointError(f"{path}: optimizer state {sorted(opt['slots'])} does not belong to "
-                                  f"{opt['class']} (slots {list(slots)})")
-        for slot, table in slots.items():
-            # A slot holds the parameters updated so far: all of them, or none before the first step.
-            if table:
-                _check_arrays(path, f"{opt['class']} {slot!r} entry for", table, model.params)
-        model.optimizer.load_state_dict({"steps": opt["steps"], "slots": slots})
+        model.optimizer = _restore_optimizer(path, saved.optimizer, model.params)
     return model
 
 
+def _restore_optimizer(path, saved: dict, params: dict):
+    """The optimiser described by ``saved`` (see :class:`Checkpoint`), its
+    per-parameter state checked against the model's ``params``."""
+    name = saved["class"]
+    try:
+        optimizer = OPTIMIZERS[name](**saved["config"])
+    except (TypeError, ValueError) as error:
+        raise CheckpointError(f"{path}: bad {name} settings {saved['config']}: {error}") from None
+    if set(saved["slots"]) - set(optimizer.slot_names):
+        raise CheckpointError(f"{path}: saved optimizer state {sorted(saved['slots'])} is not {name}'s "
+                              f"(its state: {', '.join(optimizer.slot_names) or 'none'})")
+    slots = {slot: saved["slots"].get(slot, {}) for slot in optimizer.slot_names}
+    for slot, table in slots.items():
+        if table:  # empty before the first step, then one array per parameter
+            _check_arrays(path, f"saved {name} state {slot!r}", table, params)
+    try:
+        optimizer.load_state_dict({"steps": saved["steps"], "slots": slots})
+    except (TypeError, ValueError) as error:
+        raise CheckpointError(f"{path}: damaged checkpoint, bad {name} step count ({error})") from None
+    return optimizer
+
+
 def _check_arrays(path, what, saved: dict, expected: dict) -> None:
-    """Raise unless ``saved`` has exactly the names of ``expected`` and each
-    array has the expected shape."""
+    """Raise unless ``saved`` ({param name: array}, described by ``what``)
+    has exactly the names of ``expected`` and each array its shape."""
     if saved.keys() != expected.keys():
         missing, extra = sorted(expected.keys() - saved.keys()), sorted(saved.keys() - expected.keys())
-        detail = "; ".join(f"{label}: {', '.join(names)}" for label, names in
-                           (("missing", missing), ("not in the architecture", extra)) if names)
-        raise CheckpointError(f"{path}: the saved {what} names do not match the architecture ({detail})")
+        detail = "; ".join(f"{label} {', '.join(names)}" for label, names in
+                           (("missing", missing), ("not in the architecture:", extra)) if names)
+        raise CheckpointError(f"{path}: {what}: {detail}")
     for name, array in expected.items():
         if saved[name].shape != array.shape:
-            raise CheckpointError(f"{path}: {what} {name!r} has shape {saved[name].shape}, "
+            raise CheckpointError(f"{path}: {what}: {name!r} has shape {saved[name].shape}, "
                                   f"the architecture needs {array.shape}")
 
 
