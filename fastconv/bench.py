@@ -144,7 +144,7 @@ def _conditions(repeat) -> dict:
     }
 
 
-def parse_args(argv):
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fastconv-bench", description=__doc__.split("\n\n")[0].replace("``", "")
     )
@@ -154,10 +154,15 @@ def parse_args(argv):
     parser.add_argument("--ops", nargs="+", choices=registry.OPS, help="ops to run (default: all)")
     parser.add_argument("--backend", choices=("auto",) + registry.available_backends(), default="auto",
                         help="one backend's variants only (default: all, the reference included)")
-    parser.add_argument("--repeat", type=int, default=5, help="timed samples per variant (default: 5)")
+    parser.add_argument("--repeat", type=int, default=5, help="timed samples per variant (default: %(default)s)")
     parser.add_argument("--threads", type=int, help="threads (default: FASTCONV_NUM_THREADS or all cores)")
-    parser.add_argument("--markdown", metavar="PATH", help="also write the table as Markdown")
-    parser.add_argument("--json", metavar="PATH", help="also write rows and conditions as JSON")
+    parser.add_argument("--markdown", metavar="PATH", help="also write the table as Markdown (default: not written)")
+    parser.add_argument("--json", metavar="PATH", help="also write rows and conditions as JSON (default: not written)")
+    return parser
+
+
+def parse_args(argv):
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.repeat < 1 or min(args.batch) < 1 or (args.threads is not None and args.threads < 1):
         parser.error("--repeat, --batch and --threads must be >= 1")

@@ -2,7 +2,7 @@
 
     fastconv-train                                  # the reference CNN, Adam, to 99%+
     fastconv-train --model dense --epochs 5
-    fastconv-train --data-dir ../shared/data/mnist --limit 2000 --epochs 1
+    fastconv-train --data-dir ~/mnist --limit 2000 --epochs 1   # offline, from a folder
     fastconv-train --resume fastconv-cnn.npz --epochs 15
 
 Prints the model summary, a progress bar per epoch, validation after each
@@ -18,7 +18,8 @@ import time
 
 import numpy as np
 
-from fastconv import data, models
+from fastconv import checkpoint, data, models
+from fastconv.checkpoint import CheckpointError
 from fastconv.atomic import write_json_atomically
 from fastconv.command_args import (add_data_options, add_kernel_options, non_negative_int,
                                    positive_float, positive_int)
@@ -33,25 +34,33 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fastconv-train",
         description="Train a network on MNIST (or Fashion-MNIST) with fastconv's kernels.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--model", choices=models.MODELS, default="cnn")
+    parser.add_argument("--model", choices=models.MODELS, default="cnn",
+                        help="the network to train (default: %(default)s)")
     parser.add_argument("--epochs", type=positive_int, default=DEFAULT_EPOCHS,
-                        help="train until this epoch number (with --resume: the total, not extra epochs)")
-    parser.add_argument("--batch-size", type=positive_int, default=64)
-    parser.add_argument("--lr", type=positive_float, default=1e-3, help="learning rate")
+                        help="train until this epoch number (with --resume: the total, not extra epochs; "
+                             "default: %(default)s)")
+    parser.add_argument("--batch-size", type=positive_int, default=64,
+                        help="images per training step (default: %(default)s)")
+    parser.add_argument("--lr", type=positive_float, default=1e-3, help="learning rate (default: %(default)s)")
     parser.add_argument("--optimizer", choices=("adam", "sgd"), default="adam",
-                        help="adam, or sgd with Nesterov momentum 0.9")
-    parser.add_argument("--seed", type=int, default=0, help="seeds weights, shuffling and dropout")
+                        help="adam, or sgd with Nesterov momentum 0.9 (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seeds weights, shuffling and dropout (default: %(default)s)")
     add_kernel_options(parser, default="auto")
     add_data_options(parser)
-    parser.add_argument("--limit", type=positive_int, help="train on the first N training images only")
-    parser.add_argument("--validation", type=non_negative_int, default=5000,
-                        help="hold out the last N training images for per-epoch validation (0: none)")
-    parser.add_argument("--save", default=None,
-                        help="checkpoint path, rewritten after every epoch (default: fastconv-<model>.npz; '' for none)")
-    parser.add_argument("--resume", help="continue from a checkpoint written by --save")
-    parser.add_argument("--metrics-out", help="write per-epoch and test metrics as JSON here")
+    parser.add_argument("--limit", type=positive_int, metavar="N",
+                        help="train on the first N training images only (default: all)")
+    parser.add_argument("--validation", type=non_negative_int, default=5000, metavar="N",
+                        help="hold out the last N training images for per-epoch validation "
+                             "(0: none; default: %(default)s)")
+    parser.add_argument("--save", metavar="PATH",
+                        help="checkpoint path, rewritten after every epoch ('' for none; "
+                             "default: fastconv-<model>.npz)")
+    parser.add_argument("--resume", metavar="PATH",
+                        help="continue from a checkpoint written by --save (default: start from new weights)")
+    parser.add_argument("--metrics-out", metavar="PATH",
+                        help="write per-epoch and test metrics as JSON here (default: not written)")
     parser.add_argument("--quiet", action="store_true", help="no summary, progress bars or matrix")
     parser.add_argument("--profile", action="store_true",
                         help="after training, print the mean time per step of each layer's forward and "
@@ -88,6 +97,18 @@ def make_model(args) -> Sequential:
     else:
         model.optimizer = SGD(lr=args.lr, momentum=0.9, nesterov=True)
     return model
+
+
+def on_disk(path) -> str:
+    """What the checkpoint at ``path`` holds now, read back from the file
+    (an interrupted save leaves the previous file, or none), as a clause for
+    the interrupt message; empty when checkpoints are off."""
+    if not path:
+        return ""
+    try:
+        return f"; the checkpoint {path} holds epoch {checkpoint.read(path).epoch}"
+    except CheckpointError as error:
+        return f"; no usable checkpoint ({error})"
 
 
 def confusion_matrix(labels, predicted, classes: int) -> np.ndarray:
@@ -128,18 +149,22 @@ def metrics(args, model, test=None, profile=None):
 
 def train(args) -> int:
     out = sys.stdout
+    model = make_model(args)  # before the data: a bad --resume file fails at once
     dataset = data.load_dataset(args.dataset, args.data_dir, progress=not args.quiet)
     (x_train, y_train), validation = split(dataset, args.validation, args.limit)
-    model = make_model(args)
     save_path = f"fastconv-{args.model}.npz" if args.save is None else args.save
     if not args.quiet:
         model.summary(file=out)
         print(f"{args.dataset}: training on {len(x_train)} images from {dataset.directory}"
               + (f", validating on {len(validation[0])}" if validation else ""), file=out)
 
+    saving = {"epoch": None}  # the epoch being written, for an interrupt during the save
+
     def on_epoch_end(epoch, logs):
         if save_path:
+            saving["epoch"] = epoch
             model.save(save_path)
+            saving["epoch"] = None
         if args.metrics_out:
             write_json_atomically(args.metrics_out, metrics(args, model))
         if not args.quiet:
@@ -156,8 +181,9 @@ def train(args) -> int:
                   validation_data=validation, verbose=not args.quiet,
                   on_epoch_end=on_epoch_end, initial_epoch=model.epoch, profile=profile)
     except KeyboardInterrupt:
-        kept = f"; the checkpoint {save_path} holds epoch {model.epoch}" if save_path and model.epoch else ""
-        print(f"\ninterrupted during epoch {model.epoch + 1}{kept}", file=sys.stderr)
+        when = (f"while saving epoch {saving['epoch']}" if saving["epoch"] is not None
+                else f"during epoch {model.epoch + 1}")
+        print(f"\ninterrupted {when}{on_disk(save_path)}", file=sys.stderr)
         return 130
     train_seconds = time.perf_counter() - start
 

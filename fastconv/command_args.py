@@ -1,14 +1,14 @@
 """Argument parsing shared by the teaching commands (``fastconv-explain``,
 ``fastconv-viz``, ``fastconv-compare``): value types, the kernel options, and
-loading a checkpoint or the data set with failures reported as argparse
-errors (usage and message on stderr, exit status 2) instead of tracebacks."""
+loading a checkpoint or the data set with failures reported in one line on
+stderr instead of tracebacks (a bad data set as an argparse error, status 2;
+an unusable checkpoint file with status 1)."""
 from __future__ import annotations
 
 import argparse
-import os
-import zipfile
 
 from fastconv import registry
+from fastconv.checkpoint import CheckpointError
 from fastconv.data import DATASETS, DataFileError, load_dataset
 from fastconv.model import Sequential
 
@@ -47,27 +47,32 @@ def positive_float(text: str) -> float:
 def add_kernel_options(parser, default=None) -> None:
     """``--backend`` and ``--algorithm`` for the conv and pool layers
     (``default`` None keeps what a checkpoint was saved with)."""
+    in_words = ("as saved in the checkpoint" if default is None
+                else "auto, the fastest variant measured for each shape" if default == "auto" else default)
     parser.add_argument("--backend", choices=("auto",) + registry.available_backends(), default=default,
-                        help="kernel backend of the conv and pool layers (numpy is the slow reference)")
+                        help=f"kernel backend of the conv and pool layers (numpy is the slow reference; "
+                             f"default: {in_words})")
     parser.add_argument("--algorithm", choices=("auto",) + registry.ALGORITHMS + (registry.REFERENCE[1],),
-                        default=default, help="kernel algorithm of the conv and pool layers")
+                        default=default,
+                        help=f"kernel algorithm of the conv and pool layers (default: {in_words})")
 
 
 def add_data_options(parser) -> None:
     """``--data-dir`` and ``--dataset``, as ``fastconv.data.load_dataset`` takes them."""
     parser.add_argument("--data-dir", metavar="DIR",
                         help="directory holding the four IDX files (default: $FASTCONV_DATA, else the download cache)")
-    parser.add_argument("--dataset", choices=DATASETS, default="mnist")
+    parser.add_argument("--dataset", choices=DATASETS, default="mnist", help="the data set (default: %(default)s)")
 
 
 def load_checkpoint(parser, path, backend=None, algorithm=None) -> Sequential:
-    """The model saved at ``path``; a parser error if it cannot be read."""
-    if os.path.isfile(path) and not zipfile.is_zipfile(path):
-        parser.error(f"--checkpoint {path}: not a .npz file (fastconv models are saved by Sequential.save)")
+    """The model saved at ``path``. If the file is missing or unusable, the
+    :class:`~fastconv.checkpoint.CheckpointError` is printed as one line
+    (``<prog>: error: <path>: <problem>``) and the command exits with status
+    1: the arguments were well formed, the file is not."""
     try:
         return Sequential.load(path, backend=backend, algorithm=algorithm)
-    except (OSError, ValueError, KeyError) as error:
-        parser.error(f"--checkpoint {path}: cannot load a fastconv model: {error}")
+    except CheckpointError as error:
+        parser.exit(1, f"{parser.prog}: error: {error}\n")
 
 
 def load_data(parser, args):

@@ -162,17 +162,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--models", type=_model_names, default=list(DEFAULT_MODELS),
                         help=f"comma-separated, from {', '.join(models.MODELS)} (default: dense,cnn)")
-    parser.add_argument("--epochs", type=positive_int, default=1)
-    parser.add_argument("--batch-size", type=positive_int, default=64)
-    parser.add_argument("--lr", type=positive_float, default=1e-3, help="Adam learning rate")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--limit", type=positive_int, metavar="N", help="train on the first N training images")
-    parser.add_argument("--test-limit", type=positive_int, metavar="N", help="test on the first N test images")
+    parser.add_argument("--epochs", type=positive_int, default=1,
+                        help="epochs per model (default: %(default)s)")
+    parser.add_argument("--batch-size", type=positive_int, default=64,
+                        help="images per training step (default: %(default)s)")
+    parser.add_argument("--lr", type=positive_float, default=1e-3, help="Adam learning rate (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seeds weights, shuffling and dropout (default: %(default)s)")
+    parser.add_argument("--limit", type=positive_int, metavar="N",
+                        help="train on the first N training images (default: all)")
+    parser.add_argument("--test-limit", type=positive_int, metavar="N",
+                        help="test on the first N test images (default: all)")
     add_data_options(parser)
     add_kernel_options(parser, default="auto")
     parser.add_argument("--json", metavar="PATH", help="write every number (settings, per-epoch history, "
-                                                       "per-direction shifted accuracy) to PATH")
-    parser.add_argument("--save", metavar="DIR", help="save each trained model as DIR/<model>.npz")
+                                                       "per-direction shifted accuracy) to PATH "
+                                                       "(default: not written)")
+    parser.add_argument("--save", metavar="DIR",
+                        help="save each trained model as DIR/<model>.npz (default: not saved)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 

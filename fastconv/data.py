@@ -20,7 +20,15 @@ Each of the four files, ``train-images-idx3-ubyte.gz``,
 ``train-labels-idx1-ubyte.gz``, ``t10k-images-idx3-ubyte.gz`` and
 ``t10k-labels-idx1-ubyte.gz``, may also be stored uncompressed, without the
 ``.gz``. Files are checked structurally (IDX header, exact length, image size,
-label range) whatever directory they come from; checksums apply to downloads.
+label range) whatever directory they come from; checksums verify downloads.
+
+A directory holds one dataset: since MNIST and Fashion-MNIST use the same
+file names, a file that carries another dataset's registered checksum (say,
+MNIST's labels asked for as Fashion-MNIST) is refused. The sums are those of
+the published ``.gz`` files, compared as stored: one recompressed file (like
+the shared folder's MNIST train-images, same content in another gzip stream)
+does not hide the other three, but a set that was entirely recompressed or
+decompressed is not recognised and only checked structurally.
 """
 from __future__ import annotations
 
@@ -259,6 +267,21 @@ def _find_files(directory: Path):
     return found, missing
 
 
+def _refuse_other_datasets(source: _Source, found: dict) -> None:
+    """Raise DataFileError if a file in ``found`` ({standard name: path}) is
+    byte-identical to the published file of another registered dataset."""
+    for file_name, path in found.items():
+        if path.name != file_name:  # stored uncompressed: the registered sums are of the .gz
+            continue
+        for other in _SOURCES.values():
+            if other is not source and pooch.hashes.hash_matches(str(path), other.hashes[file_name]):
+                raise DataFileError(
+                    f"{path} is the {other.title} file {file_name} (its checksum is the one registered "
+                    f"for {other.title}), not {source.title}: name a directory that holds {source.title}, "
+                    f"or load {other.title} instead"
+                )
+
+
 def _where_to_put_files(source: _Source, cache_dir: Path) -> str:
     return (
         f"To use {source.title} offline, put the files {', '.join(FILE_NAMES)} "
@@ -309,7 +332,8 @@ def load_dataset(name="mnist", data_dir=None, *, download=True, progress=True) -
 
     Raises ValueError for an unknown name, FileNotFoundError when the files
     are neither present nor downloadable (the message says where to put them),
-    DataFileError when a file is malformed or fails its checksum.
+    DataFileError when a file is malformed, fails its checksum, or is another
+    dataset's (see the module docstring).
     """
     source = _source(name)
     cache_dir = _cache_dir(name)
@@ -333,6 +357,7 @@ def load_dataset(name="mnist", data_dir=None, *, download=True, progress=True) -
             f"{source.title} files missing in {directory} and download=False: "
             f"{', '.join(missing)}.\n{_where_to_put_files(source, cache_dir)}"
         )
+    _refuse_other_datasets(source, found)
     if missing:
         found.update(_download(source, missing, directory, progress))
 

@@ -9,23 +9,17 @@ continues exactly where the saved one stopped.
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 import sys
 import time
 
 import numpy as np
 from tqdm import tqdm
 
-from fastconv import fusion
-from fastconv.atomic import write_atomically
-from fastconv.layers import LAYERS
+from fastconv import checkpoint, fusion
 from fastconv.losses import softmax, softmax_cross_entropy
-from fastconv.optim import OPTIMIZERS, Adam
+from fastconv.optim import Adam
 from fastconv.profile import NO_CLOCK
 from fastconv.shapes import receptive_field as _axis_fields
-
-FILE_FORMAT = "fastconv.Sequential/1"
 
 
 @dataclasses.dataclass
@@ -349,83 +343,21 @@ class Sequential:
     # ------------------------------------------------------------ checkpoints
 
     def save(self, path) -> None:
-        """Write one .npz: weights, architecture (JSON layer configs),
-        input shape, optimiser class/config/state, epoch, history and the
-        random generator's state.
-
-        The file is written under a temporary name in the same directory and
-        renamed over ``path`` with ``os.replace`` (atomic), so an interrupted
-        save leaves the previous file intact and no temporary behind.
-        """
-        path = os.fspath(path)
-        arrays = {f"params/{name}": p for name, p in self.params.items()}
-        arrays["input_shape"] = np.array(self.input_shape, dtype=np.int64)
-        arrays["epoch"] = np.array(self.epoch, dtype=np.int64)
-        meta = {
-            "format": FILE_FORMAT,
-            "architecture": [{"class": type(l).__name__, "config": l.config()} for l in self.layers],
-            "dtype": self.dtype.name,
-            "seed": self.seed,
-            "rng_state": self.rng.bit_generator.state,
-            "history": self.history.as_dict(),
-            "optimizer": None,
-        }
-        if self.optimizer is not None:
-            state = self.optimizer.state_dict()
-            meta["optimizer"] = {"class": type(self.optimizer).__name__,
-                                 "config": self.optimizer.config(), "steps": state["steps"]}
-            for slot, table in state["slots"].items():
-                for name, value in table.items():
-                    arrays[f"optimizer/{slot}/{name}"] = value
-        arrays["meta"] = np.array(json.dumps(meta))
-        write_atomically(path, lambda f: np.savez(f, **arrays))
+        """Write a checkpoint of this model to ``path`` (.npz): architecture,
+        weights, optimiser state, epoch, history and generator state; see
+        :mod:`fastconv.checkpoint` for the format. Written under a temporary
+        name and renamed, so an interrupted save leaves the previous file."""
+        checkpoint.write(path, checkpoint.Checkpoint.of(self))
 
     @classmethod
     def load(cls, path, *, backend=None, algorithm=None) -> Sequential:
         """Rebuild a model saved by :meth:`save`, with its optimiser
         (:attr:`optimizer`, None if it had none), :attr:`epoch`,
         :attr:`history` and generator state. ``backend``/``algorithm``, when
-        given, replace the saved ones in every conv and pool layer."""
-        with np.load(os.fspath(path), allow_pickle=False) as data:
-            arrays = {key: data[key] for key in data.files}
-        if "meta" not in arrays:
-            raise ValueError(f"{path}: not a fastconv model file (no 'meta' entry)")
-        meta = json.loads(arrays["meta"].item())
-        if meta.get("format") != FILE_FORMAT:
-            raise ValueError(f"{path}: unsupported format {meta.get('format')!r}, expected {FILE_FORMAT!r}")
-        overrides = {k: v for k, v in (("backend", backend), ("algorithm", algorithm)) if v is not None}
-        layers = []
-        for entry in meta["architecture"]:
-            if entry["class"] not in LAYERS:
-                raise ValueError(f"{path}: unknown layer class {entry['class']!r}; known: {sorted(LAYERS)}")
-            layer_cls = LAYERS[entry["class"]]
-            config = dict(entry["config"])
-            config.update({k: v for k, v in overrides.items() if k in config})
-            layers.append(layer_cls(**config))
-        model = cls(layers, tuple(arrays["input_shape"]), seed=meta["seed"], dtype=meta["dtype"])
-        model._load_params(path, {k[len("params/"):]: v for k, v in arrays.items() if k.startswith("params/")})
-        model.rng.bit_generator.state = meta["rng_state"]
-        model.epoch = int(arrays["epoch"])
-        model.history = History(**meta["history"])
-        if meta["optimizer"] is not None:
-            opt = meta["optimizer"]
-            model.optimizer = OPTIMIZERS[opt["class"]](**opt["config"])
-            slots = {slot: {} for slot in model.optimizer.slot_names}
-            for key, value in arrays.items():
-                if key.startswith("optimizer/"):
-                    _, slot, name = key.split("/", 2)
-                    slots[slot][name] = value
-            model.optimizer.load_state_dict({"steps": opt["steps"], "slots": slots})
-        return model
-
-    def _load_params(self, path, saved):
-        params = self.params
-        if saved.keys() != params.keys():
-            raise ValueError(f"{path}: saved parameters {sorted(saved)} do not match the architecture's {sorted(params)}")
-        for name, p in params.items():
-            if saved[name].shape != p.shape:
-                raise ValueError(f"{path}: parameter {name!r} has shape {saved[name].shape}, expected {p.shape}")
-            p[...] = saved[name]
+        given, replace the saved ones in every conv and pool layer. Raises
+        :class:`fastconv.checkpoint.CheckpointError` (a ValueError naming
+        the file and the problem) for anything but a sound checkpoint."""
+        return checkpoint.restore(path, cls, backend=backend, algorithm=algorithm)
 
 
 def _batch_shape(shape) -> str:

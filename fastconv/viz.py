@@ -327,16 +327,18 @@ def build_parser():
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--out", metavar="DIR", required=True, help="directory for the PNG files")
-    common.add_argument("--size", type=_pixels, metavar="WxH", help="picture size in pixels")
 
     def command(name, help_text, checkpoint=True, data=False, kernels=False):
         sub = commands.add_parser(name, parents=[common], help=help_text, description=help_text)
+        width, height = DEFAULT_SIZES[name]
+        sub.add_argument("--size", type=_pixels, metavar="WxH",
+                         help=f"picture size in pixels (default: {width}x{height})")
         if checkpoint:
             sub.add_argument("--checkpoint", metavar="PATH", required=True, help="a saved model (.npz)")
         if data:
             add_data_options(sub)
         if kernels:
-            add_kernel_options(sub)
+            add_kernel_options(sub, default=None if checkpoint else "auto")
         return sub
 
     command("filters", "the first conv layer's filters as a grid")
@@ -344,7 +346,8 @@ def build_parser():
                             ("demo", "hand-set vertical edge, horizontal edge and blur filters on one "
                                      "test image (no model, no training)")):
         sub = command(name, help_text, checkpoint=name == "maps", data=True, kernels=True)
-        sub.add_argument("--index", type=non_negative_int, default=0, metavar="I", help="test image index")
+        sub.add_argument("--index", type=non_negative_int, default=0, metavar="I",
+                         help="test image index (default: %(default)s)")
     curves = command("curves", "loss and accuracy per epoch", checkpoint=False)
     source = curves.add_mutually_exclusive_group(required=True)
     source.add_argument("--metrics", metavar="PATH", help="JSON written by fastconv-train --metrics-out")
@@ -352,9 +355,10 @@ def build_parser():
     for name, help_text in (("confusion", "confusion matrix on the test set"),
                             ("errors", "misclassified test images with true and predicted labels")):
         sub = command(name, help_text, data=True, kernels=True)
-        sub.add_argument("--limit", type=positive_int, metavar="N", help="use the first N test images")
+        sub.add_argument("--limit", type=positive_int, metavar="N", help="use the first N test images (default: all)")
         if name == "errors":
-            sub.add_argument("--count", type=positive_int, default=24, help="images to show (default 24)")
+            sub.add_argument("--count", type=positive_int, default=24, metavar="N",
+                             help="images to show (default: %(default)s)")
     return parser, commands.choices
 
 
@@ -381,7 +385,7 @@ def _figures(args, parser):
     if getattr(args, "index", 0) >= len(y):
         parser.error(f"--index {args.index}: the test set has {len(y):,} images (0 to {len(y) - 1})")
     if args.command == "demo":
-        fig = demo_figure(x[args.index], args.backend or "auto", args.algorithm or "auto", size)
+        fig = demo_figure(x[args.index], args.backend, args.algorithm, size)
         return [(f"demo-{args.index}.png", fig)]
 
     model = load_checkpoint(parser, args.checkpoint, args.backend, args.algorithm)

@@ -7,6 +7,8 @@ import fastconv
 import pytest
 from hypothesis import HealthCheck, settings
 
+from fastconv import threads
+
 _REPO = Path(__file__).resolve().parents[1]
 if Path(fastconv.__file__).resolve().is_relative_to(_REPO / "fastconv"):
     raise RuntimeError(
@@ -23,6 +25,15 @@ settings.register_profile(
 )
 settings.register_profile("thorough", max_examples=300, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+
+@pytest.fixture(scope="module", params=[1, 2], ids=lambda n: f"{n}-thread")
+def thread_count(request):
+    """Run a whole module at 1 and then 2 kernel threads (Numba, OpenMP and
+    BLAS): splitting the batch across threads must not change any result."""
+    threads.set_num_threads(request.param)
+    yield request.param
+    threads.set_num_threads(None)
 
 
 @pytest.fixture(scope="session", autouse=True)

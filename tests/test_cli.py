@@ -97,6 +97,41 @@ def test_ctrl_c_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, capsys):
     assert [p.name for p in tmp_path.iterdir()] == ["c.npz"]  # no temporary left behind
 
 
+@needs_mnist
+def test_ctrl_c_during_the_save_reports_the_epoch_on_disk(tmp_path, monkeypatch, capsys):
+    checkpoint = tmp_path / "c.npz"
+    saves = {"n": 0}
+    savez = np.savez
+
+    def interrupted_second_save(*args, **kwargs):
+        saves["n"] += 1
+        if saves["n"] == 2:  # the end-of-epoch-2 save
+            raise KeyboardInterrupt
+        return savez(*args, **kwargs)
+
+    monkeypatch.setattr(np, "savez", interrupted_second_save)
+    code = run(tmp_path, "--model", "logreg", "--limit", "500", "--epochs", "3", "--save", str(checkpoint))
+    assert code == 130
+    assert f"interrupted while saving epoch 2; the checkpoint {checkpoint} holds epoch 1" in capsys.readouterr().err
+    assert Sequential.load(checkpoint).epoch == 1
+
+
+def test_ctrl_c_before_any_save_says_there_is_no_checkpoint(tmp_path, monkeypatch, capsys):
+    checkpoint = tmp_path / "c.npz"
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Sequential, "fit", interrupt)
+    monkeypatch.setattr(cli.data, "load_dataset", lambda *args, **kwargs: _TinyData)
+    assert cli.main(["--quiet", "--validation", "2", "--save", str(checkpoint)]) == 130
+    assert f"interrupted during epoch 1; no usable checkpoint ({checkpoint}: no such checkpoint file)" \
+        in capsys.readouterr().err
+
+
+class _TinyData:
+    x_train, y_train = np.zeros((4, 1, 28, 28), np.float32), np.zeros(4, np.int64)
+
+
 def test_missing_data_is_a_clear_error(tmp_path, capsys):
     code = cli.main(["--data-dir", str(tmp_path), "--quiet"])
     assert code == 1
@@ -113,6 +148,15 @@ def test_truncated_data_file_is_a_clear_error(tmp_path, capsys):
     assert cli.main(["--data-dir", str(tmp_path), "--quiet"]) == 1
     err = capsys.readouterr().err
     assert "t10k-labels-idx1-ubyte.gz" in err and "Traceback" not in err
+
+
+@needs_mnist
+def test_mnist_folder_is_refused_as_fashion_mnist(monkeypatch, capsys):
+    monkeypatch.setenv("FASTCONV_DATA", str(MNIST))
+    assert cli.main(["--dataset", "fashion-mnist", "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("fastconv-train: error: ") and err.count("\n") == 1
+    assert "is the MNIST file train-labels-idx1-ubyte.gz" in err and "not Fashion-MNIST" in err
 
 
 @pytest.mark.parametrize(

@@ -16,6 +16,8 @@ from hypothesis import strategies as st
 from fastconv import ops, registry
 from fastconv.gradcheck import numerical_gradient
 
+pytestmark = pytest.mark.usefixtures("thread_count")
+
 FORWARD = registry.variants("conv2d", include_reference=False)
 BACKWARD = registry.variants("conv2d_backward", include_reference=False)
 RTOL = {np.float32: 1e-4, np.float64: 1e-10}

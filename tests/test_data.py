@@ -4,6 +4,7 @@ Real MNIST comes from the shared folder beside the repository (read-only: the
 tests only read it); malformed files are written to tmp_path; downloads come
 from a local HTTP server, never the internet.
 """
+import contextlib
 import functools
 import gzip
 import hashlib
@@ -275,17 +276,27 @@ def mirror(tmp_path, monkeypatch):
         # this server serves.
         digest = hashlib.sha256((served / name).read_bytes()).hexdigest()
         monkeypatch.setitem(data._SOURCES["mnist"].hashes, name, digest)
-    handler = functools.partial(_CountingHandler, directory=str(served))
+    with serving(served, monkeypatch, "FASTCONV_MNIST_URL") as server:
+        yield server
+
+
+@contextlib.contextmanager
+def serving(directory, monkeypatch, url_variable):
+    """A local HTTP server (127.0.0.1 only) over ``directory``, registered as
+    the mirror in ``url_variable``; ``.requested`` lists the names asked for."""
+    handler = functools.partial(_CountingHandler, directory=str(directory))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.requested = []
-    server.directory = served
+    server.directory = directory
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    monkeypatch.setenv("FASTCONV_MNIST_URL", f"http://127.0.0.1:{server.server_address[1]}/")
-    yield server
-    server.shutdown()
-    server.server_close()
-    thread.join()
+    monkeypatch.setenv(url_variable, f"http://127.0.0.1:{server.server_address[1]}/")
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
 
 
 def test_download_verifies_then_loads_and_second_call_uses_the_cache(tmp_path, mirror, mnist):
@@ -362,3 +373,65 @@ def test_each_dataset_has_its_own_cache_folder(tmp_path):
     message = str(raised.value)
     assert str(tmp_path / "cache" / "fashion-mnist") in message
     assert "FASTCONV_FASHION_MNIST_URL" in message
+
+
+def test_a_missing_file_on_the_mirror_is_a_download_error(tmp_path, monkeypatch):
+    empty = tmp_path / "empty-mirror"
+    empty.mkdir()
+    with serving(empty, monkeypatch, "FASTCONV_MNIST_URL") as server:
+        with pytest.raises(FileNotFoundError) as raised:
+            load_dataset("mnist", progress=False)
+    url = f"http://127.0.0.1:{server.server_address[1]}/train-images-idx3-ubyte.gz"
+    assert f"downloading {url} failed (HTTPError: 404 Client Error" in str(raised.value)
+    assert server.requested == ["train-images-idx3-ubyte.gz"]
+    assert not any((tmp_path / "cache" / "mnist").glob("*idx*"))
+
+
+def test_fashion_mnist_downloads_are_checked_with_md5(tmp_path, monkeypatch):
+    served = write_small_dataset(tmp_path / "fashion-mirror")
+    for name in data.FILE_NAMES:
+        md5 = hashlib.md5((served / name).read_bytes()).hexdigest()
+        monkeypatch.setitem(data._SOURCES["fashion-mnist"].hashes, name, f"md5:{md5}")
+    with serving(served, monkeypatch, "FASTCONV_FASHION_MNIST_URL"):
+        fashion = load_dataset("fashion-mnist", progress=False)
+        assert fashion.directory == tmp_path / "cache" / "fashion-mnist"
+        assert fashion.classes[9] == "Ankle boot" and fashion.x_train.shape == (6, 1, 28, 28)
+
+        bad = served / "t10k-labels-idx1-ubyte.gz"
+        bad.write_bytes(_flip_middle_byte(bad.read_bytes()))
+        (fashion.directory / bad.name).unlink()
+        with pytest.raises(DataFileError, match=r"MD5 hash of downloaded file .* does not match"):
+            load_dataset("fashion-mnist", progress=False)
+    assert not (fashion.directory / bad.name).exists()
+
+
+@pytest.mark.parametrize("name", data.FILE_NAMES[1:])
+def test_shipped_sha256_sums_match_the_published_mnist_files(name):
+    """The shared folder's copies of these three are the published files
+    byte for byte (its train-images is recompressed, so it cannot check the
+    first sum)."""
+    path = SHARED_MNIST / name
+    if not path.is_file():
+        pytest.skip(f"{path} not found")
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == data._SOURCES["mnist"].hashes[name]
+
+
+@needs_mnist
+@pytest.mark.parametrize("named_by", ["data_dir", "FASTCONV_DATA"])
+def test_mnist_files_are_refused_as_fashion_mnist(monkeypatch, named_by):
+    if named_by == "FASTCONV_DATA":
+        monkeypatch.setenv("FASTCONV_DATA", str(SHARED_MNIST))
+    data_dir = SHARED_MNIST if named_by == "data_dir" else None
+    with pytest.raises(DataFileError) as raised:
+        load_dataset("fashion-mnist", data_dir, download=False)
+    assert str(raised.value) == (
+        f"{SHARED_MNIST / 'train-labels-idx1-ubyte.gz'} is the MNIST file train-labels-idx1-ubyte.gz "
+        "(its checksum is the one registered for MNIST), not Fashion-MNIST: name a directory that "
+        "holds Fashion-MNIST, or load MNIST instead"
+    )
+
+
+def test_files_without_a_registered_checksum_load_as_either_dataset(tmp_path):
+    directory = write_small_dataset(tmp_path / "own")
+    assert load_dataset("fashion-mnist", directory).classes[0] == "T-shirt/top"
+    assert load_dataset("mnist", directory).classes[0] == "0"

@@ -367,5 +367,5 @@ def test_keyboard_interrupt_during_fit_leaves_last_checkpoint_good(tmp_path):
 
 def test_load_rejects_foreign_file(tmp_path):
     np.savez(tmp_path / "other.npz", a=np.zeros(3))
-    with pytest.raises(ValueError, match="not a fastconv model file"):
+    with pytest.raises(ValueError, match="other.npz is not a fastconv checkpoint"):
         Sequential.load(tmp_path / "other.npz")

@@ -17,6 +17,8 @@ from hypothesis import strategies as st
 from fastconv import ops, registry
 from fastconv.gradcheck import numerical_gradient
 
+pytestmark = pytest.mark.usefixtures("thread_count")
+
 KINDS = ("max", "avg")
 FORWARD_OPS = {"max": ops.max_pool2d, "avg": ops.avg_pool2d}
 BACKWARD_OPS = {"max": ops.max_pool2d_backward, "avg": ops.avg_pool2d_backward}
@@ -111,6 +113,46 @@ def test_odd_size_gives_no_gradient_to_dropped_row_and_column(kind, backend, alg
     dx = pool_backward(kind, dy, x, 2, backend=backend, algorithm=algorithm)
     assert not dx[:, :, -1, :].any() and not dx[:, :, :, -1].any()
     assert dx[:, :, :-1, :-1].any()
+
+
+# ------------------------------------------------- padding, computed by hand
+
+# Negative inputs, so padding with 0 instead of -inf (max) would show: the
+# reference pads with ops._pad too, so only numbers worked out by hand can
+# catch that. x decreases to the bottom right.
+NEGATIVE = -np.arange(1.0, 10.0).reshape(1, 1, 3, 3)  # [[-1 -2 -3] [-4 -5 -6] [-7 -8 -9]]
+DY_2X2 = np.array([[[[1.0, 2.0], [3.0, 4.0]]]])
+PADDED_BY_HAND = {
+    # kind, kernel, stride, padding: forward output, dx for DY_2X2 (2x2 outputs only)
+    ("max", 2, 2, 1): ([[-1, -2], [-4, -5]], [[1, 2, 0], [3, 4, 0], [0, 0, 0]]),
+    ("avg", 2, 2, 1): ([[-1 / 4, -5 / 4], [-11 / 4, -28 / 4]],  # padded zeros count: always / 4
+                       [[1 / 4, 2 / 4, 2 / 4], [3 / 4, 4 / 4, 4 / 4], [3 / 4, 4 / 4, 4 / 4]]),
+    ("max", 3, 1, 1): ([[-1, -1, -2], [-1, -1, -2], [-4, -4, -5]], None),
+    ("avg", 3, 1, 1): (np.array([[-12, -21, -16], [-27, -45, -33], [-24, -39, -28]]) / 9, None),
+}
+EVERY_FORWARD = [(kind,) + v for kind in KINDS for v in registry.variants(f"{kind}_pool2d")]
+EVERY_BACKWARD = [(kind,) + v for kind in KINDS for v in registry.variants(f"{kind}_pool2d_backward")]
+
+
+@pytest.mark.parametrize("kind, backend, algorithm", EVERY_FORWARD)
+def test_padded_pooling_of_negative_inputs_by_hand(kind, backend, algorithm):
+    for (case_kind, kernel, stride, padding), (expected, _) in PADDED_BY_HAND.items():
+        if case_kind == kind:
+            out = pool(kind, NEGATIVE, kernel, stride, padding, backend=backend, algorithm=algorithm)
+            np.testing.assert_allclose(out[0, 0], expected, rtol=1e-14, err_msg=f"{kind} {kernel}/{stride}/{padding}")
+
+
+@pytest.mark.parametrize("kind, backend, algorithm", EVERY_BACKWARD)
+def test_padded_pooling_gradient_of_negative_inputs_by_hand(kind, backend, algorithm):
+    expected = PADDED_BY_HAND[(kind, 2, 2, 1)][1]
+    dx = pool_backward(kind, DY_2X2, NEGATIVE, 2, 2, 1, backend=backend, algorithm=algorithm)
+    np.testing.assert_allclose(dx[0, 0], expected, rtol=1e-14)
+
+
+def test_runs_at_the_requested_thread_count(thread_count):
+    import numba
+
+    assert numba.get_num_threads() == min(thread_count, numba.config.NUMBA_NUM_THREADS)
 
 
 # ---------------------------------------------------------- random geometry
