@@ -181,9 +181,9 @@ def main(argv=None) -> int:
     rows = measure(works, args.backend, args.repeat)
     cpu = conditions["machine"]
     print(f"threads: {conditions['threads']}, load average before: {conditions['load_average']}, "
-          f"median of {args.repeat} samples, {cpu['cpu']} ({cpu['llvm_cpu']})")
-    print(f"Cython kernels: the {cpu['cython_build']} build (of those this CPU runs: "
-          f"{', '.join(isa.runnable())}); Numba: compiled for {cpu['llvm_cpu']}")
+          f"median of {args.repeat} samples, {cpu['cpu']} ({cpu['llvm_cpu']}); Cython kernels: "
+          f"the {cpu['cython_build']} build (this CPU runs {', '.join(isa.runnable())}), "
+          f"Numba: compiled for {cpu['llvm_cpu']}")
     print(text_table(rows))
     if args.markdown:
         with open(args.markdown, "w") as f:

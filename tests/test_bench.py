@@ -104,3 +104,11 @@ def test_bad_arguments_are_refused(argv):
     with pytest.raises(SystemExit) as exit_info:
         bench.parse_args(argv)
     assert exit_info.value.code == 2
+
+
+def test_the_header_names_the_cpu_and_the_cython_build(report):
+    from fastconv import isa
+
+    header = report[0].splitlines()[0]
+    assert f"Cython kernels: the {isa.chosen()} build" in header
+    assert report[2]["conditions"]["machine"]["cython_build"] == isa.chosen()
