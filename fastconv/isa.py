@@ -83,3 +83,34 @@ def choose(requested: str | None, candidates: list[str]) -> str:
         raise ValueError(f"{ENV_VAR}={requested}: cannot use that build, {why}; "
                          f"this machine can run {candidates}")
     return requested
+
+
+# ------------------------------------------------------------------ caches
+
+FALLBACK_L2_BYTES = 512 * 1024  # the smallest L2 per core of the x86 parts fastconv meets
+
+
+@functools.cache
+def l2_cache_bytes() -> int:
+    """One core's L2 cache, read from the OS (Linux sysfs), else 512 KiB."""
+    folder = "/sys/devices/system/cpu/cpu0/cache"
+    try:
+        for index in sorted(os.listdir(folder)):
+            with open(os.path.join(folder, index, "level")) as f:
+                if f.read().strip() != "2":
+                    continue
+            with open(os.path.join(folder, index, "size")) as f:
+                size = f.read().strip().upper()
+            scale = {"K": 1024, "M": 1024 * 1024}.get(size[-1:], 1)
+            return int(size.rstrip("KM")) * scale
+    except (OSError, ValueError):
+        pass
+    return FALLBACK_L2_BYTES
+
+
+def images_per_gemm(bytes_per_image: int, n_img: int, n_chunks: int) -> int:
+    """How many images a ``gemm`` kernel unfolds side by side for one GEMM:
+    as many as fit in half this core's L2 (the other half for the weights
+    and BLAS's packed panels), at least one, at most a chunk's share."""
+    fit = l2_cache_bytes() // 2 // max(bytes_per_image, 1)
+    return max(1, min(fit, -(-n_img // n_chunks)))

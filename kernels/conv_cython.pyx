@@ -34,6 +34,7 @@ from scipy.linalg.cython_blas cimport dgemm, sgemm
 
 import numpy as np
 
+from fastconv import isa
 from fastconv.threads import single_threaded_blas
 
 
@@ -244,11 +245,15 @@ def _backward_in_chunks(const floating[:, :, :, ::1] dy, const floating[:, :, :,
 # --------------------------------------------------------------------- gemm
 #
 # Every thread takes a contiguous chunk of the batch, as in the vectorized
-# backward. Its buffers hold one image's unfolded columns (C*KH*KW, OH*OW)
-# and, for the fused ops, that image's conv output (F, OH*OW): both stay in
-# the core's cache between the unfold, the GEMM and the pass that reads it.
-# The wrappers run BLAS single-threaded meanwhile (fastconv.threads), so the
-# threads are this loop's, never loop threads times BLAS threads.
+# backward, and goes through it a group of images at a time: the group's
+# unfolded columns (C*KH*KW, m*OH*OW), image by image side by side, and
+# its conv output or gradient (F, m*OH*OW) stay in the core's cache between
+# the unfold, the GEMM and the pass that reads it; m is as many images as
+# fit in half the L2 (fastconv.isa.images_per_gemm), since a wider GEMM runs
+# faster. The forward conv multiplies one image at a time, straight into
+# its output. The wrappers run BLAS single-threaded meanwhile
+# (fastconv.threads), so the threads are this loop's, never loop threads
+# times BLAS threads.
 
 def _in_chunks(kernel):
     """The contract's kernel for one whose last argument is the number of
@@ -257,6 +262,11 @@ def _in_chunks(kernel):
         with single_threaded_blas():
             kernel(*args, min(openmp.omp_get_max_threads(), args[0].shape[0]))
     return run
+
+
+cdef inline int _ld(const floating[:, ::1] a) noexcept nogil:
+    """The row stride of a matrix view, in elements (BLAS's leading dimension)."""
+    return a.strides[0] // sizeof(floating)
 
 
 cdef enum:
@@ -338,46 +348,55 @@ def _conv2d_gemm(const floating[:, :, :, ::1] xp, const floating[:, :, :, ::1] w
 
 
 def _conv2d_backward_gemm(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::1] xp,
-                         const floating[:, :, :, ::1] w, Py_ssize_t sh, Py_ssize_t sw,
-                         floating[:, :, :, ::1] dxp, floating[:, :, :, ::1] dw,
-                         Py_ssize_t n_chunks):
-    cdef Py_ssize_t n_img = dy.shape[0], n_filt = dy.shape[1], n_pix = dy.shape[2] * dy.shape[3]
+                          const floating[:, :, :, ::1] w, Py_ssize_t sh, Py_ssize_t sw,
+                          floating[:, :, :, ::1] dxp, floating[:, :, :, ::1] dw,
+                          Py_ssize_t n_chunks):
+    cdef Py_ssize_t n_img = dy.shape[0], n_filt = dy.shape[1], oh = dy.shape[2], ow = dy.shape[3]
     cdef Py_ssize_t kh = w.shape[2], kw = w.shape[3]
-    cdef Py_ssize_t n_taps = w.shape[1] * kh * kw
-    cdef Py_ssize_t t, n
+    cdef Py_ssize_t n_taps = w.shape[1] * kh * kw, n_pix = oh * ow
+    cdef Py_ssize_t t, first, last, g, n, m, k, f, y, x
     cdef bint compute_dx = dxp is not None
     dtype = np.asarray(dw).dtype
-    cdef floating[:, :, ::1] cols = np.empty((n_chunks, n_taps, n_pix), dtype)
+    cdef Py_ssize_t group = isa.images_per_gemm((n_taps + n_filt) * n_pix * dtype.itemsize, n_img, n_chunks)
+    cdef floating[:, :, ::1] cols = np.empty((n_chunks, n_taps, group * n_pix), dtype)
+    cdef floating[:, :, ::1] dys = np.empty((n_chunks, n_filt, group * n_pix), dtype)
     cdef floating[:, :, ::1] dw_parts = np.zeros((n_chunks, n_filt, n_taps), dtype)
     with nogil:
         for t in prange(n_chunks, schedule="static", num_threads=n_chunks):
-            for n in range(t * n_img // n_chunks, (t + 1) * n_img // n_chunks):
-                _unfold_image(xp[n], kh, kw, sh, sw, cols[t])
-                _add_dw_image(&dy[n, 0, 0, 0], cols[t], dw_parts[t])
-                if compute_dx:
-                    _add_dx_image(&dy[n, 0, 0, 0], n_filt, cols[t], &w[0, 0, 0, 0],
-                                  kh, kw, sh, sw, dxp[n])
+            first, last = t * n_img // n_chunks, (t + 1) * n_img // n_chunks
+            for g in range((last - first + group - 1) // group):
+                n = first + g * group
+                m = min(group, last - n)
+                for k in range(m):
+                    _unfold_image(xp[n + k], kh, kw, sh, sw, cols[t, :, k * n_pix:(k + 1) * n_pix])
+                    for f in range(n_filt):
+                        for y in range(oh):
+                            for x in range(ow):
+                                dys[t, f, k * n_pix + y * ow + x] = dy[n + k, f, y, x]
+                _add_gradients(dys[t, :, :m * n_pix], cols[t, :, :m * n_pix], n_pix, &w[0, 0, 0, 0],
+                               kh, kw, sh, sw, dw_parts[t], compute_dx, dxp, n)
     _add_parts(dw_parts, dw)
 
 
-cdef void _add_dw_image(const floating *dy_image, const floating[:, ::1] cols,
-                        floating[:, ::1] dw_part) noexcept nogil:
-    """dw_part (F, taps) += dy_image (F, OH*OW) @ cols^T, cols (taps, OH*OW)
-    being the image's unfolded input."""
-    cdef int n_filt = dw_part.shape[0], n_taps = cols.shape[0], n_pix = cols.shape[1]
-    _matmul(False, True, n_filt, n_taps, n_pix, dy_image, n_pix, &cols[0, 0], n_pix,
+cdef void _add_gradients(const floating[:, ::1] dys, floating[:, ::1] cols, Py_ssize_t n_pix,
+                         const floating *w, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
+                         floating[:, ::1] dw_part, bint compute_dx, floating[:, :, :, ::1] dxp,
+                         Py_ssize_t n) noexcept nogil:
+    """A group's share of the conv gradients, from the output gradients dys
+    (F, m*OH*OW) and the unfolded inputs cols (taps, m*OH*OW) of images n ..
+    n + m - 1 (n_pix = OH*OW columns each): dw_part (F, taps) += dys @ cols^T;
+    then, if compute_dx, cols is overwritten with w^T @ dys, w (F, taps),
+    and folded into dxp."""
+    cdef int n_filt = dys.shape[0], n_taps = cols.shape[0], width = cols.shape[1]
+    cdef Py_ssize_t k
+    _matmul(False, True, n_filt, n_taps, width, &dys[0, 0], _ld(dys), &cols[0, 0], _ld(cols),
             1, &dw_part[0, 0], n_taps)
-
-
-cdef void _add_dx_image(const floating *dy_image, int n_filt, floating[:, ::1] cols,
-                        const floating *w, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh,
-                        Py_ssize_t sw, floating[:, :, ::1] dx_image) noexcept nogil:
-    """dx_image (C, Hp, Wp) += the fold of w^T @ dy_image, w (F, taps) and
-    dy_image (F, OH*OW); the product (taps, OH*OW) is formed in cols, which
-    is overwritten."""
-    cdef int n_taps = cols.shape[0], n_pix = cols.shape[1]
-    _matmul(True, False, n_taps, n_pix, n_filt, w, n_taps, dy_image, n_pix, 0, &cols[0, 0], n_pix)
-    _fold_image(cols, kh, kw, sh, sw, dx_image)
+    if not compute_dx:
+        return
+    _matmul(True, False, n_taps, width, n_filt, w, n_taps, &dys[0, 0], _ld(dys),
+            0, &cols[0, 0], _ld(cols))
+    for k in range(width // n_pix):
+        _fold_image(cols[:, k * n_pix:(k + 1) * n_pix], kh, kw, sh, sw, dxp[n + k])
 
 
 def _add_parts(const floating[:, :, ::1] dw_parts, floating[:, :, :, ::1] dw):
@@ -553,53 +572,67 @@ def conv2d_relu_maxpool2d_backward_vectorized(const floating[:, :, :, ::1] dy,
 
 
 def _conv2d_relu_maxpool2d_gemm(const floating[:, :, :, ::1] xp, const floating[:, :, :, ::1] w,
-                               const floating[::1] b, Py_ssize_t sh, Py_ssize_t sw,
-                               Py_ssize_t pkh, Py_ssize_t pkw, Py_ssize_t psh, Py_ssize_t psw,
-                               floating[:, :, :, ::1] out, unsigned char[:, :, :, ::1] code,
-                               Py_ssize_t n_chunks):
+                                const floating[::1] b, Py_ssize_t sh, Py_ssize_t sw,
+                                Py_ssize_t pkh, Py_ssize_t pkw, Py_ssize_t psh, Py_ssize_t psw,
+                                floating[:, :, :, ::1] out, unsigned char[:, :, :, ::1] code,
+                                Py_ssize_t n_chunks):
     cdef Py_ssize_t n_img = xp.shape[0], n_filt = w.shape[0], kh = w.shape[2], kw = w.shape[3]
     cdef Py_ssize_t oh = (xp.shape[2] - kh) // sh + 1, ow = (xp.shape[3] - kw) // sw + 1
     cdef Py_ssize_t n_taps = w.shape[1] * kh * kw, n_pix = oh * ow
-    cdef Py_ssize_t t, n
+    cdef Py_ssize_t t, first, last, g, n, m, k
     dtype = np.asarray(out).dtype
-    cdef floating[:, :, ::1] cols = np.empty((n_chunks, n_taps, n_pix), dtype)
-    cdef floating[:, :, ::1] conv = np.empty((n_chunks, n_filt, n_pix), dtype)
+    cdef Py_ssize_t group = isa.images_per_gemm((n_taps + n_filt) * n_pix * dtype.itemsize, n_img, n_chunks)
+    cdef floating[:, :, ::1] cols = np.empty((n_chunks, n_taps, group * n_pix), dtype)
+    cdef floating[:, :, ::1] conv = np.empty((n_chunks, n_filt, group * n_pix), dtype)
     with nogil:
         for t in prange(n_chunks, schedule="static", num_threads=n_chunks):
-            for n in range(t * n_img // n_chunks, (t + 1) * n_img // n_chunks):
-                _unfold_image(xp[n], kh, kw, sh, sw, cols[t])
-                _matmul(False, False, n_filt, n_pix, n_taps, &w[0, 0, 0, 0], n_taps,
-                        &cols[t, 0, 0], n_pix, 0, &conv[t, 0, 0], n_pix)
-                _relu_maxpool_image(conv[t], b, ow, pkh, pkw, psh, psw, out[n], code[n])
+            first, last = t * n_img // n_chunks, (t + 1) * n_img // n_chunks
+            for g in range((last - first + group - 1) // group):
+                n = first + g * group
+                m = min(group, last - n)
+                for k in range(m):
+                    _unfold_image(xp[n + k], kh, kw, sh, sw, cols[t, :, k * n_pix:(k + 1) * n_pix])
+                # conv (F, m*OH*OW) = w (F, taps) @ cols (taps, m*OH*OW)
+                _matmul(False, False, n_filt, m * n_pix, n_taps, &w[0, 0, 0, 0], n_taps,
+                        &cols[t, 0, 0], _ld(cols[t]), 0, &conv[t, 0, 0], _ld(conv[t]))
+                for k in range(m):
+                    _relu_maxpool_image(conv[t, :, k * n_pix:(k + 1) * n_pix], b, ow, pkh, pkw, psh, psw,
+                                        out[n + k], code[n + k])
 
 
 def _conv2d_relu_maxpool2d_backward_gemm(const floating[:, :, :, ::1] dy,
-                                        const unsigned char[:, :, :, ::1] code,
-                                        const floating[:, :, :, ::1] xp,
-                                        const floating[:, :, :, ::1] w, Py_ssize_t sh, Py_ssize_t sw,
-                                        Py_ssize_t pkh, Py_ssize_t pkw, Py_ssize_t psh, Py_ssize_t psw,
-                                        floating[:, :, :, ::1] dxp, floating[:, :, :, ::1] dw,
-                                        Py_ssize_t n_chunks):
+                                         const unsigned char[:, :, :, ::1] code,
+                                         const floating[:, :, :, ::1] xp,
+                                         const floating[:, :, :, ::1] w, Py_ssize_t sh, Py_ssize_t sw,
+                                         Py_ssize_t pkh, Py_ssize_t pkw, Py_ssize_t psh, Py_ssize_t psw,
+                                         floating[:, :, :, ::1] dxp, floating[:, :, :, ::1] dw,
+                                         Py_ssize_t n_chunks):
     cdef Py_ssize_t n_img = dy.shape[0], n_filt = w.shape[0], kh = w.shape[2], kw = w.shape[3]
     cdef Py_ssize_t oh = (xp.shape[2] - kh) // sh + 1, ow = (xp.shape[3] - kw) // sw + 1
     cdef Py_ssize_t n_taps = w.shape[1] * kh * kw, n_pix = oh * ow
-    cdef Py_ssize_t t, n
+    cdef Py_ssize_t t, first, last, g, n, m, k, f
     cdef bint compute_dx = dxp is not None
     dtype = np.asarray(dw).dtype
-    cdef floating[:, :, ::1] cols = np.empty((n_chunks, n_taps, n_pix), dtype)
-    cdef floating[:, :, ::1] dconv = np.empty((n_chunks, n_filt, n_pix), dtype)
+    cdef Py_ssize_t group = isa.images_per_gemm((n_taps + n_filt) * n_pix * dtype.itemsize, n_img, n_chunks)
+    cdef floating[:, :, ::1] cols = np.empty((n_chunks, n_taps, group * n_pix), dtype)
+    cdef floating[:, :, ::1] dconv = np.empty((n_chunks, n_filt, group * n_pix), dtype)
     cdef floating[:, :, ::1] dw_parts = np.zeros((n_chunks, n_filt, n_taps), dtype)
     with nogil:
         for t in prange(n_chunks, schedule="static", num_threads=n_chunks):
-            for n in range(t * n_img // n_chunks, (t + 1) * n_img // n_chunks):
-                memset(&dconv[t, 0, 0], 0, n_filt * n_pix * sizeof(floating))
-                _unpool_image(dy[n], code[n], ow, pkw, psh, psw, dconv[t])
-                _unfold_image(xp[n], kh, kw, sh, sw, cols[t])
-                _add_dw_image(&dconv[t, 0, 0], cols[t], dw_parts[t])
-                if compute_dx:
-                    _add_dx_image(&dconv[t, 0, 0], n_filt, cols[t], &w[0, 0, 0, 0],
-                                  kh, kw, sh, sw, dxp[n])
+            first, last = t * n_img // n_chunks, (t + 1) * n_img // n_chunks
+            for g in range((last - first + group - 1) // group):
+                n = first + g * group
+                m = min(group, last - n)
+                for f in range(n_filt):
+                    memset(&dconv[t, f, 0], 0, m * n_pix * sizeof(floating))
+                for k in range(m):
+                    _unpool_image(dy[n + k], code[n + k], ow, pkw, psh, psw,
+                                  dconv[t, :, k * n_pix:(k + 1) * n_pix])
+                    _unfold_image(xp[n + k], kh, kw, sh, sw, cols[t, :, k * n_pix:(k + 1) * n_pix])
+                _add_gradients(dconv[t, :, :m * n_pix], cols[t, :, :m * n_pix], n_pix, &w[0, 0, 0, 0],
+                               kh, kw, sh, sw, dw_parts[t], compute_dx, dxp, n)
     _add_parts(dw_parts, dw)
+
 
 KERNELS = {
     ("conv2d", "naive"): conv2d_naive,

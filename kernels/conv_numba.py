@@ -29,6 +29,7 @@ import numpy as np
 from numba import njit, prange
 
 from fastconv.kernels import NO_GRADIENT
+from fastconv import isa
 from fastconv.threads import single_threaded_blas
 
 # -------------------------------------------------------------------- naive
@@ -217,13 +218,18 @@ def _backward_in_chunks(dy, xp, w, sh, sw, dxp, dw, n_chunks):
 # --------------------------------------------------------------------- gemm
 #
 # Every thread takes a contiguous chunk of the batch, as in the vectorized
-# backward. Its buffers hold one image's unfolded columns (C*KH*KW, OH*OW)
-# and, for the fused ops, that image's conv output (F, OH*OW): both stay in
-# the core's cache between the unfold, the GEMM and the pass that reads it.
-# The wrappers run BLAS single-threaded meanwhile (fastconv.threads), so the
-# threads are this loop's, never loop threads times BLAS threads. np.dot on
-# contiguous 2-D arrays is a BLAS GEMM (the same SciPy BLAS that Cython
-# calls); it has no beta, so sums into dw go through a product buffer.
+# backward, and goes through it a group of images at a time: the group's
+# unfolded columns (C*KH*KW, m*OH*OW), image by image side by side, and
+# its conv output or gradient (F, m*OH*OW) stay in the core's cache between
+# the unfold, the GEMM and the pass that reads it; m is as many images as
+# fit in half the L2 (fastconv.isa.images_per_gemm), since a wider GEMM runs
+# faster. The forward conv multiplies one image at a time, straight into
+# its output. The wrappers run BLAS single-threaded meanwhile
+# (fastconv.threads), so the threads are this loop's, never loop threads
+# times BLAS threads. np.dot on contiguous 2-D arrays is a BLAS GEMM (the
+# same SciPy BLAS that Cython calls); it takes contiguous matrices only, so
+# a group's buffer is a flat one shaped to the group's width, and it has no
+# beta, so sums into dw go through a product buffer.
 
 
 def _in_chunks(kernel):
@@ -280,39 +286,53 @@ def _conv2d_gemm(xp, w, b, sh, sw, out, n_chunks):
                         out[n, f, y, x] += b[f]
 
 
-@njit(parallel=True, cache=True)
 def _conv2d_backward_gemm(dy, xp, w, sh, sw, dxp, dw, n_chunks):
-    n_img, n_filt, n_pix = dy.shape[0], dy.shape[1], dy.shape[2] * dy.shape[3]
+    n_taps, n_pix = w.shape[1] * w.shape[2] * w.shape[3], dy.shape[2] * dy.shape[3]
+    group = isa.images_per_gemm((n_taps + w.shape[0]) * n_pix * dw.itemsize, dy.shape[0], n_chunks)
+    _conv2d_backward_groups(dy, xp, w, sh, sw, dxp, dw, n_chunks, group)
+
+
+@njit(parallel=True, cache=True)
+def _conv2d_backward_groups(dy, xp, w, sh, sw, dxp, dw, n_chunks, group):
+    n_img, n_filt, oh, ow = dy.shape
     kh, kw = w.shape[2], w.shape[3]
-    n_taps = w.shape[1] * kh * kw
+    n_taps, n_pix = w.shape[1] * kh * kw, oh * ow
     w_tf = np.ascontiguousarray(w.reshape(n_filt, n_taps).T)
-    cols = np.empty((n_chunks, n_taps, n_pix), dw.dtype)
+    cols = np.empty((n_chunks, n_taps * group * n_pix), dw.dtype)
+    dys = np.empty((n_chunks, n_filt * group * n_pix), dw.dtype)
     dw_parts = np.zeros((n_chunks, n_filt, n_taps), dw.dtype)
     products = np.empty((n_chunks, n_filt, n_taps), dw.dtype)
     for t in prange(n_chunks):
-        for n in range(t * n_img // n_chunks, (t + 1) * n_img // n_chunks):
-            _unfold_image(xp[n], kh, kw, sh, sw, cols[t])
-            _add_dw_image(dy[n].reshape(n_filt, n_pix), cols[t], dw_parts[t], products[t])
-            if dxp is not None:
-                _add_dx_image(dy[n].reshape(n_filt, n_pix), cols[t], w_tf, kh, kw, sh, sw, dxp[n])
+        first, last = t * n_img // n_chunks, (t + 1) * n_img // n_chunks
+        for g in range((last - first + group - 1) // group):
+            n = first + g * group
+            m = min(group, last - n)
+            cols_g = cols[t, :n_taps * m * n_pix].reshape(n_taps, m * n_pix)
+            dys_g = dys[t, :n_filt * m * n_pix].reshape(n_filt, m * n_pix)
+            for k in range(m):
+                _unfold_image(xp[n + k], kh, kw, sh, sw, cols_g[:, k * n_pix:(k + 1) * n_pix])
+                for f in range(n_filt):
+                    for y in range(oh):
+                        for x in range(ow):
+                            dys_g[f, k * n_pix + y * ow + x] = dy[n + k, f, y, x]
+            _add_gradients(dys_g, cols_g, n_pix, w_tf, kh, kw, sh, sw, dw_parts[t], products[t], dxp, n)
     _add_parts(dw_parts, dw)
 
 
 @njit(cache=True)
-def _add_dw_image(dy_image, cols, dw_part, product):
-    """dw_part (F, taps) += dy_image (F, OH*OW) @ cols^T, cols (taps, OH*OW)
-    being the image's unfolded input (product: a buffer like dw_part)."""
-    np.dot(dy_image, cols.T, product)
+def _add_gradients(dys, cols, n_pix, w_tf, kh, kw, sh, sw, dw_part, product, dxp, n):
+    """A group's share of the conv gradients, from the output gradients dys
+    (F, m*OH*OW) and the unfolded inputs cols (taps, m*OH*OW) of images n ..
+    n + m - 1 (n_pix = OH*OW columns each): dw_part (F, taps) += dys @ cols^T
+    (through product, a buffer like dw_part); then, if dxp is not None, cols
+    is overwritten with w_tf @ dys, w_tf (taps, F), and folded into dxp."""
+    np.dot(dys, cols.T, product)
     dw_part += product
-
-
-@njit(cache=True)
-def _add_dx_image(dy_image, cols, w_tf, kh, kw, sh, sw, dx_image):
-    """dx_image (C, Hp, Wp) += the fold of w_tf @ dy_image, w_tf (taps, F)
-    and dy_image (F, OH*OW); the product (taps, OH*OW) is formed in cols,
-    which is overwritten."""
-    np.dot(w_tf, dy_image, cols)
-    _fold_image(cols, kh, kw, sh, sw, dx_image)
+    if dxp is None:
+        return
+    np.dot(w_tf, dys, cols)
+    for k in range(cols.shape[1] // n_pix):
+        _fold_image(cols[:, k * n_pix:(k + 1) * n_pix], kh, kw, sh, sw, dxp[n + k])
 
 
 @njit(cache=True)
@@ -465,40 +485,68 @@ def _unpool_batch(dy, code, ow, pkw, psh, psw, dconv):
         _unpool_image(dy[n], code[n], ow, pkw, psh, psw, dconv[n])
 
 
-@njit(parallel=True, cache=True)
 def _conv2d_relu_maxpool2d_gemm(xp, w, b, sh, sw, pkh, pkw, psh, psw, out, code, n_chunks):
+    n_taps, n_filt = w.shape[1] * w.shape[2] * w.shape[3], w.shape[0]
+    n_pix = ((xp.shape[2] - w.shape[2]) // sh + 1) * ((xp.shape[3] - w.shape[3]) // sw + 1)
+    group = isa.images_per_gemm((n_taps + n_filt) * n_pix * out.itemsize, xp.shape[0], n_chunks)
+    _conv2d_relu_maxpool2d_groups(xp, w, b, sh, sw, pkh, pkw, psh, psw, out, code, n_chunks, group)
+
+
+@njit(parallel=True, cache=True)
+def _conv2d_relu_maxpool2d_groups(xp, w, b, sh, sw, pkh, pkw, psh, psw, out, code, n_chunks, group):
     n_img, n_filt, kh, kw = xp.shape[0], w.shape[0], w.shape[2], w.shape[3]
     oh, ow = (xp.shape[2] - kh) // sh + 1, (xp.shape[3] - kw) // sw + 1
     n_taps, n_pix = w.shape[1] * kh * kw, oh * ow
     w_ft = w.reshape(n_filt, n_taps)
-    cols = np.empty((n_chunks, n_taps, n_pix), out.dtype)
-    conv = np.empty((n_chunks, n_filt, n_pix), out.dtype)
+    cols = np.empty((n_chunks, n_taps * group * n_pix), out.dtype)
+    conv = np.empty((n_chunks, n_filt * group * n_pix), out.dtype)
     for t in prange(n_chunks):
-        for n in range(t * n_img // n_chunks, (t + 1) * n_img // n_chunks):
-            _unfold_image(xp[n], kh, kw, sh, sw, cols[t])
-            np.dot(w_ft, cols[t], conv[t])
-            _relu_maxpool_image(conv[t], b, ow, pkh, pkw, psh, psw, out[n], code[n])
+        first, last = t * n_img // n_chunks, (t + 1) * n_img // n_chunks
+        for g in range((last - first + group - 1) // group):
+            n = first + g * group
+            m = min(group, last - n)
+            cols_g = cols[t, :n_taps * m * n_pix].reshape(n_taps, m * n_pix)
+            conv_g = conv[t, :n_filt * m * n_pix].reshape(n_filt, m * n_pix)
+            for k in range(m):
+                _unfold_image(xp[n + k], kh, kw, sh, sw, cols_g[:, k * n_pix:(k + 1) * n_pix])
+            # conv (F, m*OH*OW) = w (F, taps) @ cols (taps, m*OH*OW)
+            np.dot(w_ft, cols_g, conv_g)
+            for k in range(m):
+                _relu_maxpool_image(conv_g[:, k * n_pix:(k + 1) * n_pix], b, ow, pkh, pkw, psh, psw,
+                                    out[n + k], code[n + k])
+
+
+def _conv2d_relu_maxpool2d_backward_gemm(dy, code, xp, w, sh, sw, pkh, pkw, psh, psw, dxp, dw, n_chunks):
+    n_taps, n_filt = w.shape[1] * w.shape[2] * w.shape[3], w.shape[0]
+    n_pix = ((xp.shape[2] - w.shape[2]) // sh + 1) * ((xp.shape[3] - w.shape[3]) // sw + 1)
+    group = isa.images_per_gemm((n_taps + n_filt) * n_pix * dw.itemsize, dy.shape[0], n_chunks)
+    _conv2d_relu_maxpool2d_backward_groups(dy, code, xp, w, sh, sw, pkh, pkw, psh, psw, dxp, dw,
+                                           n_chunks, group)
 
 
 @njit(parallel=True, cache=True)
-def _conv2d_relu_maxpool2d_backward_gemm(dy, code, xp, w, sh, sw, pkh, pkw, psh, psw, dxp, dw,
-                                         n_chunks):
+def _conv2d_relu_maxpool2d_backward_groups(dy, code, xp, w, sh, sw, pkh, pkw, psh, psw, dxp, dw,
+                                           n_chunks, group):
     n_img, n_filt, kh, kw = dy.shape[0], w.shape[0], w.shape[2], w.shape[3]
     oh, ow = (xp.shape[2] - kh) // sh + 1, (xp.shape[3] - kw) // sw + 1
     n_taps, n_pix = w.shape[1] * kh * kw, oh * ow
     w_tf = np.ascontiguousarray(w.reshape(n_filt, n_taps).T)
-    cols = np.empty((n_chunks, n_taps, n_pix), dw.dtype)
-    dconv = np.empty((n_chunks, n_filt, n_pix), dw.dtype)
+    cols = np.empty((n_chunks, n_taps * group * n_pix), dw.dtype)
+    dconv = np.empty((n_chunks, n_filt * group * n_pix), dw.dtype)
     dw_parts = np.zeros((n_chunks, n_filt, n_taps), dw.dtype)
     products = np.empty((n_chunks, n_filt, n_taps), dw.dtype)
     for t in prange(n_chunks):
-        for n in range(t * n_img // n_chunks, (t + 1) * n_img // n_chunks):
-            dconv[t, :, :] = 0
-            _unpool_image(dy[n], code[n], ow, pkw, psh, psw, dconv[t])
-            _unfold_image(xp[n], kh, kw, sh, sw, cols[t])
-            _add_dw_image(dconv[t], cols[t], dw_parts[t], products[t])
-            if dxp is not None:
-                _add_dx_image(dconv[t], cols[t], w_tf, kh, kw, sh, sw, dxp[n])
+        first, last = t * n_img // n_chunks, (t + 1) * n_img // n_chunks
+        for g in range((last - first + group - 1) // group):
+            n = first + g * group
+            m = min(group, last - n)
+            cols_g = cols[t, :n_taps * m * n_pix].reshape(n_taps, m * n_pix)
+            dconv_g = dconv[t, :n_filt * m * n_pix].reshape(n_filt, m * n_pix)
+            dconv_g[:, :] = 0
+            for k in range(m):
+                _unpool_image(dy[n + k], code[n + k], ow, pkw, psh, psw, dconv_g[:, k * n_pix:(k + 1) * n_pix])
+                _unfold_image(xp[n + k], kh, kw, sh, sw, cols_g[:, k * n_pix:(k + 1) * n_pix])
+            _add_gradients(dconv_g, cols_g, n_pix, w_tf, kh, kw, sh, sw, dw_parts[t], products[t], dxp, n)
     _add_parts(dw_parts, dw)
 
 
