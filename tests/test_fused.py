@@ -224,3 +224,34 @@ def test_turning_fusion_off_replans():
     model = cnn(True)
     model.fuse = False
     assert len(model.steps) == len(model.layers)
+
+
+@pytest.mark.parametrize("backend", registry.COMPILED_BACKENDS)
+@pytest.mark.parametrize("group", [1, 2, 3, 7])
+def test_gemm_kernels_give_the_same_results_whatever_images_share_a_gemm(backend, group, monkeypatch):
+    # 7 images in chunks of 3 and 4 (2 threads): groups that divide a chunk,
+    # that leave a shorter last group, and wider than a chunk.
+    from fastconv import isa
+
+    monkeypatch.setattr(isa, "images_per_gemm", lambda bytes_per_image, n_img, n_chunks: group)
+    rng = np.random.default_rng(6)
+    x, w, b = rng.standard_normal((7, 3, 9, 8)), rng.standard_normal((4, 3, 3, 3)), rng.standard_normal(4)
+    dy = rng.standard_normal((7, 4, 3, 3))
+    got = fused((backend, "gemm"), x, w, b, 1, 0, 2, None, dy)
+    expected = unfused(x, w, b, 1, 0, 2, None, dy)
+    for a, e in zip((got[0],) + got[2:], expected):
+        assert_close(a, e, 1e-10)
+    dy_conv = rng.standard_normal((7, 4, 7, 6))
+    grads = ops.conv2d_backward(dy_conv, x, w, backend=backend, algorithm="gemm")
+    for a, e in zip(grads, ops.conv2d_backward(dy_conv, x, w, **REFERENCE)):
+        assert_close(a, e, 1e-10)
+
+
+def test_images_per_gemm_fill_half_the_l2_and_no_more_than_a_chunk(monkeypatch):
+    from fastconv import isa
+
+    monkeypatch.setattr(isa, "l2_cache_bytes", lambda: 2 * 1024 * 1024)
+    assert isa.images_per_gemm(170_000, 64, 2) == 6
+    assert isa.images_per_gemm(170_000, 8, 2) == 4  # a chunk holds only 4
+    assert isa.images_per_gemm(4_000_000, 64, 2) == 1  # one image over the budget: still one
+    assert isa.l2_cache_bytes() > 0
