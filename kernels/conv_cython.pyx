@@ -292,23 +292,27 @@ cdef void _unfold_image(const floating[:, :, ::1] image, Py_ssize_t kh, Py_ssize
                         Py_ssize_t sh, Py_ssize_t sw, floating[:, ::1] cols) noexcept nogil:
     """cols (C*KH*KW, OH*OW)[(c*KH + i)*KW + j, y*OW + x] = image (C, Hp, Wp)[c, y*sh + i, x*sw + j]."""
     cdef Py_ssize_t oh = (image.shape[1] - kh) // sh + 1, ow = (image.shape[2] - kw) // sw + 1
-    cdef Py_ssize_t c, i, j, y, x
+    cdef Py_ssize_t c, i, j, y, x, r
     cdef const floating *source
-    cdef floating *row
     for c in range(image.shape[0]):
         for i in range(kh):
-            for j in range(kw):
-                row = &cols[(c * kh + i) * kw + j, 0]
+            r = (c * kh + i) * kw
+            if kw == 3 and sw == 1:
+                # 3x3, stride 1 (the common case): the three rows of taps
+                # (c, i, 0..2) in one loop over one source row, since each
+                # short copy loop costs about as much to start as to run
                 for y in range(oh):
-                    # pointers: the copy of one output row is a plain (for
-                    # stride 1, contiguous) loop that the compiler vectorizes
+                    source = &image[c, y * sh + i, 0]
+                    for x in range(ow):
+                        cols[r, y * ow + x] = source[x]
+                        cols[r + 1, y * ow + x] = source[x + 1]
+                        cols[r + 2, y * ow + x] = source[x + 2]
+                continue
+            for j in range(kw):
+                for y in range(oh):
                     source = &image[c, y * sh + i, j]
-                    if sw == 1:
-                        for x in range(ow):
-                            row[y * ow + x] = source[x]
-                    else:
-                        for x in range(ow):
-                            row[y * ow + x] = source[x * sw]
+                    for x in range(ow):
+                        cols[r + j, y * ow + x] = source[x * sw]
 
 
 cdef void _fold_image(const floating[:, ::1] cols, Py_ssize_t kh, Py_ssize_t kw,

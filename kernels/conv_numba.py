@@ -247,11 +247,22 @@ def _unfold_image(image, kh, kw, sh, sw, cols):
     oh, ow = (image.shape[1] - kh) // sh + 1, (image.shape[2] - kw) // sw + 1
     for c in range(image.shape[0]):
         for i in range(kh):
+            r = (c * kh + i) * kw
+            if kw == 3 and sw == 1:
+                # 3x3, stride 1 (the common case): the three rows of taps
+                # (c, i, 0..2) in one loop over one source row, since each
+                # short copy loop costs about as much to start as to run
+                for y in range(oh):
+                    source = image[c, y * sh + i]
+                    for x in range(ow):
+                        cols[r, y * ow + x] = source[x]
+                        cols[r + 1, y * ow + x] = source[x + 1]
+                        cols[r + 2, y * ow + x] = source[x + 2]
+                continue
             for j in range(kw):
-                row = cols[(c * kh + i) * kw + j]
                 for y in range(oh):
                     for x in range(ow):
-                        row[y * ow + x] = image[c, y * sh + i, x * sw + j]
+                        cols[r + j, y * ow + x] = image[c, y * sh + i, x * sw + j]
 
 
 @njit(cache=True)
