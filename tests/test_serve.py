@@ -2,7 +2,7 @@
 bad request, the command, a bounded load test on a real server, and the page
 in a real headless Chromium.
 
-The model is the reference CNN trained for one epoch on 1,000 MNIST images
+The model is the reference CNN trained for one epoch on 2,000 MNIST images
 (a few seconds): predictions only have to match, not be good. Without the
 serve extra, Playwright or Chromium the tests that need them skip, except
 with CI=true, where a missing piece is a failure.
@@ -62,7 +62,7 @@ def mnist():
 @pytest.fixture(scope="module")
 def checkpoint(mnist, tmp_path_factory):
     model = models.build("cnn", seed=0)
-    model.fit(mnist.x_train[:1000], mnist.y_train[:1000], epochs=1, verbose=False)
+    model.fit(mnist.x_train[:2000], mnist.y_train[:2000], epochs=1, verbose=False)
     path = tmp_path_factory.mktemp("serve") / "cnn.npz"
     model.save(path)
     return path
