@@ -390,3 +390,14 @@ def test_the_page_in_a_real_browser(browser, server, tmp_path):
     page.screenshot(path=tmp_path / "serve-demo.png", full_page=True)
     print(f"\nscreenshot: {tmp_path / 'serve-demo.png'}")
     page.close()
+
+
+def test_a_finger_can_draw_too(browser, server):
+    context = browser.new_context(has_touch=True, viewport={"width": 800, "height": 900})
+    page = context.new_page()
+    page.goto(server + "/")
+    page.wait_for_selector("#bars .bar")
+    box = page.locator("#draw").bounding_box()
+    page.touchscreen.tap(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.wait_for_function("document.getElementById('verdict').textContent.startsWith(\"It's a\")")
+    context.close()
