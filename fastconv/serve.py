@@ -59,8 +59,9 @@ def misclassified_test_digits(parser, args, inference) -> tuple[tuple, dict]:
         try:
             dataset = load_dataset(args.dataset, download=False, progress=False)
         except (FileNotFoundError, DataFileError) as error:
+            first_line = str(error).splitlines()[0]
             return classes, {"note": f"No test data: start fastconv-serve with --data-dir DIR to see the "
-                                     f"test digits the model gets wrong ({error})"}
+                                     f"test digits the model gets wrong ({first_line})"}
     x, y = dataset.x_test[: args.limit, 0], dataset.y_test[: args.limit]
     return dataset.classes, inference.misclassified(x, y, ERRORS_SHOWN)
 
