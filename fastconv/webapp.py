@@ -72,6 +72,7 @@ def parse_json(body: bytes):
 
 
 def _json_type(value) -> str:
+    """How JSON names the type of a parsed value, for error messages."""
     return _JSON_TYPES.get(type(value), "a number")
 
 
@@ -106,10 +107,12 @@ def parse_pixels(payload, shape) -> np.ndarray:
 
 
 def _prediction(probabilities) -> dict:
+    """The answer of /api/predict for probabilities (K,)."""
     return {"label": int(np.argmax(probabilities)), "probabilities": probabilities.tolist()}
 
 
 def _layer_maps(layer, maps) -> dict:
+    """One entry of "layers" in /api/feature-maps: a layer's output (C, H, W)."""
     return {"name": layer.name, "type": type(layer).__name__, "shape": list(maps.shape),
             "min": float(maps.min()), "max": float(maps.max()),
             "maps": np.round(maps.astype(np.float64), MAP_DECIMALS).tolist()}
