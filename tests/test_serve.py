@@ -226,12 +226,15 @@ def test_the_command_rejects_bad_arguments(webapp, tmp_path, capsys):
     from fastconv import serve
 
     (tmp_path / "text.npz").write_text("not a model")
-    for argv, message in ((["--checkpoint", str(tmp_path / "text.npz")], "not a .npz file"),
-                          (["--checkpoint", str(tmp_path / "missing.npz")], "cannot load"),
-                          (["--checkpoint", "x.npz", "--port", "70000"], "0 to 65535")):
+    # A bad file is one line and status 1 (as every command that reads a
+    # checkpoint); a malformed argument is a usage error, status 2.
+    for argv, message, status in (
+            (["--checkpoint", str(tmp_path / "text.npz")], "text.npz is not a fastconv checkpoint", 1),
+            (["--checkpoint", str(tmp_path / "missing.npz")], "missing.npz: no such checkpoint file", 1),
+            (["--checkpoint", "x.npz", "--port", "70000"], "0 to 65535", 2)):
         with pytest.raises(SystemExit) as exit_info:
             serve.main(argv)
-        assert exit_info.value.code == 2
+        assert exit_info.value.code == status
         assert message in capsys.readouterr().err
 
 
