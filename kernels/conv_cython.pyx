@@ -351,35 +351,8 @@ def _conv2d_gemm(const floating[:, :, :, ::1] xp, const floating[:, :, :, ::1] w
                             out[n, f, y, x] += b[f]
 
 
-def _conv2d_backward_gemm(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::1] xp,
-                          const floating[:, :, :, ::1] w, Py_ssize_t sh, Py_ssize_t sw,
-                          floating[:, :, :, ::1] dxp, floating[:, :, :, ::1] dw,
-                          Py_ssize_t n_chunks):
-    cdef Py_ssize_t n_img = dy.shape[0], n_filt = dy.shape[1], oh = dy.shape[2], ow = dy.shape[3]
-    cdef Py_ssize_t kh = w.shape[2], kw = w.shape[3]
-    cdef Py_ssize_t n_taps = w.shape[1] * kh * kw, n_pix = oh * ow
-    cdef Py_ssize_t t, first, last, g, n, m, k, f, y, x
-    cdef bint compute_dx = dxp is not None
-    dtype = np.asarray(dw).dtype
-    cdef Py_ssize_t group = isa.images_per_gemm((n_taps + n_filt) * n_pix * dtype.itemsize, n_img, n_chunks)
-    cdef floating[:, :, ::1] cols = np.empty((n_chunks, n_taps, group * n_pix), dtype)
-    cdef floating[:, :, ::1] dys = np.empty((n_chunks, n_filt, group * n_pix), dtype)
-    cdef floating[:, :, ::1] dw_parts = np.zeros((n_chunks, n_filt, n_taps), dtype)
-    with nogil:
-        for t in prange(n_chunks, schedule="static", num_threads=n_chunks):
-            first, last = t * n_img // n_chunks, (t + 1) * n_img // n_chunks
-            for g in range((last - first + group - 1) // group):
-                n = first + g * group
-                m = min(group, last - n)
-                for k in range(m):
-                    _unfold_image(xp[n + k], kh, kw, sh, sw, cols[t, :, k * n_pix:(k + 1) * n_pix])
-                    for f in range(n_filt):
-                        for y in range(oh):
-                            for x in range(ow):
-                                dys[t, f, k * n_pix + y * ow + x] = dy[n + k, f, y, x]
-                _add_gradients(dys[t, :, :m * n_pix], cols[t, :, :m * n_pix], n_pix, &w[0, 0, 0, 0],
-                               kh, kw, sh, sw, dw_parts[t], compute_dx, dxp, n)
-    _add_parts(dw_parts, dw)
+def _conv2d_backward_gemm(dy, xp, w, Py_ssize_t sh, Py_ssize_t sw, dxp, dw, Py_ssize_t n_chunks):
+    _backward_gemm(dy, None, xp, w, sh, sw, 1, 1, 1, 1, dxp, dw, n_chunks)
 
 
 cdef void _add_gradients(const floating[:, ::1] dys, floating[:, ::1] cols, Py_ssize_t n_pix,
@@ -604,18 +577,19 @@ def _conv2d_relu_maxpool2d_gemm(const floating[:, :, :, ::1] xp, const floating[
                                         out[n + k], code[n + k])
 
 
-def _conv2d_relu_maxpool2d_backward_gemm(const floating[:, :, :, ::1] dy,
-                                         const unsigned char[:, :, :, ::1] code,
-                                         const floating[:, :, :, ::1] xp,
-                                         const floating[:, :, :, ::1] w, Py_ssize_t sh, Py_ssize_t sw,
-                                         Py_ssize_t pkh, Py_ssize_t pkw, Py_ssize_t psh, Py_ssize_t psw,
-                                         floating[:, :, :, ::1] dxp, floating[:, :, :, ::1] dw,
-                                         Py_ssize_t n_chunks):
+def _backward_gemm(const floating[:, :, :, ::1] dy, const unsigned char[:, :, :, ::1] code,
+                   const floating[:, :, :, ::1] xp, const floating[:, :, :, ::1] w,
+                   Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t pkh, Py_ssize_t pkw, Py_ssize_t psh,
+                   Py_ssize_t psw, floating[:, :, :, ::1] dxp, floating[:, :, :, ::1] dw,
+                   Py_ssize_t n_chunks):
+    """The backward pass of the conv, and of the fused op: there dy is the
+    pooled gradient, which code routes back to the conv output; with code
+    None, dy is the conv output's gradient itself."""
     cdef Py_ssize_t n_img = dy.shape[0], n_filt = w.shape[0], kh = w.shape[2], kw = w.shape[3]
     cdef Py_ssize_t oh = (xp.shape[2] - kh) // sh + 1, ow = (xp.shape[3] - kw) // sw + 1
     cdef Py_ssize_t n_taps = w.shape[1] * kh * kw, n_pix = oh * ow
-    cdef Py_ssize_t t, first, last, g, n, m, k, f
-    cdef bint compute_dx = dxp is not None
+    cdef Py_ssize_t t, first, last, g, n, m, k, f, q
+    cdef bint compute_dx = dxp is not None, routed = code is not None
     dtype = np.asarray(dw).dtype
     cdef Py_ssize_t group = isa.images_per_gemm((n_taps + n_filt) * n_pix * dtype.itemsize, n_img, n_chunks)
     cdef floating[:, :, ::1] cols = np.empty((n_chunks, n_taps, group * n_pix), dtype)
@@ -627,11 +601,17 @@ def _conv2d_relu_maxpool2d_backward_gemm(const floating[:, :, :, ::1] dy,
             for g in range((last - first + group - 1) // group):
                 n = first + g * group
                 m = min(group, last - n)
-                for f in range(n_filt):
-                    memset(&dconv[t, f, 0], 0, m * n_pix * sizeof(floating))
                 for k in range(m):
-                    _unpool_image(dy[n + k], code[n + k], ow, pkw, psh, psw,
-                                  dconv[t, :, k * n_pix:(k + 1) * n_pix])
+                    # dconv (F, OH*OW) of image n + k, side by side with the group's others
+                    for f in range(n_filt):
+                        if routed:
+                            memset(&dconv[t, f, k * n_pix], 0, n_pix * sizeof(floating))
+                        else:
+                            for q in range(n_pix):
+                                dconv[t, f, k * n_pix + q] = dy[n + k, f, q // ow, q % ow]
+                    if routed:
+                        _unpool_image(dy[n + k], code[n + k], ow, pkw, psh, psw,
+                                      dconv[t, :, k * n_pix:(k + 1) * n_pix])
                     _unfold_image(xp[n + k], kh, kw, sh, sw, cols[t, :, k * n_pix:(k + 1) * n_pix])
                 _add_gradients(dconv[t, :, :m * n_pix], cols[t, :, :m * n_pix], n_pix, &w[0, 0, 0, 0],
                                kh, kw, sh, sw, dw_parts[t], compute_dx, dxp, n)
@@ -650,5 +630,5 @@ KERNELS = {
     ("conv2d_relu_maxpool2d", "vectorized"): conv2d_relu_maxpool2d_vectorized,
     ("conv2d_relu_maxpool2d_backward", "vectorized"): conv2d_relu_maxpool2d_backward_vectorized,
     ("conv2d_relu_maxpool2d", "gemm"): _in_chunks(_conv2d_relu_maxpool2d_gemm),
-    ("conv2d_relu_maxpool2d_backward", "gemm"): _in_chunks(_conv2d_relu_maxpool2d_backward_gemm),
+    ("conv2d_relu_maxpool2d_backward", "gemm"): _in_chunks(_backward_gemm),
 }

@@ -298,36 +298,7 @@ def _conv2d_gemm(xp, w, b, sh, sw, out, n_chunks):
 
 
 def _conv2d_backward_gemm(dy, xp, w, sh, sw, dxp, dw, n_chunks):
-    n_taps, n_pix = w.shape[1] * w.shape[2] * w.shape[3], dy.shape[2] * dy.shape[3]
-    group = isa.images_per_gemm((n_taps + w.shape[0]) * n_pix * dw.itemsize, dy.shape[0], n_chunks)
-    _conv2d_backward_groups(dy, xp, w, sh, sw, dxp, dw, n_chunks, group)
-
-
-@njit(parallel=True, cache=True)
-def _conv2d_backward_groups(dy, xp, w, sh, sw, dxp, dw, n_chunks, group):
-    n_img, n_filt, oh, ow = dy.shape
-    kh, kw = w.shape[2], w.shape[3]
-    n_taps, n_pix = w.shape[1] * kh * kw, oh * ow
-    w_tf = np.ascontiguousarray(w.reshape(n_filt, n_taps).T)
-    cols = np.empty((n_chunks, n_taps * group * n_pix), dw.dtype)
-    dys = np.empty((n_chunks, n_filt * group * n_pix), dw.dtype)
-    dw_parts = np.zeros((n_chunks, n_filt, n_taps), dw.dtype)
-    products = np.empty((n_chunks, n_filt, n_taps), dw.dtype)
-    for t in prange(n_chunks):
-        first, last = t * n_img // n_chunks, (t + 1) * n_img // n_chunks
-        for g in range((last - first + group - 1) // group):
-            n = first + g * group
-            m = min(group, last - n)
-            cols_g = cols[t, :n_taps * m * n_pix].reshape(n_taps, m * n_pix)
-            dys_g = dys[t, :n_filt * m * n_pix].reshape(n_filt, m * n_pix)
-            for k in range(m):
-                _unfold_image(xp[n + k], kh, kw, sh, sw, cols_g[:, k * n_pix:(k + 1) * n_pix])
-                for f in range(n_filt):
-                    for y in range(oh):
-                        for x in range(ow):
-                            dys_g[f, k * n_pix + y * ow + x] = dy[n + k, f, y, x]
-            _add_gradients(dys_g, cols_g, n_pix, w_tf, kh, kw, sh, sw, dw_parts[t], products[t], dxp, n)
-    _add_parts(dw_parts, dw)
+    _backward_gemm(dy, None, xp, w, sh, sw, 1, 1, 1, 1, dxp, dw, n_chunks)
 
 
 @njit(cache=True)
@@ -527,17 +498,18 @@ def _conv2d_relu_maxpool2d_groups(xp, w, b, sh, sw, pkh, pkw, psh, psw, out, cod
                                     out[n + k], code[n + k])
 
 
-def _conv2d_relu_maxpool2d_backward_gemm(dy, code, xp, w, sh, sw, pkh, pkw, psh, psw, dxp, dw, n_chunks):
+def _backward_gemm(dy, code, xp, w, sh, sw, pkh, pkw, psh, psw, dxp, dw, n_chunks):
+    """The backward pass of the conv, and of the fused op: there dy is the
+    pooled gradient, which code routes back to the conv output; with code
+    None, dy is the conv output's gradient itself."""
     n_taps, n_filt = w.shape[1] * w.shape[2] * w.shape[3], w.shape[0]
     n_pix = ((xp.shape[2] - w.shape[2]) // sh + 1) * ((xp.shape[3] - w.shape[3]) // sw + 1)
     group = isa.images_per_gemm((n_taps + n_filt) * n_pix * dw.itemsize, dy.shape[0], n_chunks)
-    _conv2d_relu_maxpool2d_backward_groups(dy, code, xp, w, sh, sw, pkh, pkw, psh, psw, dxp, dw,
-                                           n_chunks, group)
+    _backward_groups(dy, code, xp, w, sh, sw, pkh, pkw, psh, psw, dxp, dw, n_chunks, group)
 
 
 @njit(parallel=True, cache=True)
-def _conv2d_relu_maxpool2d_backward_groups(dy, code, xp, w, sh, sw, pkh, pkw, psh, psw, dxp, dw,
-                                           n_chunks, group):
+def _backward_groups(dy, code, xp, w, sh, sw, pkh, pkw, psh, psw, dxp, dw, n_chunks, group):
     n_img, n_filt, kh, kw = dy.shape[0], w.shape[0], w.shape[2], w.shape[3]
     oh, ow = (xp.shape[2] - kh) // sh + 1, (xp.shape[3] - kw) // sw + 1
     n_taps, n_pix = w.shape[1] * kh * kw, oh * ow
@@ -553,9 +525,17 @@ def _conv2d_relu_maxpool2d_backward_groups(dy, code, xp, w, sh, sw, pkh, pkw, ps
             m = min(group, last - n)
             cols_g = cols[t, :n_taps * m * n_pix].reshape(n_taps, m * n_pix)
             dconv_g = dconv[t, :n_filt * m * n_pix].reshape(n_filt, m * n_pix)
-            dconv_g[:, :] = 0
             for k in range(m):
-                _unpool_image(dy[n + k], code[n + k], ow, pkw, psh, psw, dconv_g[:, k * n_pix:(k + 1) * n_pix])
+                # dconv (F, OH*OW) of image n + k, side by side with the group's others
+                for f in range(n_filt):
+                    if code is not None:
+                        dconv_g[f, k * n_pix:(k + 1) * n_pix] = 0
+                    else:
+                        for q in range(n_pix):
+                            dconv_g[f, k * n_pix + q] = dy[n + k, f, q // ow, q % ow]
+                if code is not None:
+                    _unpool_image(dy[n + k], code[n + k], ow, pkw, psh, psw,
+                                  dconv_g[:, k * n_pix:(k + 1) * n_pix])
                 _unfold_image(xp[n + k], kh, kw, sh, sw, cols_g[:, k * n_pix:(k + 1) * n_pix])
             _add_gradients(dconv_g, cols_g, n_pix, w_tf, kh, kw, sh, sw, dw_parts[t], products[t], dxp, n)
     _add_parts(dw_parts, dw)
@@ -573,5 +553,5 @@ KERNELS = {
     ("conv2d_relu_maxpool2d", "vectorized"): conv2d_relu_maxpool2d_vectorized,
     ("conv2d_relu_maxpool2d_backward", "vectorized"): conv2d_relu_maxpool2d_backward_vectorized,
     ("conv2d_relu_maxpool2d", "gemm"): _in_chunks(_conv2d_relu_maxpool2d_gemm),
-    ("conv2d_relu_maxpool2d_backward", "gemm"): _in_chunks(_conv2d_relu_maxpool2d_backward_gemm),
+    ("conv2d_relu_maxpool2d_backward", "gemm"): _in_chunks(_backward_gemm),
 }
