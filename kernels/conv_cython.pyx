@@ -29,7 +29,7 @@ cimport openmp
 from cython cimport floating
 from cython.parallel cimport prange
 from libc.math cimport NAN
-from libc.string cimport memset
+from libc.string cimport memcpy, memset
 from scipy.linalg.cython_blas cimport dgemm, sgemm
 
 import numpy as np
@@ -330,25 +330,8 @@ cdef void _fold_image(const floating[:, ::1] cols, Py_ssize_t kh, Py_ssize_t kw,
                         image[c, y * sh + i, x * sw + j] += cols[r, y * ow + x]
 
 
-def _conv2d_gemm(const floating[:, :, :, ::1] xp, const floating[:, :, :, ::1] w,
-                const floating[::1] b, Py_ssize_t sh, Py_ssize_t sw,
-                floating[:, :, :, ::1] out, Py_ssize_t n_chunks):
-    cdef Py_ssize_t n_img = out.shape[0], n_filt = out.shape[1], oh = out.shape[2], ow = out.shape[3]
-    cdef Py_ssize_t kh = w.shape[2], kw = w.shape[3]
-    cdef Py_ssize_t n_taps = w.shape[1] * kh * kw, n_pix = oh * ow
-    cdef Py_ssize_t t, n, f, y, x
-    cdef floating[:, :, ::1] cols = np.empty((n_chunks, n_taps, n_pix), np.asarray(out).dtype)
-    with nogil:
-        for t in prange(n_chunks, schedule="static", num_threads=n_chunks):
-            for n in range(t * n_img // n_chunks, (t + 1) * n_img // n_chunks):
-                _unfold_image(xp[n], kh, kw, sh, sw, cols[t])
-                # out[n] (F, OH*OW) = w (F, taps) @ cols (taps, OH*OW), then the bias
-                _matmul(False, False, n_filt, n_pix, n_taps, &w[0, 0, 0, 0], n_taps,
-                        &cols[t, 0, 0], n_pix, 0, &out[n, 0, 0, 0], n_pix)
-                for f in range(n_filt):
-                    for y in range(oh):
-                        for x in range(ow):
-                            out[n, f, y, x] += b[f]
+def _conv2d_gemm(xp, w, b, Py_ssize_t sh, Py_ssize_t sw, out, Py_ssize_t n_chunks):
+    _forward_gemm(xp, w, b, sh, sw, 1, 1, 1, 1, out, None, n_chunks)
 
 
 def _conv2d_backward_gemm(dy, xp, w, Py_ssize_t sh, Py_ssize_t sw, dxp, dw, Py_ssize_t n_chunks):
@@ -548,15 +531,18 @@ def conv2d_relu_maxpool2d_backward_vectorized(const floating[:, :, :, ::1] dy,
     conv2d_backward_vectorized(dconv_out, xp, w, sh, sw, dxp, dw)
 
 
-def _conv2d_relu_maxpool2d_gemm(const floating[:, :, :, ::1] xp, const floating[:, :, :, ::1] w,
-                                const floating[::1] b, Py_ssize_t sh, Py_ssize_t sw,
-                                Py_ssize_t pkh, Py_ssize_t pkw, Py_ssize_t psh, Py_ssize_t psw,
-                                floating[:, :, :, ::1] out, unsigned char[:, :, :, ::1] code,
-                                Py_ssize_t n_chunks):
+def _forward_gemm(const floating[:, :, :, ::1] xp, const floating[:, :, :, ::1] w,
+                  const floating[::1] b, Py_ssize_t sh, Py_ssize_t sw,
+                  Py_ssize_t pkh, Py_ssize_t pkw, Py_ssize_t psh, Py_ssize_t psw,
+                  floating[:, :, :, ::1] out, unsigned char[:, :, :, ::1] code,
+                  Py_ssize_t n_chunks):
+    """The forward pass of the fused op: out and code pooled from the conv
+    output; with code None, of the conv: out is the conv output itself."""
     cdef Py_ssize_t n_img = xp.shape[0], n_filt = w.shape[0], kh = w.shape[2], kw = w.shape[3]
     cdef Py_ssize_t oh = (xp.shape[2] - kh) // sh + 1, ow = (xp.shape[3] - kw) // sw + 1
     cdef Py_ssize_t n_taps = w.shape[1] * kh * kw, n_pix = oh * ow
-    cdef Py_ssize_t t, first, last, g, n, m, k
+    cdef Py_ssize_t t, first, last, g, n, m, k, f, y, x
+    cdef bint pooled = code is not None
     dtype = np.asarray(out).dtype
     cdef Py_ssize_t group = isa.images_per_gemm((n_taps + n_filt) * n_pix * dtype.itemsize, n_img, n_chunks)
     cdef floating[:, :, ::1] cols = np.empty((n_chunks, n_taps, group * n_pix), dtype)
@@ -573,8 +559,14 @@ def _conv2d_relu_maxpool2d_gemm(const floating[:, :, :, ::1] xp, const floating[
                 _matmul(False, False, n_filt, m * n_pix, n_taps, &w[0, 0, 0, 0], n_taps,
                         &cols[t, 0, 0], _ld(cols[t]), 0, &conv[t, 0, 0], _ld(conv[t]))
                 for k in range(m):
-                    _relu_maxpool_image(conv[t, :, k * n_pix:(k + 1) * n_pix], b, ow, pkh, pkw, psh, psw,
-                                        out[n + k], code[n + k])
+                    if pooled:
+                        _relu_maxpool_image(conv[t, :, k * n_pix:(k + 1) * n_pix], b, ow, pkh, pkw,
+                                            psh, psw, out[n + k], code[n + k])
+                        continue
+                    for f in range(n_filt):
+                        for y in range(oh):
+                            for x in range(ow):
+                                out[n + k, f, y, x] = conv[t, f, k * n_pix + y * ow + x] + b[f]
 
 
 def _backward_gemm(const floating[:, :, :, ::1] dy, const unsigned char[:, :, :, ::1] code,
@@ -588,7 +580,7 @@ def _backward_gemm(const floating[:, :, :, ::1] dy, const unsigned char[:, :, :,
     cdef Py_ssize_t n_img = dy.shape[0], n_filt = w.shape[0], kh = w.shape[2], kw = w.shape[3]
     cdef Py_ssize_t oh = (xp.shape[2] - kh) // sh + 1, ow = (xp.shape[3] - kw) // sw + 1
     cdef Py_ssize_t n_taps = w.shape[1] * kh * kw, n_pix = oh * ow
-    cdef Py_ssize_t t, first, last, g, n, m, k, f, q
+    cdef Py_ssize_t t, first, last, g, n, m, k, f
     cdef bint compute_dx = dxp is not None, routed = code is not None
     dtype = np.asarray(dw).dtype
     cdef Py_ssize_t group = isa.images_per_gemm((n_taps + n_filt) * n_pix * dtype.itemsize, n_img, n_chunks)
@@ -607,8 +599,7 @@ def _backward_gemm(const floating[:, :, :, ::1] dy, const unsigned char[:, :, :,
                         if routed:
                             memset(&dconv[t, f, k * n_pix], 0, n_pix * sizeof(floating))
                         else:
-                            for q in range(n_pix):
-                                dconv[t, f, k * n_pix + q] = dy[n + k, f, q // ow, q % ow]
+                            memcpy(&dconv[t, f, k * n_pix], &dy[n + k, f, 0, 0], n_pix * sizeof(floating))
                     if routed:
                         _unpool_image(dy[n + k], code[n + k], ow, pkw, psh, psw,
                                       dconv[t, :, k * n_pix:(k + 1) * n_pix])
@@ -629,6 +620,6 @@ KERNELS = {
     ("conv2d_relu_maxpool2d_backward", "naive"): conv2d_relu_maxpool2d_backward_naive,
     ("conv2d_relu_maxpool2d", "vectorized"): conv2d_relu_maxpool2d_vectorized,
     ("conv2d_relu_maxpool2d_backward", "vectorized"): conv2d_relu_maxpool2d_backward_vectorized,
-    ("conv2d_relu_maxpool2d", "gemm"): _in_chunks(_conv2d_relu_maxpool2d_gemm),
+    ("conv2d_relu_maxpool2d", "gemm"): _in_chunks(_forward_gemm),
     ("conv2d_relu_maxpool2d_backward", "gemm"): _in_chunks(_backward_gemm),
 }

@@ -279,22 +279,8 @@ def _fold_image(cols, kh, kw, sh, sw, image):
                         image[c, y * sh + i, x * sw + j] += cols[r, y * ow + x]
 
 
-@njit(parallel=True, cache=True)
 def _conv2d_gemm(xp, w, b, sh, sw, out, n_chunks):
-    n_img, n_filt, oh, ow = out.shape
-    kh, kw = w.shape[2], w.shape[3]
-    n_taps, n_pix = w.shape[1] * kh * kw, oh * ow
-    w_ft = w.reshape(n_filt, n_taps)
-    cols = np.empty((n_chunks, n_taps, n_pix), out.dtype)
-    for t in prange(n_chunks):
-        for n in range(t * n_img // n_chunks, (t + 1) * n_img // n_chunks):
-            _unfold_image(xp[n], kh, kw, sh, sw, cols[t])
-            # out[n] (F, OH*OW) = w (F, taps) @ cols (taps, OH*OW), then the bias
-            np.dot(w_ft, cols[t], out[n].reshape(n_filt, n_pix))
-            for f in range(n_filt):
-                for y in range(oh):
-                    for x in range(ow):
-                        out[n, f, y, x] += b[f]
+    _forward_gemm(xp, w, b, sh, sw, 1, 1, 1, 1, out, None, n_chunks)
 
 
 def _conv2d_backward_gemm(dy, xp, w, sh, sw, dxp, dw, n_chunks):
@@ -467,15 +453,17 @@ def _unpool_batch(dy, code, ow, pkw, psh, psw, dconv):
         _unpool_image(dy[n], code[n], ow, pkw, psh, psw, dconv[n])
 
 
-def _conv2d_relu_maxpool2d_gemm(xp, w, b, sh, sw, pkh, pkw, psh, psw, out, code, n_chunks):
+def _forward_gemm(xp, w, b, sh, sw, pkh, pkw, psh, psw, out, code, n_chunks):
+    """The forward pass of the fused op: out and code pooled from the conv
+    output; with code None, of the conv: out is the conv output itself."""
     n_taps, n_filt = w.shape[1] * w.shape[2] * w.shape[3], w.shape[0]
     n_pix = ((xp.shape[2] - w.shape[2]) // sh + 1) * ((xp.shape[3] - w.shape[3]) // sw + 1)
     group = isa.images_per_gemm((n_taps + n_filt) * n_pix * out.itemsize, xp.shape[0], n_chunks)
-    _conv2d_relu_maxpool2d_groups(xp, w, b, sh, sw, pkh, pkw, psh, psw, out, code, n_chunks, group)
+    _forward_groups(xp, w, b, sh, sw, pkh, pkw, psh, psw, out, code, n_chunks, group)
 
 
 @njit(parallel=True, cache=True)
-def _conv2d_relu_maxpool2d_groups(xp, w, b, sh, sw, pkh, pkw, psh, psw, out, code, n_chunks, group):
+def _forward_groups(xp, w, b, sh, sw, pkh, pkw, psh, psw, out, code, n_chunks, group):
     n_img, n_filt, kh, kw = xp.shape[0], w.shape[0], w.shape[2], w.shape[3]
     oh, ow = (xp.shape[2] - kh) // sh + 1, (xp.shape[3] - kw) // sw + 1
     n_taps, n_pix = w.shape[1] * kh * kw, oh * ow
@@ -494,8 +482,14 @@ def _conv2d_relu_maxpool2d_groups(xp, w, b, sh, sw, pkh, pkw, psh, psw, out, cod
             # conv (F, m*OH*OW) = w (F, taps) @ cols (taps, m*OH*OW)
             np.dot(w_ft, cols_g, conv_g)
             for k in range(m):
-                _relu_maxpool_image(conv_g[:, k * n_pix:(k + 1) * n_pix], b, ow, pkh, pkw, psh, psw,
-                                    out[n + k], code[n + k])
+                if code is not None:
+                    _relu_maxpool_image(conv_g[:, k * n_pix:(k + 1) * n_pix], b, ow, pkh, pkw,
+                                        psh, psw, out[n + k], code[n + k])
+                    continue
+                for f in range(n_filt):
+                    for y in range(oh):
+                        for x in range(ow):
+                            out[n + k, f, y, x] = conv_g[f, k * n_pix + y * ow + x] + b[f]
 
 
 def _backward_gemm(dy, code, xp, w, sh, sw, pkh, pkw, psh, psw, dxp, dw, n_chunks):
@@ -531,8 +525,7 @@ def _backward_groups(dy, code, xp, w, sh, sw, pkh, pkw, psh, psw, dxp, dw, n_chu
                     if code is not None:
                         dconv_g[f, k * n_pix:(k + 1) * n_pix] = 0
                     else:
-                        for q in range(n_pix):
-                            dconv_g[f, k * n_pix + q] = dy[n + k, f, q // ow, q % ow]
+                        dconv_g[f, k * n_pix:(k + 1) * n_pix] = dy[n + k, f].reshape(n_pix)
                 if code is not None:
                     _unpool_image(dy[n + k], code[n + k], ow, pkw, psh, psw,
                                   dconv_g[:, k * n_pix:(k + 1) * n_pix])
@@ -552,6 +545,6 @@ KERNELS = {
     ("conv2d_relu_maxpool2d_backward", "naive"): conv2d_relu_maxpool2d_backward_naive,
     ("conv2d_relu_maxpool2d", "vectorized"): conv2d_relu_maxpool2d_vectorized,
     ("conv2d_relu_maxpool2d_backward", "vectorized"): conv2d_relu_maxpool2d_backward_vectorized,
-    ("conv2d_relu_maxpool2d", "gemm"): _in_chunks(_conv2d_relu_maxpool2d_gemm),
+    ("conv2d_relu_maxpool2d", "gemm"): _in_chunks(_forward_gemm),
     ("conv2d_relu_maxpool2d_backward", "gemm"): _in_chunks(_backward_gemm),
 }
