@@ -497,38 +497,146 @@ cdef void _unpool_image(const floating[:, :, ::1] dy, const unsigned char[:, :, 
                     dconv[f, (py * psh + at // pkw) * ow + px * psw + at % pkw] += dy[f, py, px]
 
 
+# The vectorized fused op: a direct convolution that never stores the conv
+# output, not even per image. For each pooled pixel it computes the F conv
+# outputs of each window position in a vector (filters innermost, as the
+# vectorized conv), keeps the running maximum and its position per filter,
+# and writes the pooled value. Its backward adds, per window position, the
+# input window times the gradient vector of the filters whose maximum sat
+# there. It suits few input channels (conv1: 9 taps), where a GEMM per image
+# is too thin to pay and the conv output is large.
+
+
 def conv2d_relu_maxpool2d_vectorized(const floating[:, :, :, ::1] xp, const floating[:, :, :, ::1] w,
                                      const floating[::1] b, Py_ssize_t sh, Py_ssize_t sw,
                                      Py_ssize_t pkh, Py_ssize_t pkw, Py_ssize_t psh, Py_ssize_t psw,
                                      floating[:, :, :, ::1] out, unsigned char[:, :, :, ::1] code):
-    # The direct conv into a whole-batch buffer (for few input channels a
-    # GEMM per image is too thin to pay), then one ReLU + pool pass over it.
-    cdef Py_ssize_t n_img = xp.shape[0], n_filt = w.shape[0], kh = w.shape[2], kw = w.shape[3]
-    cdef Py_ssize_t oh = (xp.shape[2] - kh) // sh + 1, ow = (xp.shape[3] - kw) // sw + 1
-    cdef Py_ssize_t n
+    cdef Py_ssize_t n_img = out.shape[0], n_filt = out.shape[1], ph = out.shape[2], pw = out.shape[3]
+    cdef Py_ssize_t n_chan = w.shape[1], kh = w.shape[2], kw = w.shape[3], hp = xp.shape[2], wp = xp.shape[3]
+    cdef Py_ssize_t n_taps = n_chan * kh * kw
+    cdef Py_ssize_t n_quad_taps = n_taps - n_taps % 4
+    cdef Py_ssize_t n, py, px, wi, wj, r, f, at, k
+    cdef floating p0, p1, p2, p3
+    cdef bint take
     dtype = np.asarray(out).dtype
-    conv_out = np.empty((n_img, n_filt, oh, ow), dtype)
-    conv2d_vectorized(xp, w, np.zeros(n_filt, dtype), sh, sw, conv_out)
-    cdef const floating[:, :, ::1] conv = conv_out.reshape(n_img, n_filt, oh * ow)
+    cdef const Py_ssize_t[::1] tap_at = _tap_offsets(n_chan, kh, kw, hp, wp)
+    cdef const floating[:, ::1] images = np.asarray(xp).reshape(n_img, n_chan * hp * wp)
+    # Taps first (C*KH*KW, F): the F weights of one tap are one contiguous vector.
+    cdef const floating[:, ::1] w_tf = np.ascontiguousarray(np.asarray(w).reshape(n_filt, n_taps).T)
+    # Per image: the conv outputs of one window position, the best so far and where (F,).
+    cdef floating[:, ::1] acc = np.empty((n_img, n_filt), dtype)
+    cdef floating[:, ::1] best = np.empty((n_img, n_filt), dtype)
+    cdef int[:, ::1] best_at = np.empty((n_img, n_filt), np.intc)
+    cdef int[:, ::1] holds_nan = np.empty((n_img, n_filt), np.intc)
     with nogil:
         for n in prange(n_img, schedule="static"):
-            _relu_maxpool_image(conv[n], b, ow, pkh, pkw, psh, psw, out[n], code[n])
+            for py in range(ph):
+                for px in range(pw):
+                    for wi in range(pkh):
+                        for wj in range(pkw):
+                            # the corner of conv output (y, x)'s window in the image plane
+                            at = (py * psh + wi) * sh * wp + (px * psw + wj) * sw
+                            for f in range(n_filt):
+                                acc[n, f] = b[f]
+                            for r in range(0, n_quad_taps, 4):
+                                p0 = images[n, at + tap_at[r]]
+                                p1 = images[n, at + tap_at[r + 1]]
+                                p2 = images[n, at + tap_at[r + 2]]
+                                p3 = images[n, at + tap_at[r + 3]]
+                                for f in range(n_filt):
+                                    acc[n, f] += (p0 * w_tf[r, f] + p1 * w_tf[r + 1, f]
+                                                  + p2 * w_tf[r + 2, f] + p3 * w_tf[r + 3, f])
+                            for r in range(n_quad_taps, n_taps):
+                                p0 = images[n, at + tap_at[r]]
+                                for f in range(n_filt):
+                                    acc[n, f] += p0 * w_tf[r, f]
+                            k = wi * pkw + wj
+                            for f in range(n_filt):  # selects, not branches: the loop vectorizes
+                                take = (k == 0) | (acc[n, f] > best[n, f])
+                                best[n, f] = acc[n, f] if take else best[n, f]
+                                best_at[n, f] = k if take else best_at[n, f]
+                                holds_nan[n, f] = ((k != 0) & (holds_nan[n, f] != 0)) | (acc[n, f] != acc[n, f])
+                    for f in range(n_filt):
+                        out[n, f, py, px] = best[n, f] if best[n, f] > 0 else 0
+                        code[n, f, py, px] = <unsigned char>best_at[n, f] if best[n, f] > 0 else NO_GRADIENT
+                        if holds_nan[n, f]:  # NaN, as np.maximum(NaN, 0); no gradient
+                            out[n, f, py, px] = NAN
+                            code[n, f, py, px] = NO_GRADIENT
 
 
-def conv2d_relu_maxpool2d_backward_vectorized(const floating[:, :, :, ::1] dy,
-                                              const unsigned char[:, :, :, ::1] code,
-                                              xp, w, Py_ssize_t sh, Py_ssize_t sw,
+def conv2d_relu_maxpool2d_backward_vectorized(dy, code, xp, w, Py_ssize_t sh, Py_ssize_t sw,
                                               Py_ssize_t pkh, Py_ssize_t pkw, Py_ssize_t psh,
                                               Py_ssize_t psw, dxp, dw):
-    cdef Py_ssize_t n_img = dy.shape[0], n_filt = dy.shape[1], kh = w.shape[2], kw = w.shape[3]
-    cdef Py_ssize_t oh = (xp.shape[2] - kh) // sh + 1, ow = (xp.shape[3] - kw) // sw + 1
-    cdef Py_ssize_t n
-    dconv_out = np.zeros((n_img, n_filt, oh, ow), np.asarray(dy).dtype)
-    cdef floating[:, :, ::1] dconv = dconv_out.reshape(n_img, n_filt, oh * ow)
+    # One chunk of the batch per thread, each with its own dw, added at the end.
+    n_chunks = min(openmp.omp_get_max_threads(), dy.shape[0])
+    _fused_backward_in_chunks(dy, code, xp, w, sh, sw, pkh, pkw, psh, psw, dxp, dw, n_chunks)
+
+
+def _fused_backward_in_chunks(const floating[:, :, :, ::1] dy, const unsigned char[:, :, :, ::1] code,
+                              const floating[:, :, :, ::1] xp, const floating[:, :, :, ::1] w,
+                              Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t pkh, Py_ssize_t pkw,
+                              Py_ssize_t psh, Py_ssize_t psw, floating[:, :, :, ::1] dxp,
+                              floating[:, :, :, ::1] dw, Py_ssize_t n_chunks):
+    cdef Py_ssize_t n_img = dy.shape[0], n_filt = dy.shape[1], ph = dy.shape[2], pw = dy.shape[3]
+    cdef Py_ssize_t n_chan = w.shape[1], kh = w.shape[2], kw = w.shape[3], hp = xp.shape[2], wp = xp.shape[3]
+    cdef Py_ssize_t n_taps = n_chan * kh * kw
+    cdef Py_ssize_t t, n, py, px, wi, wj, r, f, at, k
+    cdef floating v, g
+    cdef bint compute_dx = dxp is not None, any_gradient
+    dtype = np.asarray(dw).dtype
+    cdef const Py_ssize_t[::1] tap_at = _tap_offsets(n_chan, kh, kw, hp, wp)
+    cdef const floating[:, ::1] images = np.asarray(xp).reshape(n_img, n_chan * hp * wp)
+    cdef floating[:, ::1] dx_images = None
+    if compute_dx:
+        dx_images = np.asarray(dxp).reshape(n_img, n_chan * hp * wp)
+    cdef const floating[:, ::1] w_ft = np.asarray(w).reshape(n_filt, n_taps)
+    # Per chunk: its dw (taps, F), the gradients (F,) that go to one window
+    # position, and that window's input gradient (taps,).
+    cdef floating[:, :, ::1] dw_parts = np.zeros((n_chunks, n_taps, n_filt), dtype)
+    cdef floating[:, ::1] grads = np.empty((n_chunks, n_filt), dtype)
+    cdef floating[:, ::1] pooled_grads = np.empty((n_chunks, n_filt), dtype)
+    cdef int[:, ::1] pooled_codes = np.empty((n_chunks, n_filt), np.intc)
+    cdef floating[:, ::1] windows = np.empty((n_chunks, n_taps), dtype)
+    cdef floating[:, ::1] dw_ft = np.asarray(dw).reshape(n_filt, n_taps)
     with nogil:
-        for n in prange(n_img, schedule="static"):
-            _unpool_image(dy[n], code[n], ow, pkw, psh, psw, dconv[n])
-    conv2d_backward_vectorized(dconv_out, xp, w, sh, sw, dxp, dw)
+        for t in prange(n_chunks, schedule="static", num_threads=n_chunks):
+            for n in range(t * n_img // n_chunks, (t + 1) * n_img // n_chunks):
+                for py in range(ph):
+                    for px in range(pw):
+                        # this pooled pixel's gradients and codes, one contiguous vector each
+                        for f in range(n_filt):
+                            pooled_grads[t, f] = dy[n, f, py, px]
+                            pooled_codes[t, f] = code[n, f, py, px]
+                        for wi in range(pkh):
+                            for wj in range(pkw):
+                                k = wi * pkw + wj
+                                any_gradient = False
+                                for f in range(n_filt):
+                                    grads[t, f] = pooled_grads[t, f] if pooled_codes[t, f] == k else 0
+                                    any_gradient = any_gradient | (pooled_codes[t, f] == k)
+                                if not any_gradient:
+                                    continue
+                                at = (py * psh + wi) * sh * wp + (px * psw + wj) * sw
+                                # dw[f, tap] += x[tap] * grads[f]: a vector over the filters
+                                for r in range(n_taps):
+                                    v = images[n, at + tap_at[r]]
+                                    for f in range(n_filt):
+                                        dw_parts[t, r, f] += v * grads[t, f]
+                                if compute_dx:
+                                    # the window's input gradient, a vector over the taps
+                                    for r in range(n_taps):
+                                        windows[t, r] = 0
+                                    for f in range(n_filt):
+                                        g = grads[t, f]
+                                        if g != 0:
+                                            for r in range(n_taps):
+                                                windows[t, r] += g * w_ft[f, r]
+                                    for r in range(n_taps):
+                                        dx_images[n, at + tap_at[r]] += windows[t, r]
+        for t in range(n_chunks):
+            for f in range(n_filt):
+                for r in range(n_taps):
+                    dw_ft[f, r] += dw_parts[t, r, f]
 
 
 def _forward_gemm(const floating[:, :, :, ::1] xp, const floating[:, :, :, ::1] w,

@@ -423,34 +423,128 @@ def _unpool_image(dy, code, ow, pkw, psh, psw, dconv):
                     dconv[f, (py * psh + at // pkw) * ow + px * psw + at % pkw] += dy[f, py, px]
 
 
-def conv2d_relu_maxpool2d_vectorized(xp, w, b, sh, sw, pkh, pkw, psh, psw, out, code):
-    # The direct conv into a whole-batch buffer (for few input channels a
-    # GEMM per image is too thin to pay), then one ReLU + pool pass over it.
-    n_img, n_filt, kh, kw = xp.shape[0], w.shape[0], w.shape[2], w.shape[3]
-    oh, ow = (xp.shape[2] - kh) // sh + 1, (xp.shape[3] - kw) // sw + 1
-    conv_out = np.empty((n_img, n_filt, oh, ow), out.dtype)
-    conv2d_vectorized(xp, w, np.zeros(n_filt, out.dtype), sh, sw, conv_out)
-    _relu_maxpool_batch(conv_out.reshape(n_img, n_filt, oh * ow), b, ow, pkh, pkw, psh, psw, out, code)
+# The vectorized fused op: a direct convolution that never stores the conv
+# output, not even per image. For each pooled pixel it computes the F conv
+# outputs of each window position in a vector (filters innermost, as the
+# vectorized conv), keeps the running maximum and its position per filter,
+# and writes the pooled value. Its backward adds, per window position, the
+# input window times the gradient vector of the filters whose maximum sat
+# there. It suits few input channels (conv1: 9 taps), where a GEMM per image
+# is too thin to pay and the conv output is large.
 
 
 @njit(parallel=True, cache=True)
-def _relu_maxpool_batch(conv, b, ow, pkh, pkw, psh, psw, out, code):
-    for n in prange(conv.shape[0]):
-        _relu_maxpool_image(conv[n], b, ow, pkh, pkw, psh, psw, out[n], code[n])
+def conv2d_relu_maxpool2d_vectorized(xp, w, b, sh, sw, pkh, pkw, psh, psw, out, code):
+    n_img, n_filt, ph, pw = out.shape
+    n_chan, kh, kw, hp, wp = w.shape[1], w.shape[2], w.shape[3], xp.shape[2], xp.shape[3]
+    n_taps = n_chan * kh * kw
+    n_quad_taps = n_taps - n_taps % 4
+    tap_at = _tap_offsets(n_chan, kh, kw, hp, wp)
+    images = xp.reshape(n_img, n_chan * hp * wp)
+    # Taps first (C*KH*KW, F): the F weights of one tap are one contiguous vector.
+    w_tf = np.ascontiguousarray(w.reshape(n_filt, n_taps).T)
+    # Per image: the conv outputs of one window position, the best so far and where (F,).
+    acc = np.empty((n_img, n_filt), out.dtype)
+    best = np.empty((n_img, n_filt), out.dtype)
+    best_at = np.empty((n_img, n_filt), np.intc)
+    holds_nan = np.empty((n_img, n_filt), np.intc)
+    for n in prange(n_img):
+        for py in range(ph):
+            for px in range(pw):
+                for wi in range(pkh):
+                    for wj in range(pkw):
+                        # the corner of conv output (y, x)'s window in the image plane
+                        at = (py * psh + wi) * sh * wp + (px * psw + wj) * sw
+                        for f in range(n_filt):
+                            acc[n, f] = b[f]
+                        for r in range(0, n_quad_taps, 4):
+                            p0 = images[n, at + tap_at[r]]
+                            p1 = images[n, at + tap_at[r + 1]]
+                            p2 = images[n, at + tap_at[r + 2]]
+                            p3 = images[n, at + tap_at[r + 3]]
+                            for f in range(n_filt):
+                                acc[n, f] += (p0 * w_tf[r, f] + p1 * w_tf[r + 1, f]
+                                              + p2 * w_tf[r + 2, f] + p3 * w_tf[r + 3, f])
+                        for r in range(n_quad_taps, n_taps):
+                            p0 = images[n, at + tap_at[r]]
+                            for f in range(n_filt):
+                                acc[n, f] += p0 * w_tf[r, f]
+                        k = wi * pkw + wj
+                        for f in range(n_filt):  # selects, not branches: the loop vectorizes
+                            take = (k == 0) | (acc[n, f] > best[n, f])
+                            best[n, f] = acc[n, f] if take else best[n, f]
+                            best_at[n, f] = k if take else best_at[n, f]
+                            holds_nan[n, f] = ((k != 0) & (holds_nan[n, f] != 0)) | (acc[n, f] != acc[n, f])
+                for f in range(n_filt):
+                    out[n, f, py, px] = best[n, f] if best[n, f] > 0 else 0
+                    code[n, f, py, px] = best_at[n, f] if best[n, f] > 0 else NO_GRADIENT
+                    if holds_nan[n, f]:  # NaN, as np.maximum(NaN, 0); no gradient
+                        out[n, f, py, px] = np.nan
+                        code[n, f, py, px] = NO_GRADIENT
 
 
 def conv2d_relu_maxpool2d_backward_vectorized(dy, code, xp, w, sh, sw, pkh, pkw, psh, psw, dxp, dw):
-    n_img, n_filt, kh, kw = dy.shape[0], dy.shape[1], w.shape[2], w.shape[3]
-    oh, ow = (xp.shape[2] - kh) // sh + 1, (xp.shape[3] - kw) // sw + 1
-    dconv_out = np.zeros((n_img, n_filt, oh, ow), dy.dtype)
-    _unpool_batch(dy, code, ow, pkw, psh, psw, dconv_out.reshape(n_img, n_filt, oh * ow))
-    conv2d_backward_vectorized(dconv_out, xp, w, sh, sw, dxp, dw)
+    # One chunk of the batch per thread, each with its own dw, added at the end.
+    n_chunks = min(numba.get_num_threads(), dy.shape[0])
+    _fused_backward_in_chunks(dy, code, xp, w, sh, sw, pkh, pkw, psh, psw, dxp, dw, n_chunks)
 
 
 @njit(parallel=True, cache=True)
-def _unpool_batch(dy, code, ow, pkw, psh, psw, dconv):
-    for n in prange(dy.shape[0]):
-        _unpool_image(dy[n], code[n], ow, pkw, psh, psw, dconv[n])
+def _fused_backward_in_chunks(dy, code, xp, w, sh, sw, pkh, pkw, psh, psw, dxp, dw, n_chunks):
+    n_img, n_filt, ph, pw = dy.shape
+    n_chan, kh, kw, hp, wp = w.shape[1], w.shape[2], w.shape[3], xp.shape[2], xp.shape[3]
+    n_taps = n_chan * kh * kw
+    tap_at = _tap_offsets(n_chan, kh, kw, hp, wp)
+    images = xp.reshape(n_img, n_chan * hp * wp)
+    if dxp is not None:
+        dx_images = dxp.reshape(n_img, n_chan * hp * wp)
+    w_ft = w.reshape(n_filt, n_taps)
+    # Per chunk: its dw (taps, F), the gradients (F,) that go to one window
+    # position, and that window's input gradient (taps,).
+    dw_parts = np.zeros((n_chunks, n_taps, n_filt), dw.dtype)
+    grads = np.empty((n_chunks, n_filt), dw.dtype)
+    pooled_grads = np.empty((n_chunks, n_filt), dw.dtype)
+    pooled_codes = np.empty((n_chunks, n_filt), np.intc)
+    windows = np.empty((n_chunks, n_taps), dw.dtype)
+    dw_ft = dw.reshape(n_filt, n_taps)
+    for t in prange(n_chunks):
+        for n in range(t * n_img // n_chunks, (t + 1) * n_img // n_chunks):
+            for py in range(ph):
+                for px in range(pw):
+                    # this pooled pixel's gradients and codes, one contiguous vector each
+                    for f in range(n_filt):
+                        pooled_grads[t, f] = dy[n, f, py, px]
+                        pooled_codes[t, f] = code[n, f, py, px]
+                    for wi in range(pkh):
+                        for wj in range(pkw):
+                            k = wi * pkw + wj
+                            any_gradient = False
+                            for f in range(n_filt):
+                                grads[t, f] = pooled_grads[t, f] if pooled_codes[t, f] == k else 0
+                                any_gradient = any_gradient | (pooled_codes[t, f] == k)
+                            if not any_gradient:
+                                continue
+                            at = (py * psh + wi) * sh * wp + (px * psw + wj) * sw
+                            # dw[f, tap] += x[tap] * grads[f]: a vector over the filters
+                            for r in range(n_taps):
+                                v = images[n, at + tap_at[r]]
+                                for f in range(n_filt):
+                                    dw_parts[t, r, f] += v * grads[t, f]
+                            if dxp is not None:
+                                # the window's input gradient, a vector over the taps
+                                for r in range(n_taps):
+                                    windows[t, r] = 0
+                                for f in range(n_filt):
+                                    g = grads[t, f]
+                                    if g != 0:
+                                        for r in range(n_taps):
+                                            windows[t, r] += g * w_ft[f, r]
+                                for r in range(n_taps):
+                                    dx_images[n, at + tap_at[r]] += windows[t, r]
+    for t in range(n_chunks):
+        for f in range(n_filt):
+            for r in range(n_taps):
+                dw_ft[f, r] += dw_parts[t, r, f]
 
 
 def _forward_gemm(xp, w, b, sh, sw, pkh, pkw, psh, psw, out, code, n_chunks):
