@@ -21,8 +21,8 @@ objects) with these entries:
     the optimiser's per-parameter state (Adam's ``m``, ``v``; SGD's ``velocity``).
 
 :class:`ModelDescription` (architecture, input shape, dtype, params) is the
-part that says what the model computes; other views of a model (state_dict
-names, ONNX export) are meant to start from it too.
+part that says what the model computes; the other views of a model
+(:mod:`fastconv.state_dict`, :mod:`fastconv.onnx_export`) start from it too.
 
 Every problem found while reading raises :class:`CheckpointError`, whose
 message starts with the file's path and says what is wrong.
@@ -38,7 +38,7 @@ import zlib
 import numpy as np
 
 from fastconv.atomic import write_atomically
-from fastconv.layers import LAYERS
+from fastconv.layers import LAYERS, name_layers
 from fastconv.optim import OPTIMIZERS
 
 FORMAT_NAME = "fastconv.Sequential"
@@ -80,14 +80,24 @@ class ModelDescription:
         )
 
     def layers(self, **overrides) -> list:
-        """New, uninitialised layer objects; each ``overrides`` item replaces
-        the saved config value of every layer that has that argument."""
+        """New, uninitialised layer objects, named as in the model; each
+        ``overrides`` item replaces the saved config value of every layer
+        that has that argument."""
         layers = []
         for entry in self.architecture:
             config = dict(entry["config"])
             config.update({k: v for k, v in overrides.items() if k in config and v is not None})
             layers.append(LAYERS[entry["class"]](**config))
+        name_layers(layers)
         return layers
+
+    def layer_params(self) -> list:
+        """``(layer, {param: array})`` per architecture entry, in order: the
+        walk every other view of the model (state_dict, ONNX) starts from.
+        A layer's position in this list is its index in the equivalent
+        ``torch.nn.Sequential``."""
+        return [(layer, {k: self.params[f"{layer.name}/{k}"] for k in layer.param_shapes()})
+                for layer in self.layers()]
 
 
 @dataclasses.dataclass

@@ -369,6 +369,22 @@ class Dropout(Layer):
         return {"p": self.p, **super().config()}
 
 
+def name_layers(layers) -> None:
+    """Give each layer without an explicit name a unique Keras-style one
+    (``conv2d``, ``conv2d_1``, ...), in place; ValueError if two layers end
+    up with one name. Parameters are addressed as ``"<layer name>/<param>"``."""
+    counts = {}
+    for layer in layers:
+        if not layer.has_explicit_name:
+            seen = counts.get(layer.kind, 0)
+            layer.name = layer.kind if seen == 0 else f"{layer.kind}_{seen}"
+            counts[layer.kind] = seen + 1
+    names = [layer.name for layer in layers]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(f"Sequential: layer names must be unique, repeated: {duplicates}")
+
+
 def _positive_int(value, name):
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise ValueError(f"{name} must be a positive int, got {value!r}")

@@ -16,10 +16,12 @@ import numpy as np
 from tqdm import tqdm
 
 from fastconv import checkpoint, fusion
+from fastconv.layers import name_layers
 from fastconv.losses import softmax, softmax_cross_entropy
 from fastconv.optim import Adam
 from fastconv.profile import NO_CLOCK
 from fastconv.shapes import receptive_field as _axis_fields
+from fastconv.state_dict import fastconv_params, torch_state_dict
 
 
 @dataclasses.dataclass
@@ -73,7 +75,7 @@ class Sequential:
         self.seed = seed
         self.dtype = np.dtype(dtype)
         self.rng = np.random.default_rng(seed)
-        self._name_layers()
+        name_layers(self.layers)
         self.output_shapes = self._infer_shapes()
         for layer in self.layers:
             layer.initialize(self.rng, self.dtype)
@@ -84,18 +86,6 @@ class Sequential:
         self.history = History()
 
     # ------------------------------------------------------------ structure
-
-    def _name_layers(self):
-        counts = {}
-        for layer in self.layers:
-            if not layer.has_explicit_name:
-                seen = counts.get(layer.kind, 0)
-                layer.name = layer.kind if seen == 0 else f"{layer.kind}_{seen}"
-                counts[layer.kind] = seen + 1
-        names = [layer.name for layer in self.layers]
-        duplicates = sorted({n for n in names if names.count(n) > 1})
-        if duplicates:
-            raise ValueError(f"Sequential: layer names must be unique, repeated: {duplicates}")
 
     def _infer_shapes(self):
         shapes, shape = [], self.input_shape
@@ -348,6 +338,23 @@ class Sequential:
         :mod:`fastconv.checkpoint` for the format. Written under a temporary
         name and renamed, so an interrupted save leaves the previous file."""
         checkpoint.write(path, checkpoint.Checkpoint.of(self))
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """The weights as PyTorch names them for the equivalent
+        ``torch.nn.Sequential`` (``"0.weight"``, ``"0.bias"``, ...; Linear
+        weights (out, in)): copies, see :mod:`fastconv.state_dict`."""
+        return torch_state_dict(checkpoint.ModelDescription.of(self))
+
+    def load_state_dict(self, mapping, strict=True) -> None:
+        """Copy weights named and laid out as :meth:`state_dict` gives them
+        (a PyTorch model's ``state_dict()`` converted to NumPy, a safetensors
+        file) into this model, cast to its dtype. With ``strict`` the keys
+        must be exactly this model's. Raises
+        :class:`fastconv.state_dict.InteropError` naming each missing,
+        unexpected, mis-shaped or non-float key; the model is unchanged then."""
+        params = self.params
+        for name, value in fastconv_params(checkpoint.ModelDescription.of(self), mapping, strict).items():
+            params[name][...] = value
 
     @classmethod
     def load(cls, path, *, backend=None, algorithm=None) -> Sequential:

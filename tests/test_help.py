@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from fastconv import bench, cli, compare, explain, viz
+from fastconv import bench, cli, compare, explain, interop_cli, viz
 
 
 def parsers():
@@ -14,6 +14,8 @@ def parsers():
     yield "fastconv-explain", explain.build_parser()
     yield "fastconv-compare", compare.build_parser()
     yield "fastconv-bench", bench.build_parser()
+    yield "fastconv-export", interop_cli.build_export_parser()
+    yield "fastconv-import", interop_cli.build_import_parser()
     for name, sub in viz.build_parser()[1].items():
         yield f"fastconv-viz {name}", sub
 

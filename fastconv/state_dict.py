@@ -1,0 +1,95 @@
+"""The PyTorch view of a model: its weights under the names and layouts of
+the equivalent ``torch.nn.Sequential``.
+
+Every fastconv layer, parameter-free ones included (ReLU, pooling, Flatten,
+Dropout), is one module of that Sequential, so a key is ``<index>.<name>``
+with the layer's position in the model: the reference CNN's are ``0.weight,
+0.bias, 3.weight, 3.bias, 7.weight, 7.bias, 10.weight, 10.bias``.
+
+Layouts: a Conv2D ``w`` (F, C, KH, KW) is ``nn.Conv2d.weight`` as it is; a
+Dense ``w`` (in, out) is ``nn.Linear.weight`` (out, in) transposed; biases
+(F,) / (out,) are the same. Built from
+:meth:`fastconv.checkpoint.ModelDescription.layer_params`, like the ONNX
+export, which names its initializers with these keys.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+TORCH_PARAMS = {
+    "Conv2D": {"w": ("weight", False), "b": ("bias", False)},
+    "Dense": {"w": ("weight", True), "b": ("bias", False)},
+}
+"""Per layer class: fastconv parameter -> (PyTorch name, transposed?)."""
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+class InteropError(ValueError):
+    """A model cannot be exported, or weights from elsewhere do not fit it;
+    the message names the layer, key or file."""
+
+
+def _torch_entries(description):
+    """``(torch key, fastconv key, transposed?)`` for every parameter of
+    ``description``, in layer order; InteropError for a layer with
+    parameters that has no PyTorch counterpart."""
+    entries = []
+    for index, (layer, params) in enumerate(description.layer_params()):
+        names = TORCH_PARAMS.get(type(layer).__name__)
+        if params and names is None:
+            raise InteropError(f"layer {index} ({type(layer).__name__} {layer.name!r}) has no PyTorch "
+                               f"counterpart (exportable layers with weights: {', '.join(TORCH_PARAMS)})")
+        for param in params:
+            torch_name, transposed = names[param]
+            entries.append((f"{index}.{torch_name}", f"{layer.name}/{param}", transposed))
+    return entries
+
+
+def torch_state_dict(description) -> dict[str, np.ndarray]:
+    """``{"<index>.<weight|bias>": array}``: copies of the weights of a
+    :class:`~fastconv.checkpoint.ModelDescription` in PyTorch's layouts
+    (C-contiguous, the model's dtype)."""
+    return {key: np.array(description.params[name].T if transposed else description.params[name], order="C")
+            for key, name, transposed in _torch_entries(description)}
+
+
+def fastconv_params(description, mapping, strict=True) -> dict[str, np.ndarray]:
+    """The inverse of :func:`torch_state_dict`: ``{"<layer>/<param>": array}``
+    in fastconv's layouts and the model's dtype, from ``mapping`` (PyTorch
+    keys -> float32/float64 arrays, or anything ``np.asarray`` takes).
+
+    With ``strict`` every key of the model must be present and no other;
+    otherwise missing keys are left out of the result and unknown ones
+    ignored. Shapes and dtypes are checked in both modes. Raises
+    InteropError naming every missing, unexpected, mis-shaped, non-float or
+    non-finite key.
+    """
+    entries = _torch_entries(description)
+    problems = []
+    if strict:
+        expected = [key for key, _, _ in entries]
+        missing = [key for key in expected if key not in mapping]
+        unexpected = [key for key in mapping if key not in expected]
+        if missing:
+            problems.append(f"missing keys {', '.join(missing)}")
+        if unexpected:
+            problems.append(f"unexpected keys {', '.join(map(str, unexpected))} "
+                            f"(this model's keys: {', '.join(expected) or 'none'})")
+    params = {}
+    for key, name, transposed in entries:
+        if key not in mapping:
+            continue
+        value = np.asarray(mapping[key])
+        wanted = description.params[name].shape[::-1] if transposed else description.params[name].shape
+        if value.dtype not in FLOAT_DTYPES:
+            problems.append(f"{key!r} holds {value.dtype} values, weights must be float32 or float64")
+        elif value.shape != wanted:
+            problems.append(f"{key!r} has shape {value.shape}, this model needs {wanted}")
+        elif not np.isfinite(value).all():
+            problems.append(f"{key!r} holds non-finite values (NaN or infinity)")
+        else:
+            params[name] = (value.T if transposed else value).astype(description.dtype)
+    if problems:
+        raise InteropError("state_dict does not fit this model: " + "; ".join(problems))
+    return params
