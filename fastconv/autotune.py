@@ -5,9 +5,10 @@ A choice is kept per (op, requested backend and algorithm, shapes, dtype,
 thread count) in ``autotune.json`` in ``$FASTCONV_CACHE`` if set, else in
 the per-user cache ``pooch.os_cache("fastconv")``. The file holds one
 section per machine fingerprint (CPU model, SIMD features, fastconv
-version), so a shared home directory, a new CPU or an upgrade measures
-afresh. The file is replaced atomically; when it cannot be read or written
-the choices simply live in memory for the process.
+version, the installed kernels), so a shared home directory, a new CPU, an
+upgrade or a rebuild measures afresh. The file is replaced atomically;
+when it cannot be read or written the choices simply live in memory for
+the process.
 
 ``FASTCONV_BACKEND`` and ``FASTCONV_ALGORITHM`` force a variant for every
 call that leaves ``backend`` or ``algorithm`` at ``"auto"``; an explicit
@@ -93,11 +94,26 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def kernels_digest() -> str:
+    """A short hash of the installed kernel modules (names, sizes, times):
+    it changes with every rebuild or upgrade of the kernels, whose timings
+    the choices saved before no longer describe."""
+    from fastconv import kernels
+
+    folder = Path(kernels.__file__).parent
+    entries = sorted(
+        (str(path.relative_to(folder)), path.stat().st_size, path.stat().st_mtime_ns)
+        for path in folder.rglob("*")
+        if path.suffix in (".py", ".so", ".pyd")
+    )
+    return hashlib.sha256(json.dumps(entries).encode()).hexdigest()[:16]
+
+
 @functools.cache
 def machine() -> dict:
     """What makes timings of this machine comparable: CPU model, the Cython
-    build in use, LLVM's name for the CPU, its SIMD features, and the
-    fastconv version."""
+    build in use, LLVM's name for the CPU, its SIMD features, the fastconv
+    version and the kernels installed (:func:`kernels_digest`)."""
     import llvmlite.binding as llvm
 
     from fastconv import isa
@@ -109,6 +125,7 @@ def machine() -> dict:
         "llvm_cpu": llvm.get_host_cpu_name(),
         "simd": sorted(f for f, on in features.items() if on and f.startswith(_SIMD_PREFIXES)),
         "fastconv": fastconv.__version__,
+        "kernels": kernels_digest(),
     }
 
 

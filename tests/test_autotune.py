@@ -202,3 +202,22 @@ def test_unknown_forced_variant_is_refused(cache_dir, monkeypatch, variable, val
     monkeypatch.setenv(variable, value)
     with pytest.raises(ValueError, match=f"{variable}='{value}' is not"):
         ops.max_pool2d(X, 2)
+
+
+def test_a_rebuild_of_the_kernels_changes_the_fingerprint(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from fastconv import kernels
+
+    before = autotune.kernels_digest()
+    assert autotune.machine()["kernels"] == before
+    module = Path(kernels.__file__).parent / "unfold.py"
+    stat = module.stat()
+    try:
+        import os
+
+        os.utime(module, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+        assert autotune.kernels_digest() != before
+    finally:
+        os.utime(module, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert autotune.kernels_digest() == before
