@@ -6,6 +6,11 @@ first touch), then ``--repeat`` samples of enough calls to last a few
 milliseconds, and the median sample is reported. This is a report for a
 quick look; the pytest-benchmark suite in ``bench/`` is the benchmark.
 
+With ``--inference`` it times the reference CNN's whole forward pass
+instead: fastconv (``auto``, fused) and, when it is installed, onnxruntime
+running the model exported by :func:`fastconv.interop.save_onnx`, with as
+many threads, at each ``--batch``.
+
 Columns: milliseconds per call, throughput (GFLOP/s for conv, GB/s for
 pooling, counted as in :mod:`fastconv.workloads`), the conv as a percentage
 of NumPy's float32 GEMM of the im2col-equivalent size (timed in the same
@@ -24,7 +29,7 @@ from dataclasses import asdict, dataclass
 
 from tqdm import tqdm
 
-from fastconv import isa, autotune, registry, threads
+from fastconv import autotune, isa, registry, threads
 from fastconv.workloads import NETWORKS, workloads
 
 GEMM = ("numpy", "gemm")
@@ -79,6 +84,45 @@ def measure(works, backend, repeat, quiet=False) -> list[Row]:
         if naive is not None:
             row.speedup_over_naive = naive / t
     return rows
+
+
+def inference_rows(batches, repeat) -> list[tuple[str, int, float]]:
+    """``(engine, batch, seconds per forward pass)`` of the reference CNN:
+    fastconv, then onnxruntime on its ONNX export (left out when onnxruntime
+    or the interop extra is missing; a line on stderr says so)."""
+    import tempfile
+
+    import numpy as np
+
+    from fastconv import models
+
+    model = models.build("cnn", seed=0)
+    inputs = {n: np.random.default_rng(0).random((n,) + models.INPUT_SHAPE, dtype=np.float32) for n in batches}
+    rows = [("fastconv", n, median_seconds(lambda x=inputs[n]: model.forward(x), repeat)) for n in batches]
+    try:
+        import onnxruntime
+
+        from fastconv import interop
+
+        with tempfile.TemporaryDirectory() as folder:
+            path = os.path.join(folder, "cnn.onnx")
+            interop.save_onnx(model, path)
+            options = onnxruntime.SessionOptions()
+            options.intra_op_num_threads = threads.num_threads()
+            options.inter_op_num_threads = 1
+            session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    except ImportError as error:
+        print(f"fastconv-bench: onnxruntime left out ({error})", file=sys.stderr)
+        return rows
+    rows += [("onnxruntime", n, median_seconds(lambda x=inputs[n]: session.run(["logits"], {"x": x}), repeat))
+             for n in batches]
+    return rows
+
+
+def inference_table(rows) -> str:
+    lines = [f"{'engine':<12}  {'N':>4}  {'ms':>8}  {'img/s':>9}"]
+    lines += [f"{engine:<12}  {n:>4}  {_number(t * 1e3):>8}  {n / t:>9,.0f}" for engine, n, t in rows]
+    return "\n".join(lines)
 
 
 COLUMNS = ("layer", "N", "op", "direction", "variant", "ms", "throughput", "% of GEMM", "vs naive")
@@ -156,6 +200,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="one backend's variants only (default: all, the reference included)")
     parser.add_argument("--repeat", type=int, default=5, help="timed samples per variant (default: %(default)s)")
     parser.add_argument("--threads", type=int, help="threads (default: FASTCONV_NUM_THREADS or all cores)")
+    parser.add_argument("--inference", action="store_true",
+                        help="time the reference CNN's forward pass instead, fastconv beside onnxruntime "
+                             "(when installed) on its ONNX export (default: the kernel table)")
     parser.add_argument("--markdown", metavar="PATH", help="also write the table as Markdown (default: not written)")
     parser.add_argument("--json", metavar="PATH", help="also write rows and conditions as JSON (default: not written)")
     return parser
@@ -173,6 +220,11 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if args.threads is not None:
         threads.set_num_threads(args.threads)
+    if args.inference:
+        print(f"threads: {threads.num_threads()}, median of {args.repeat} samples, "
+              f"{autotune.machine()['cpu']}; the reference CNN's forward pass")
+        print(inference_table(inference_rows(args.batch, args.repeat)))
+        return 0
     works = workloads(args.network, args.batch, args.ops)
     if not works:
         print("no layer of the chosen networks runs the chosen ops", file=sys.stderr)

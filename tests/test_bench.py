@@ -112,3 +112,18 @@ def test_the_header_names_the_cpu_and_the_cython_build(report):
     header = report[0].splitlines()[0]
     assert f"Cython kernels: the {isa.chosen()} build" in header
     assert report[2]["conditions"]["machine"]["cython_build"] == isa.chosen()
+
+
+def test_inference_mode_times_fastconv_and_onnxruntime_on_the_whole_network():
+    status, printed = run(["--inference", "--batch", "1", "2", "--repeat", "1"])
+    assert status == 0
+    lines = printed.splitlines()
+    assert "forward pass" in lines[0]
+    engines = [line.split()[:2] for line in lines[2:]]
+    assert ["fastconv", "1"] in engines and ["fastconv", "2"] in engines
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return  # left out, with a line on stderr
+    assert ["onnxruntime", "1"] in engines and ["onnxruntime", "2"] in engines
