@@ -90,6 +90,11 @@ def conv2d_backward_naive(const floating[:, :, :, ::1] dy, const floating[:, :, 
 # multiply-adds (four taps forward, four pixels for dw, four filters for dx):
 # with one per pass, the loops were bound by the stores, not the arithmetic.
 # Leftovers (counts not divisible by four) take the same loop one at a time.
+# Small per-thread buffers are padded by PAD elements per row, so that no
+# cache line holds the rows of two threads: such a line, written in the
+# inner loops by both, made two threads slower than one.
+
+PAD = 16  # elements: at least one 64-byte cache line
 
 
 def _tap_offsets(Py_ssize_t n_chan, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t hp, Py_ssize_t wp):
@@ -192,7 +197,7 @@ def _backward_in_chunks(const floating[:, :, :, ::1] dy, const floating[:, :, :,
     # (OH*OW, F), and one window's gradient (taps,).
     cdef floating[:, :, ::1] dw_parts = np.zeros((n_chunks, n_taps, n_filt), dtype)
     cdef floating[:, :, ::1] dy_pf = np.empty((n_chunks, n_pix, n_filt), dtype)
-    cdef floating[:, ::1] windows = np.empty((n_chunks, n_taps), dtype)
+    cdef floating[:, ::1] windows = np.empty((n_chunks, n_taps + PAD), dtype)
     cdef floating[:, ::1] dw_ft = np.asarray(dw).reshape(n_filt, n_taps)
     with nogil:
         for t in prange(n_chunks, schedule="static", num_threads=n_chunks):
@@ -505,6 +510,9 @@ cdef void _unpool_image(const floating[:, :, ::1] dy, const unsigned char[:, :, 
 # input window times the gradient vector of the filters whose maximum sat
 # there. It suits few input channels (conv1: 9 taps), where a GEMM per image
 # is too thin to pay and the conv output is large.
+#
+# Its small per-image and per-thread buffers are padded by PAD elements per
+# row, as the vectorized conv's are.
 
 
 def conv2d_relu_maxpool2d_vectorized(const floating[:, :, :, ::1] xp, const floating[:, :, :, ::1] w,
@@ -524,10 +532,10 @@ def conv2d_relu_maxpool2d_vectorized(const floating[:, :, :, ::1] xp, const floa
     # Taps first (C*KH*KW, F): the F weights of one tap are one contiguous vector.
     cdef const floating[:, ::1] w_tf = np.ascontiguousarray(np.asarray(w).reshape(n_filt, n_taps).T)
     # Per image: the conv outputs of one window position, the best so far and where (F,).
-    cdef floating[:, ::1] acc = np.empty((n_img, n_filt), dtype)
-    cdef floating[:, ::1] best = np.empty((n_img, n_filt), dtype)
-    cdef int[:, ::1] best_at = np.empty((n_img, n_filt), np.intc)
-    cdef int[:, ::1] holds_nan = np.empty((n_img, n_filt), np.intc)
+    cdef floating[:, ::1] acc = np.empty((n_img, n_filt + PAD), dtype)
+    cdef floating[:, ::1] best = np.empty((n_img, n_filt + PAD), dtype)
+    cdef int[:, ::1] best_at = np.empty((n_img, n_filt + PAD), np.intc)
+    cdef int[:, ::1] holds_nan = np.empty((n_img, n_filt + PAD), np.intc)
     with nogil:
         for n in prange(n_img, schedule="static"):
             for py in range(ph):
@@ -592,11 +600,11 @@ def _fused_backward_in_chunks(const floating[:, :, :, ::1] dy, const unsigned ch
     cdef const floating[:, ::1] w_ft = np.asarray(w).reshape(n_filt, n_taps)
     # Per chunk: its dw (taps, F), the gradients (F,) that go to one window
     # position, and that window's input gradient (taps,).
-    cdef floating[:, :, ::1] dw_parts = np.zeros((n_chunks, n_taps, n_filt), dtype)
-    cdef floating[:, ::1] grads = np.empty((n_chunks, n_filt), dtype)
-    cdef floating[:, ::1] pooled_grads = np.empty((n_chunks, n_filt), dtype)
-    cdef int[:, ::1] pooled_codes = np.empty((n_chunks, n_filt), np.intc)
-    cdef floating[:, ::1] windows = np.empty((n_chunks, n_taps), dtype)
+    cdef floating[:, :, ::1] dw_parts = np.zeros((n_chunks, n_taps + 1, n_filt + PAD), dtype)
+    cdef floating[:, ::1] grads = np.empty((n_chunks, n_filt + PAD), dtype)
+    cdef floating[:, ::1] pooled_grads = np.empty((n_chunks, n_filt + PAD), dtype)
+    cdef int[:, ::1] pooled_codes = np.empty((n_chunks, n_filt + PAD), np.intc)
+    cdef floating[:, ::1] windows = np.empty((n_chunks, n_taps + PAD), dtype)
     cdef floating[:, ::1] dw_ft = np.asarray(dw).reshape(n_filt, n_taps)
     with nogil:
         for t in prange(n_chunks, schedule="static", num_threads=n_chunks):

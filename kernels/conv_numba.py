@@ -77,6 +77,11 @@ def conv2d_backward_naive(dy, xp, w, sh, sw, dxp, dw):
 # Leftovers (counts not divisible by four) take the same loop one at a time.
 # No fastmath: nothing here is a reduction across the vector lanes, and
 # letting multiply-adds fuse into FMA was measured to gain under 2%.
+# Small per-thread buffers are padded by PAD elements per row, so that no
+# cache line holds the rows of two threads: such a line, written in the
+# inner loops by both, made two threads slower than one.
+
+PAD = 16  # elements: at least one 64-byte cache line
 
 
 @njit(cache=True)
@@ -166,7 +171,7 @@ def _backward_in_chunks(dy, xp, w, sh, sw, dxp, dw, n_chunks):
     # (OH*OW, F), and one window's gradient (taps,).
     dw_parts = np.zeros((n_chunks, n_taps, n_filt), dw.dtype)
     dy_pf = np.empty((n_chunks, n_pix, n_filt), dy.dtype)
-    windows = np.empty((n_chunks, n_taps), dw.dtype)
+    windows = np.empty((n_chunks, n_taps + PAD), dw.dtype)
     dw_ft = dw.reshape(n_filt, n_taps)
     for t in prange(n_chunks):
         for n in range(t * n_img // n_chunks, (t + 1) * n_img // n_chunks):
@@ -431,6 +436,9 @@ def _unpool_image(dy, code, ow, pkw, psh, psw, dconv):
 # input window times the gradient vector of the filters whose maximum sat
 # there. It suits few input channels (conv1: 9 taps), where a GEMM per image
 # is too thin to pay and the conv output is large.
+#
+# Its small per-image and per-thread buffers are padded by PAD elements per
+# row, as the vectorized conv's are.
 
 
 @njit(parallel=True, cache=True)
@@ -444,10 +452,10 @@ def conv2d_relu_maxpool2d_vectorized(xp, w, b, sh, sw, pkh, pkw, psh, psw, out, 
     # Taps first (C*KH*KW, F): the F weights of one tap are one contiguous vector.
     w_tf = np.ascontiguousarray(w.reshape(n_filt, n_taps).T)
     # Per image: the conv outputs of one window position, the best so far and where (F,).
-    acc = np.empty((n_img, n_filt), out.dtype)
-    best = np.empty((n_img, n_filt), out.dtype)
-    best_at = np.empty((n_img, n_filt), np.intc)
-    holds_nan = np.empty((n_img, n_filt), np.intc)
+    acc = np.empty((n_img, n_filt + PAD), out.dtype)
+    best = np.empty((n_img, n_filt + PAD), out.dtype)
+    best_at = np.empty((n_img, n_filt + PAD), np.intc)
+    holds_nan = np.empty((n_img, n_filt + PAD), np.intc)
     for n in prange(n_img):
         for py in range(ph):
             for px in range(pw):
@@ -501,11 +509,11 @@ def _fused_backward_in_chunks(dy, code, xp, w, sh, sw, pkh, pkw, psh, psw, dxp, 
     w_ft = w.reshape(n_filt, n_taps)
     # Per chunk: its dw (taps, F), the gradients (F,) that go to one window
     # position, and that window's input gradient (taps,).
-    dw_parts = np.zeros((n_chunks, n_taps, n_filt), dw.dtype)
-    grads = np.empty((n_chunks, n_filt), dw.dtype)
-    pooled_grads = np.empty((n_chunks, n_filt), dw.dtype)
-    pooled_codes = np.empty((n_chunks, n_filt), np.intc)
-    windows = np.empty((n_chunks, n_taps), dw.dtype)
+    dw_parts = np.zeros((n_chunks, n_taps + 1, n_filt + PAD), dw.dtype)
+    grads = np.empty((n_chunks, n_filt + PAD), dw.dtype)
+    pooled_grads = np.empty((n_chunks, n_filt + PAD), dw.dtype)
+    pooled_codes = np.empty((n_chunks, n_filt + PAD), np.intc)
+    windows = np.empty((n_chunks, n_taps + PAD), dw.dtype)
     dw_ft = dw.reshape(n_filt, n_taps)
     for t in prange(n_chunks):
         for n in range(t * n_img // n_chunks, (t + 1) * n_img // n_chunks):
