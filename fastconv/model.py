@@ -286,11 +286,11 @@ class Sequential:
             with tqdm(total=n, desc=f"epoch {epoch}/{epochs}", unit="img", disable=not verbose,
                       leave=True, dynamic_ncols=True) as bar:
                 for index in batches:
-                    clock = NO_CLOCK if profile is None else profile.begin(len(y[index]))
+                    clock = NO_CLOCK if profile is None else profile.begin()
                     xb, yb = x[index], y[index]
                     loss, batch_correct = self.train_step(xb, yb, self.optimizer, clock)
                     if profile is not None:
-                        profile.end()
+                        profile.end(len(yb))
                     loss_sum += loss * len(yb)
                     correct += batch_correct
                     seen += len(yb)

@@ -5,8 +5,8 @@ one op, one pass over the conv output, which is never stored.
 
 Every op takes ``backend`` (``"auto"``, ``"numpy"`` for the reference,
 ``"cython"`` or ``"numba"``) and ``algorithm`` (``"auto"``, ``"naive"``,
-``"im2col"``, ``"vectorized"``; ``"reference"`` for numpy). ``auto`` picks the
-fastest matching variant for the call's shapes, measured once and remembered
+``"im2col"``, ``"vectorized"``, ``"gemm"``; ``"reference"`` for numpy).
+``auto`` picks the fastest matching variant for the call's shapes, measured once and remembered
 (see :mod:`fastconv.autotune`).
 
 Arrays may be any real numeric dtype and layout: they are converted to one

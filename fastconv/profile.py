@@ -47,22 +47,21 @@ class StepProfile:
         self._batch_sizes: set[int] = set()
         self._clock = None
 
-    def begin(self, batch_size: int):
-        """Start timing a step of ``batch_size`` images; returns its clock."""
-        self._counted = batch_size in self._batch_sizes
-        self._batch_sizes.add(batch_size)
-        self._size = batch_size
+    def begin(self):
+        """Start timing a step; returns its clock."""
         self._clock = _StepClock()
         return self._clock
 
-    def end(self) -> None:
-        """Close the step begun last (kept unless it was a warm-up step)."""
+    def end(self, batch_size: int) -> None:
+        """Close the step begun last, one of ``batch_size`` images (kept
+        unless it was the first of that size, a warm-up step)."""
         clock, self._clock = self._clock, None
         seconds = time.perf_counter() - clock.start
-        if not self._counted:
+        if batch_size not in self._batch_sizes:
+            self._batch_sizes.add(batch_size)
             return
         self.steps += 1
-        self.images += self._size
+        self.images += batch_size
         self.step_seconds += seconds
         for name, phase, lap in clock.laps:
             self._seconds[(name, phase)] = self._seconds.get((name, phase), 0.0) + lap

@@ -14,7 +14,7 @@ from fastconv import fusion, models, ops, registry
 from fastconv.gradcheck import numerical_gradient
 from fastconv.kernels import NO_GRADIENT
 from fastconv.model import Sequential
-from fastconv.layers import Conv2D, Dense, Flatten, MaxPool2D, ReLU
+from fastconv.layers import Conv2D, Flatten, MaxPool2D, ReLU
 
 FUSED = registry.variants("conv2d_relu_maxpool2d")
 REFERENCE = {"backend": "numpy", "algorithm": "reference"}
