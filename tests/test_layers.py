@@ -13,7 +13,7 @@ from numpy.testing import assert_allclose
 
 from fastconv import registry
 from fastconv.gradcheck import numerical_gradient
-from fastconv.layers import AvgPool2D, Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU
+from fastconv.layers import AvgPool2D, BatchNorm, BatchNorm2D, Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU
 from fastconv.losses import softmax, softmax_cross_entropy
 from fastconv.optim import SGD, Adam
 
@@ -50,6 +50,7 @@ LAYER_CASES = {
     "conv 3x3": (lambda: Conv2D(2, 3, 3, **REF), (2, 2, 5, 5)),
     "conv 2x3 stride 2 pad 1": (lambda: Conv2D(2, 3, (2, 3), stride=2, padding=1, **REF), (2, 2, 6, 5)),
     "conv 1x1": (lambda: Conv2D(3, 2, 1, **REF), (2, 3, 3, 4)),
+    "conv 3x5 same": (lambda: Conv2D(2, 3, (3, 5), padding="same", **REF), (2, 2, 4, 6)),
     "maxpool 2": (lambda: MaxPool2D(2, **REF), (2, 3, 4, 6)),
     "maxpool 3 stride 2 pad 1": (lambda: MaxPool2D(3, stride=2, padding=1, **REF), (2, 2, 5, 5)),
     "avgpool 2": (lambda: AvgPool2D(2, **REF), (2, 3, 4, 6)),
@@ -345,6 +346,28 @@ def test_layer_arguments_are_checked():
         MaxPool2D(2, stride=0)
 
 
+@pytest.mark.parametrize("kernel", [1, 3, 5, (3, 7)])
+def test_same_padding_keeps_the_size_and_equals_the_explicit_padding(kernel):
+    same = initialized(Conv2D(2, 3, kernel, padding="same", **REF))
+    k = (kernel, kernel) if isinstance(kernel, int) else kernel
+    explicit = initialized(Conv2D(2, 3, kernel, padding=((k[0] - 1) // 2, (k[1] - 1) // 2), **REF))
+    x = np.random.default_rng(0).standard_normal((2, 2, 7, 8))
+    assert same.output_shape((2, 7, 8)) == (3, 7, 8)
+    assert same.padding == explicit.padding and same.config()["padding"] == "same"
+    assert_allclose(same.forward(x, False), explicit.forward(x, False))
+
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    ({"kernel_size": 2, "padding": "same"}, ValueError, r"padding=\"same\" needs odd kernel sizes"),
+    ({"kernel_size": (3, 4), "padding": "same"}, ValueError, "needs odd kernel sizes"),
+    ({"kernel_size": 3, "stride": 2, "padding": "same"}, ValueError, r"padding=\"same\" needs stride 1"),
+    ({"kernel_size": 3, "padding": "full"}, ValueError, r"padding must be an int, a pair of ints or \"same\""),
+])
+def test_same_padding_is_refused_where_it_cannot_keep_the_size(kwargs, error, message):
+    with pytest.raises(error, match=message):
+        Conv2D(1, 1, **kwargs)
+
+
 def test_backward_before_forward_and_uninitialised_forward():
     with pytest.raises(RuntimeError, match="backward called before forward"):
         initialized(Dense(2, 2)).backward(np.zeros((1, 2)))
@@ -354,7 +377,8 @@ def test_backward_before_forward_and_uninitialised_forward():
 
 def test_config_rebuilds_layer():
     for layer in (Conv2D(2, 3, (2, 3), stride=2, padding=1, backend="numpy"), MaxPool2D(3, 2, 1),
-                  AvgPool2D(2), Flatten(), Dense(4, 5, name="head"), ReLU(), Dropout(0.25)):
+                  Conv2D(1, 2, 3, padding="same"), AvgPool2D(2), Flatten(), Dense(4, 5, name="head"), ReLU(),
+                  Dropout(0.25), BatchNorm2D(3, momentum=0.2), BatchNorm(4, eps=1e-3)):
         rebuilt = type(layer)(**layer.config())
         assert rebuilt.config() == layer.config()
         assert rebuilt.name == layer.name
