@@ -17,6 +17,8 @@ objects) with these entries:
     int64 scalar: completed epochs.
 ``params/<layer>/<param>``
     the weights, one array per parameter, shaped as the layer declares.
+``buffers/<layer>/<buffer>``
+    the non-trainable arrays (batch norm's running statistics), likewise.
 ``optimizer/<slot>/<layer>/<param>``
     the optimiser's per-parameter state (Adam's ``m``, ``v``; SGD's ``velocity``).
 
@@ -61,13 +63,15 @@ class ModelDescription:
     architecture: ``[{"class": str, "config": dict}]`` in layer order;
     input_shape: per-sample shape, (C, H, W) for images; dtype: NumPy dtype
     name of every parameter; params: ``{"<layer>/<param>": array}`` with
-    each array shaped as its layer declares.
+    each array shaped as its layer declares; buffers: the non-trainable
+    arrays, keyed the same way (empty for models without batch norm).
     """
 
     architecture: list
     input_shape: tuple
     dtype: str
     params: dict
+    buffers: dict = dataclasses.field(default_factory=dict)
 
     @classmethod
     def of(cls, model) -> ModelDescription:
@@ -77,6 +81,7 @@ class ModelDescription:
             input_shape=tuple(model.input_shape),
             dtype=model.dtype.name,
             params=dict(model.params),
+            buffers=dict(model.buffers),
         )
 
     def layers(self, **overrides) -> list:
@@ -91,12 +96,17 @@ class ModelDescription:
         name_layers(layers)
         return layers
 
+    def arrays(self) -> dict:
+        """Parameters and buffers in one ``{"<layer>/<name>": array}``."""
+        return {**self.params, **self.buffers}
+
     def layer_params(self) -> list:
-        """``(layer, {param: array})`` per architecture entry, in order: the
-        walk every other view of the model (state_dict, ONNX) starts from.
-        A layer's position in this list is its index in the equivalent
-        ``torch.nn.Sequential``."""
-        return [(layer, {k: self.params[f"{layer.name}/{k}"] for k in layer.param_shapes()})
+        """``(layer, {name: array})`` per architecture entry, in order, with
+        the layer's parameters then its buffers: the walk every other view
+        of the model (state_dict, ONNX) starts from. A layer's position in
+        this list is its index in the equivalent ``torch.nn.Sequential``."""
+        arrays = self.arrays()
+        return [(layer, {k: arrays[f"{layer.name}/{k}"] for k in (*layer.param_shapes(), *layer.buffer_shapes())})
                 for layer in self.layers()]
 
 
@@ -135,6 +145,7 @@ def write(path, checkpoint: Checkpoint) -> None:
     interrupted write leaves the previous file intact)."""
     description = checkpoint.model
     arrays = {f"params/{name}": p for name, p in description.params.items()}
+    arrays.update({f"buffers/{name}": b for name, b in description.buffers.items()})
     arrays["input_shape"] = np.array(description.input_shape, dtype=np.int64)
     arrays["epoch"] = np.array(checkpoint.epoch, dtype=np.int64)
     meta = {
@@ -198,7 +209,7 @@ def read(path) -> Checkpoint:
                 _, slot, name = key.split("/", 2)
                 optimizer["slots"].setdefault(slot, {})[name] = value
     for key, value in arrays.items():
-        if key.startswith(("params/", "optimizer/")):
+        if key.startswith(("params/", "buffers/", "optimizer/")):
             if value.dtype.kind != "f":
                 raise CheckpointError(f"{path}: {key} holds {value.dtype} values; weights are floating point")
             bad = value.size - np.count_nonzero(np.isfinite(value))
@@ -206,9 +217,10 @@ def read(path) -> Checkpoint:
                 raise CheckpointError(f"{path}: {key} holds {bad} non-finite value(s) (NaN or infinity) "
                                       f"of {value.size}; the model diverged or the file is damaged")
     params = {k[len("params/"):]: v for k, v in arrays.items() if k.startswith("params/")}
+    buffers = {k[len("buffers/"):]: v for k, v in arrays.items() if k.startswith("buffers/")}
     description = ModelDescription(architecture=meta["architecture"],
                                    input_shape=tuple(int(d) for d in input_shape),
-                                   dtype=meta["dtype"], params=params)
+                                   dtype=meta["dtype"], params=params, buffers=buffers)
     return Checkpoint(model=description, seed=meta["seed"], rng_state=meta["rng_state"],
                       epoch=int(epoch), history=meta["history"], optimizer=optimizer)
 
@@ -229,8 +241,9 @@ def restore(path, model_class, *, backend=None, algorithm=None):
     except (TypeError, ValueError) as error:
         raise CheckpointError(f"{path}: the saved architecture cannot be built: {error}") from None
     _check_arrays(path, "saved weights", description.params, model.params)
-    for name, p in model.params.items():
-        p[...] = description.params[name]
+    _check_arrays(path, "saved running statistics", description.buffers, model.buffers)
+    for name, array in {**model.params, **model.buffers}.items():
+        array[...] = description.arrays()[name]
     _restore_history(path, model.history, saved.history)
     try:
         model.rng.bit_generator.state = saved.rng_state
@@ -279,8 +292,11 @@ def _check_arrays(path, what, saved: dict, expected: dict) -> None:
 
 
 def _restore_history(path, history, saved: dict) -> None:
-    """Append the saved per-epoch lists to the model's empty ``history``."""
+    """Append the saved per-epoch lists to the model's empty ``history``
+    (files from before the per-epoch ``lr`` was recorded get None there)."""
     fields = history.as_dict()
+    if isinstance(saved, dict) and "lr" not in saved and isinstance(saved.get("epoch"), list):
+        saved = dict(saved, lr=[None] * len(saved["epoch"]))
     if (not isinstance(saved, dict) or set(saved) != set(fields)
             or not all(isinstance(v, list) for v in saved.values()) or len({len(v) for v in saved.values()}) > 1):
         raise CheckpointError(f"{path}: damaged checkpoint, its training history needs the lists "

@@ -15,14 +15,18 @@ from dataclasses import dataclass
 
 from fastconv import models
 from fastconv.command_args import load_checkpoint
-from fastconv.layers import AvgPool2D, Conv2D, Dense, MaxPool2D, ReLU
+from fastconv.layers import AvgPool2D, BatchNorm, BatchNorm2D, Conv2D, Dense, MaxPool2D, ReLU
 
 FOOTER = """\
 FLOPs: forward pass, one image; a multiply-add counts 2 (conv: 2*C*KH*KW*OH*OW*F,
   dense: 2*in*out); bias additions are not counted.
 Other ops: comparisons and additions outside the FLOPs: ReLU 1 comparison per
   value, max-pool KH*KW-1 comparisons per output, avg-pool KH*KW-1 additions and
-  1 multiplication per output. Flatten and Dropout (identity at inference) do no arithmetic.
+  1 multiplication per output, batch norm 1 multiplication and 1 addition per value
+  (its statistics folded into a scale and a shift at inference). Flatten and
+  Dropout (identity at inference) do no arithmetic.
+Params: trainable (weights and biases; batch norm's gamma and beta). Fixed: values
+  kept but never trained (batch norm's running mean and variance).
 Field: the input pixels (H x W) that one output pixel of the layer depends on;
   jump: the distance in input pixels between neighbouring output pixels."""
 
@@ -38,6 +42,7 @@ class LayerCost:
     output_shape: tuple
     weights: int
     biases: int
+    fixed: int
     flops: int
     other_ops: int
     field: tuple | None
@@ -62,6 +67,8 @@ def forward_work(layer, output_shape) -> tuple[int, int]:
         return 0, math.prod(layer.kernel_size) * outputs
     if isinstance(layer, ReLU):
         return 0, outputs
+    if isinstance(layer, (BatchNorm2D, BatchNorm)):
+        return 0, 2 * outputs
     return 0, 0  # Flatten, Dropout
 
 
@@ -69,7 +76,8 @@ def layer_costs(model) -> list[LayerCost]:
     """One :class:`LayerCost` per layer of a :class:`fastconv.model.Sequential`."""
     costs = []
     for layer, out_shape, field in zip(model.layers, model.output_shapes, model.receptive_fields()):
-        biases = math.prod(layer.param_shapes().get("b", (0,)))
+        shapes = layer.param_shapes()
+        biases = math.prod(shapes.get("b", shapes.get("beta", (0,))))
         flops, other_ops = forward_work(layer, out_shape)
         costs.append(LayerCost(
             name=layer.name,
@@ -77,6 +85,7 @@ def layer_costs(model) -> list[LayerCost]:
             output_shape=out_shape,
             weights=layer.param_count() - biases,
             biases=biases,
+            fixed=layer.buffer_count(),
             flops=flops,
             other_ops=other_ops,
             field=None if field is None else (field[0].receptive_field, field[1].receptive_field),
@@ -95,16 +104,18 @@ def _pair(pair, square_as_one=False) -> str:
 
 def format_table(costs, title) -> str:
     """The per-layer table with a totals row and the footer."""
-    header = ("Layer (type)", "Output shape", "Weights", "Biases", "Params", "FLOPs", "Other ops", "Field", "Jump")
+    header = ("Layer (type)", "Output shape", "Weights", "Biases", "Params", "Fixed", "FLOPs", "Other ops",
+              "Field", "Jump")
     rows = [
         (f"{c.name} ({c.kind})", "x".join(map(str, c.output_shape)), f"{c.weights:,}", f"{c.biases:,}",
-         f"{c.params:,}", f"{c.flops:,}", f"{c.other_ops:,}", _pair(c.field), _pair(c.jump, square_as_one=True))
+         f"{c.params:,}", f"{c.fixed:,}", f"{c.flops:,}", f"{c.other_ops:,}", _pair(c.field),
+         _pair(c.jump, square_as_one=True))
         for c in costs
     ]
     total = ("Total", "", *(f"{sum(getattr(c, key) for c in costs):,}"
-                            for key in ("weights", "biases", "params", "flops", "other_ops")), "", "")
+                            for key in ("weights", "biases", "params", "fixed", "flops", "other_ops")), "", "")
     widths = [max(len(row[i]) for row in [header, total, *rows]) for i in range(len(header))]
-    numeric = range(2, 7)
+    numeric = range(2, 8)
 
     def line(row):
         cells = (cell.rjust(w) if i in numeric else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths)))

@@ -6,7 +6,8 @@ returns ``logits`` (N, K). Initializers are the weights under their
 :mod:`fastconv.state_dict` names and PyTorch layouts (``0.weight`` ...), so
 Dense becomes ``Gemm`` with ``transB=1``. Dropout is the identity at
 inference (``Identity``); AvgPool2D counts padded zeros, as ONNX's
-``count_include_pad=1``. A layer with no node here is refused.
+``count_include_pad=1``; batch norm is ``BatchNormalization`` in inference
+mode (the running statistics). A layer with no node here is refused.
 """
 from __future__ import annotations
 
@@ -47,12 +48,18 @@ def _dense(helper, index, layer, x, y):
     return [helper.make_node("Gemm", [x, f"{index}.weight", f"{index}.bias"], [y], transB=1)]
 
 
+def _batch_norm(helper, index, layer, x, y):
+    inputs = [x] + [f"{index}.{name}" for name in ("weight", "bias", "running_mean", "running_var")]
+    return [helper.make_node("BatchNormalization", inputs, [y], epsilon=layer.eps)]
+
+
 def _identity(helper, index, layer, x, y):
     return [helper.make_node("Identity", [x], [y])]
 
 
 NODES = {"Conv2D": _conv, "MaxPool2D": _max_pool, "AvgPool2D": _avg_pool, "ReLU": _relu,
-         "Flatten": _flatten, "Dense": _dense, "Dropout": _identity}
+         "Flatten": _flatten, "Dense": _dense, "Dropout": _identity,
+         "BatchNorm2D": _batch_norm, "BatchNorm": _batch_norm}
 """Per layer class: ``(onnx.helper, index, layer, input name, output name)
 -> [nodes]`` computing the layer at inference."""
 

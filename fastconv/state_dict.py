@@ -8,7 +8,10 @@ with the layer's position in the model: the reference CNN's are ``0.weight,
 
 Layouts: a Conv2D ``w`` (F, C, KH, KW) is ``nn.Conv2d.weight`` as it is; a
 Dense ``w`` (in, out) is ``nn.Linear.weight`` (out, in) transposed; biases
-(F,) / (out,) are the same. Built from
+(F,) / (out,) are the same. Batch norm's ``gamma``, ``beta``,
+``running_mean`` and ``running_var`` (C,) are ``weight``, ``bias``,
+``running_mean`` and ``running_var`` of ``nn.BatchNorm2d`` /
+``nn.BatchNorm1d``. Built from
 :meth:`fastconv.checkpoint.ModelDescription.layer_params`, like the ONNX
 export, which names its initializers with these keys.
 """
@@ -16,11 +19,18 @@ from __future__ import annotations
 
 import numpy as np
 
+_BATCH_NORM = {"gamma": ("weight", False), "beta": ("bias", False),
+               "running_mean": ("running_mean", False), "running_var": ("running_var", False)}
 TORCH_PARAMS = {
     "Conv2D": {"w": ("weight", False), "b": ("bias", False)},
     "Dense": {"w": ("weight", True), "b": ("bias", False)},
+    "BatchNorm2D": _BATCH_NORM,  # nn.BatchNorm2d
+    "BatchNorm": _BATCH_NORM,    # nn.BatchNorm1d
 }
-"""Per layer class: fastconv parameter -> (PyTorch name, transposed?)."""
+"""Per layer class: fastconv parameter or buffer -> (PyTorch name, transposed?)."""
+BATCH_COUNT = "num_batches_tracked"
+"""PyTorch's batch-norm step counter: accepted on loading and ignored (it
+only matters to ``momentum=None``, which fastconv does not have)."""
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -50,7 +60,8 @@ def torch_state_dict(description) -> dict[str, np.ndarray]:
     """``{"<index>.<weight|bias>": array}``: copies of the weights of a
     :class:`~fastconv.checkpoint.ModelDescription` in PyTorch's layouts
     (C-contiguous, the model's dtype)."""
-    return {key: np.array(description.params[name].T if transposed else description.params[name], order="C")
+    arrays = description.arrays()
+    return {key: np.array(arrays[name].T if transposed else arrays[name], order="C")
             for key, name, transposed in _torch_entries(description)}
 
 
@@ -66,11 +77,14 @@ def fastconv_params(description, mapping, strict=True) -> dict[str, np.ndarray]:
     non-finite key.
     """
     entries = _torch_entries(description)
+    arrays = description.arrays()
+    counters = {f"{index}.{BATCH_COUNT}" for index, (layer, _) in enumerate(description.layer_params())
+                if TORCH_PARAMS.get(type(layer).__name__) is _BATCH_NORM}
     problems = []
     if strict:
         expected = [key for key, _, _ in entries]
         missing = [key for key in expected if key not in mapping]
-        unexpected = [key for key in mapping if key not in expected]
+        unexpected = [key for key in mapping if key not in expected and key not in counters]
         if missing:
             problems.append(f"missing keys {', '.join(missing)}")
         if unexpected:
@@ -81,7 +95,7 @@ def fastconv_params(description, mapping, strict=True) -> dict[str, np.ndarray]:
         if key not in mapping:
             continue
         value = np.asarray(mapping[key])
-        wanted = description.params[name].shape[::-1] if transposed else description.params[name].shape
+        wanted = arrays[name].shape[::-1] if transposed else arrays[name].shape
         if value.dtype not in FLOAT_DTYPES:
             problems.append(f"{key!r} holds {value.dtype} values, weights must be float32 or float64")
         elif value.shape != wanted:

@@ -16,7 +16,7 @@ import pytest
 
 from fastconv import checkpoint, cli, explain, viz
 from fastconv.checkpoint import CheckpointError
-from fastconv.layers import Dense, Flatten
+from fastconv.layers import BatchNorm2D, Conv2D, Dense, Flatten
 from fastconv.model import Sequential
 from fastconv.optim import Adam
 
@@ -82,7 +82,7 @@ DAMAGE = {
     "missing parameter": (lambda p: rewrite(p, lambda a, m: a.pop("params/dense/b")),
                           "saved weights: missing dense/b"),
     "unknown layer": (lambda p: rewrite(p, lambda a, m: m["architecture"][1].update({"class": "Conv3D"})),
-                      "unknown layer class 'Conv3D' (this fastconv knows AvgPool2D, Conv2D"),
+                      "unknown layer class 'Conv3D' (this fastconv knows AvgPool2D, BatchNorm, BatchNorm2D, Conv2D"),
     "unknown optimizer": (lambda p: rewrite(p, lambda a, m: m["optimizer"].update({"class": "Lion"})),
                           "unknown optimizer class 'Lion'"),
     "wrong shape": (lambda p: rewrite(p, with_param("dense/w", np.zeros((3, 4), np.float32))),
@@ -152,6 +152,43 @@ def test_format_1_layout_is_unchanged(saved):
     assert sorted(meta) == ["architecture", "dtype", "format", "history", "optimizer", "rng_state", "seed"]
     assert meta["architecture"][1] == {"class": "Dense", "config": Dense(4, 3).config()}
     assert meta["optimizer"] == {"class": "Adam", "config": Adam(0.01).config(), "steps": 8}
+
+
+def test_a_file_from_before_the_per_epoch_learning_rate_loads_with_none_there(saved):
+    rewrite(saved, lambda arrays, meta: meta["history"].pop("lr"))
+    loaded = Sequential.load(saved)
+    assert loaded.history.lr == [None, None] and loaded.history.epoch == [1, 2]
+
+
+def bn_model():
+    model = Sequential([Conv2D(1, 2, 3, padding="same"), BatchNorm2D(2), Flatten(), Dense(8, 3)],
+                       input_shape=(1, 2, 2), seed=0)
+    rng = np.random.default_rng(0)
+    model.fit(rng.random((16, 1, 2, 2)), rng.integers(0, 3, 16), epochs=1, batch_size=8, verbose=False)
+    return model
+
+
+def test_running_statistics_are_saved_as_buffers(tmp_path):
+    path = tmp_path / "bn.npz"
+    bn_model().save(path)
+    assert {k for k in entries(path) if k.startswith("buffers/")} == {"buffers/batch_norm2d/running_mean",
+                                                                       "buffers/batch_norm2d/running_var"}
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda arrays, meta: arrays.pop("buffers/batch_norm2d/running_var"),
+     "saved running statistics: missing batch_norm2d/running_var"),
+    (lambda arrays, meta: arrays.__setitem__("buffers/batch_norm2d/running_mean", np.zeros(3, np.float32)),
+     r"'batch_norm2d/running_mean' has shape \(3,\), the architecture needs \(2,\)"),
+    (lambda arrays, meta: arrays.__setitem__("buffers/batch_norm2d/running_var", np.array([1, np.nan], np.float32)),
+     "buffers/batch_norm2d/running_var holds 1 non-finite value"),
+])
+def test_damaged_running_statistics_are_refused(tmp_path, change, message):
+    path = tmp_path / "bn.npz"
+    bn_model().save(path)
+    rewrite(path, change)
+    with pytest.raises(CheckpointError, match=message):
+        Sequential.load(path)
 
 
 def test_model_description_is_what_the_model_computes(saved):

@@ -66,16 +66,16 @@ def test_command_prints_the_cnn_table_and_comparison(capsys):
     out = capsys.readouterr().out
     rows = table_rows(out)
     # name (type) shape weights biases params flops other field jump
-    assert rows["conv2d"][2:] == ["32x26x26", "288", "32", "320", "389,376", "0", "3x3", "1"]
+    assert rows["conv2d"][2:] == ["32x26x26", "288", "32", "320", "0", "389,376", "0", "3x3", "1"]
     assert rows["max_pool2d"][-2:] == ["4x4", "2"]
     assert rows["conv2d_1"][3:6] == ["18,432", "64", "18,496"]
     assert rows["max_pool2d_1"][-2:] == ["10x10", "4"]
-    assert rows["dense"][2:] == ["128", "204,800", "128", "204,928", "409,600", "0"]  # no field, no jump
+    assert rows["dense"][2:] == ["128", "204,800", "128", "204,928", "0", "409,600", "0"]  # no field, no jump
     assert rows["dense_1"][5] == "1,290"
     costs = explain.layer_costs(models.build("cnn"))
     total_flops, total_other = sum(c.flops for c in costs), sum(c.other_ops for c in costs)
     assert total_flops == 389_376 + 2 * 32 * 9 * 121 * 64 + 2 * 1600 * 128 + 2 * 128 * 10
-    assert rows["Total"][1:] == ["224,800", "234", "225,034", f"{total_flops:,}", f"{total_other:,}"]
+    assert rows["Total"][1:] == ["224,800", "234", "225,034", "0", f"{total_flops:,}", f"{total_other:,}"]
     assert explain.FOOTER in out
     assert "32 filters x (3x3x1 weights + 1 bias) = 32 x 10 = 320 parameters" in out
     assert "784 inputs x 128 units + 128 biases = 100,480 parameters" in out
@@ -95,8 +95,8 @@ def test_command_explains_a_checkpoint(tmp_path, capsys):
     out = capsys.readouterr().out
     assert out.startswith(f"{path}: input 1x6x6")
     rows = table_rows(out)
-    assert rows["conv2d"][2:] == ["4x6x6", "36", "4", "40", f"{2 * 9 * 6 * 6 * 4:,}", "0", "3x3", "1"]
-    assert rows["max_pool2d"][2:] == ["4x3x3", "0", "0", "0", "0", f"{3 * 4 * 3 * 3}", "4x4", "2"]
+    assert rows["conv2d"][2:] == ["4x6x6", "36", "4", "40", "0", f"{2 * 9 * 6 * 6 * 4:,}", "0", "3x3", "1"]
+    assert rows["max_pool2d"][2:] == ["4x3x3", "0", "0", "0", "0", "0", f"{3 * 4 * 3 * 3}", "4x4", "2"]
     assert rows["dense"][2:6] == ["3", "108", "3", "111"]
     # the comparison takes its numbers from the checkpoint's model
     assert "4 filters x (3x3x1 weights + 1 bias) = 4 x 10 = 40 parameters" in out
@@ -117,12 +117,21 @@ def test_checkpoint_of_a_named_model_gives_the_named_table(tmp_path, capsys):
     assert "6 filters x (5x5x1 weights + 1 bias) = 6 x 26 = 156 parameters" in saved_comparison
 
 
+def test_batch_norm_rows_count_gamma_and_beta_as_trainable_and_the_statistics_as_fixed(capsys):
+    explain.main(["cnn-deep"])
+    rows = table_rows(capsys.readouterr().out)
+    # 32 channels: gamma and beta trainable, running mean and variance fixed; a scale and a shift per value
+    assert rows["batch_norm2d"][2:] == ["32x14x14", "32", "32", "64", "64", "0", f"{2 * 32 * 14 * 14:,}", "4x4", "2"]
+    assert rows["batch_norm"][2:] == ["128", "128", "128", "256", "256", "0", "256"]
+    assert rows["Total"][3:5] == ["897,610", "704"]
+
+
 def test_a_model_without_conv_is_compared_with_the_reference_cnn(capsys):
     explain.main(["dense"])
     out = capsys.readouterr().out
     assert "cnn conv2d: 32 filters" in out
     rows = table_rows(out)
-    assert rows["dense"][2:] == ["128", "100,352", "128", "100,480", f"{2 * 784 * 128:,}", "0"]
+    assert rows["dense"][2:] == ["128", "100,352", "128", "100,480", "0", f"{2 * 784 * 128:,}", "0"]
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -50,6 +50,9 @@ def trained(digits):
     if MNIST.is_dir():
         data = load_dataset("mnist", MNIST, download=False)
         built["cnn"].fit(data.x_train[:2000], data.y_train[:2000], epochs=1, verbose=False)
+        built["cnn-deep"].fit(data.x_train[:512], data.y_train[:512], epochs=1, verbose=False)
+    else:  # running statistics away from their initial 0 and 1 all the same
+        built["cnn-deep"].fit(digits[:128], np.arange(128) % 10, epochs=1, verbose=False)
     return built
 
 
@@ -71,6 +74,8 @@ def torch_sequential(model):
         "AvgPool2D": lambda l: nn.AvgPool2d(l.kernel_size, l.stride, l.padding, count_include_pad=True),
         "ReLU": lambda l: nn.ReLU(), "Flatten": lambda l: nn.Flatten(),
         "Dense": lambda l: nn.Linear(l.in_features, l.out_features), "Dropout": lambda l: nn.Dropout(l.p),
+        "BatchNorm2D": lambda l: nn.BatchNorm2d(l.num_features, l.eps, l.momentum),
+        "BatchNorm": lambda l: nn.BatchNorm1d(l.num_features, l.eps, l.momentum),
     }
     return nn.Sequential(*(modules[type(layer).__name__](layer) for layer in model.layers)).eval()
 
@@ -94,6 +99,18 @@ def test_reference_cnn_state_dict_has_torch_names_and_layouts():
     np.testing.assert_array_equal(weights["3.weight"], model.layers[3].params["w"])
     weights["0.bias"][:] = 1  # a copy: the model is untouched
     assert not model.layers[0].params["b"].any()
+
+
+def test_batch_norm_state_dict_carries_running_statistics_under_torch_names():
+    model = models.build("cnn-deep")
+    model.layers[3].buffers["running_var"][:] = 2.5
+    weights = model.state_dict()
+    assert [k for k in weights if k.startswith("3.")] == ["3.weight", "3.bias", "3.running_mean", "3.running_var"]
+    assert (weights["3.running_var"] == 2.5).all() and weights["13.running_mean"].shape == (128,)
+    with pytest.raises(InteropError, match=r"missing keys 3.running_var"):
+        model.load_state_dict({k: v for k, v in weights.items() if k != "3.running_var"})
+    with pytest.raises(InteropError, match=r"unexpected keys 0.num_batches_tracked"):
+        model.load_state_dict({**weights, "0.num_batches_tracked": np.zeros((), np.int64)})
 
 
 @pytest.mark.parametrize("name", models.MODELS)
@@ -213,8 +230,15 @@ def test_torch_made_weights_import_to_torchs_logits(name, digits):
     torch = optional("torch")
     torch.manual_seed(0)
     net = torch_sequential(models.build(name))
+    for module in net:  # batch norm: statistics and affine terms PyTorch does not start from
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            for tensor in (module.running_mean, module.weight, module.bias):
+                torch.nn.init.normal_(tensor, 0.0, 0.5)
+            torch.nn.init.uniform_(module.running_var, 0.5, 2.0)
     model = models.build(name)
-    model.load_state_dict({k: v.numpy() for k, v in net.state_dict().items()})
+    weights = {k: v.numpy() for k, v in net.state_dict().items()}
+    assert any(k.endswith("num_batches_tracked") for k in weights) == (name in models.WITH_BATCH_NORM)
+    model.load_state_dict(weights)  # strict: the batch counter is the one key accepted and ignored
     assert_same_logits(model.forward(digits), torch_logits(net, digits))
 
 
