@@ -28,13 +28,15 @@ from fastconv.state_dict import fastconv_params, torch_state_dict
 class History:
     """Per-epoch training record, one list entry per epoch. ``seconds`` and
     ``images_per_second`` time the training pass only (not validation);
-    ``val_*`` hold None for epochs without validation data."""
+    ``lr`` is the optimiser's learning rate during the epoch; ``val_*`` hold
+    None for epochs without validation data."""
 
     epoch: list = dataclasses.field(default_factory=list)
     loss: list = dataclasses.field(default_factory=list)
     accuracy: list = dataclasses.field(default_factory=list)
     seconds: list = dataclasses.field(default_factory=list)
     images_per_second: list = dataclasses.field(default_factory=list)
+    lr: list = dataclasses.field(default_factory=list)
     val_loss: list = dataclasses.field(default_factory=list)
     val_accuracy: list = dataclasses.field(default_factory=list)
 
@@ -122,8 +124,19 @@ class Sequential:
         """Gradients from the last backward pass, keyed like :attr:`params`."""
         return {f"{l.name}/{k}": v for l in self.layers for k, v in l.grads.items()}
 
+    @property
+    def buffers(self) -> dict[str, np.ndarray]:
+        """``{"layer/buffer": array}``: the live non-trainable arrays (batch
+        norm's running statistics)."""
+        return {f"{l.name}/{k}": v for l in self.layers for k, v in l.buffers.items()}
+
     def param_count(self) -> int:
+        """Trainable values."""
         return sum(layer.param_count() for layer in self.layers)
+
+    def buffer_count(self) -> int:
+        """Non-trainable values (running statistics)."""
+        return sum(layer.buffer_count() for layer in self.layers)
 
     def receptive_fields(self) -> list:
         """Per layer, ``(rows, cols)``: the :class:`fastconv.shapes.FieldRow`
@@ -145,14 +158,15 @@ class Sequential:
         return fields + [None] * (len(self.layers) - len(fields))
 
     def summary(self, file=None, receptive_field=False) -> None:
-        """Print a Keras-style table: layer (type), output shape, parameters,
-        and with ``receptive_field`` the input pixels (H x W) one output pixel
+        """Print a Keras-style table: layer (type), output shape, values held
+        (trainable and not, as Keras counts them), and with ``receptive_field`` the input pixels (H x W) one output pixel
         of the layer sees (blank once the image is flattened)."""
         file = sys.stdout if file is None else file
         rows = [("Layer (type)", "Output Shape", "Param #", "Receptive field")]
         rows.append(("input", _batch_shape(self.input_shape), "0", "1x1" if len(self.input_shape) == 3 else ""))
         for layer, shape, field in zip(self.layers, self.output_shapes, self.receptive_fields()):
-            rows.append((f"{layer.name} ({type(layer).__name__})", _batch_shape(shape), f"{layer.param_count():,}",
+            rows.append((f"{layer.name} ({type(layer).__name__})", _batch_shape(shape),
+                         f"{layer.param_count() + layer.buffer_count():,}",
                          "" if field is None else f"{field[0].receptive_field}x{field[1].receptive_field}"))
         columns = 4 if receptive_field else 3
         widths = [max(len(row[i]) for row in rows) + 3 for i in range(columns)]
@@ -161,7 +175,7 @@ class Sequential:
         def line(row):
             return "".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip()
 
-        total = self.param_count()
+        trainable, fixed = self.param_count(), self.buffer_count()
         print(f'Model: "sequential" ({self.dtype.name})', file=file)
         print(rule, file=file)
         print(line(rows[0]), file=file)
@@ -169,9 +183,9 @@ class Sequential:
         for row in rows[1:]:
             print(line(row), file=file)
         print("=" * sum(widths), file=file)
-        print(f"Total params: {total:,}", file=file)
-        print(f"Trainable params: {total:,}", file=file)
-        print("Non-trainable params: 0", file=file)
+        print(f"Total params: {trainable + fixed:,}", file=file)
+        print(f"Trainable params: {trainable:,}", file=file)
+        print(f"Non-trainable params: {fixed:,}", file=file)
         print(rule, file=file)
 
     # ------------------------------------------------------- forward/backward
@@ -243,7 +257,8 @@ class Sequential:
         return [slice(i, i + batch_size) for i in range(0, n, batch_size)]
 
     def fit(self, x, y, epochs=1, batch_size=64, optimizer=None, validation_data=None,
-            shuffle=True, verbose=True, on_epoch_end=None, initial_epoch=0, profile=None) -> History:
+            shuffle=True, verbose=True, on_epoch_end=None, initial_epoch=0, profile=None,
+            augment=None, lr_schedule=None) -> History:
         """Train with mini-batch softmax cross-entropy.
 
         x: (N, *input_shape) images (any real dtype, already scaled; cast to
@@ -261,6 +276,13 @@ class Sequential:
         :class:`fastconv.profile.StepProfile` given as ``profile`` times the
         parts of every step.
 
+        ``augment`` (a :class:`fastconv.augment.RandomAffine`, or None)
+        transforms every training batch anew with the model's generator, so a
+        seed still repeats the run; it needs image input (C, H, W).
+        ``lr_schedule`` (from :mod:`fastconv.schedules`, or None for the
+        optimiser's own rate) sets the optimiser's learning rate at the start
+        of each epoch.
+
         Returns the History of this call (also appended to :attr:`history`).
         """
         x = self._as_input(x)
@@ -273,6 +295,8 @@ class Sequential:
             x_val, y_val = validation_data
             x_val = self._as_input(x_val, "validation x")
             y_val = self._as_labels(x_val, y_val, "validation y")
+        if augment is not None and len(self.input_shape) != 3:
+            raise ValueError(f"fit: augment moves images (C, H, W); this model takes {self.input_shape}")
         if optimizer is not None:
             self.optimizer = optimizer
         elif self.optimizer is None:
@@ -280,6 +304,8 @@ class Sequential:
         history = History()
         n = x.shape[0]
         for epoch in range(initial_epoch + 1, epochs + 1):
+            if lr_schedule is not None:
+                self.optimizer.lr = lr_schedule.lr(epoch)
             batches = self._batches(n, batch_size, shuffle)
             loss_sum, correct, seen = 0.0, 0, 0
             start = time.perf_counter()
@@ -288,6 +314,8 @@ class Sequential:
                 for index in batches:
                     clock = NO_CLOCK if profile is None else profile.begin()
                     xb, yb = x[index], y[index]
+                    if augment is not None:
+                        xb = augment(xb, self.rng)
                     loss, batch_correct = self.train_step(xb, yb, self.optimizer, clock)
                     if profile is not None:
                         profile.end(len(yb))
@@ -295,15 +323,16 @@ class Sequential:
                     correct += batch_correct
                     seen += len(yb)
                     bar.update(len(yb))
-                    bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}",
+                    bar.set_postfix(lr=f"{self.optimizer.lr:.3g}", loss=f"{loss_sum / seen:.4f}",
+                                    acc=f"{correct / seen:.4f}",
                                     img_s=f"{seen / (time.perf_counter() - start):.0f}", refresh=False)
                 seconds = time.perf_counter() - start
                 logs = {"epoch": epoch, "loss": loss_sum / n, "accuracy": correct / n,
-                        "seconds": seconds, "images_per_second": n / seconds,
+                        "seconds": seconds, "images_per_second": n / seconds, "lr": self.optimizer.lr,
                         "val_loss": None, "val_accuracy": None}
                 if validation_data is not None:
                     logs["val_loss"], logs["val_accuracy"] = self.evaluate(x_val, y_val)
-                    bar.set_postfix(loss=f"{logs['loss']:.4f}", acc=f"{logs['accuracy']:.4f}",
+                    bar.set_postfix(lr=f"{self.optimizer.lr:.3g}", loss=f"{logs['loss']:.4f}", acc=f"{logs['accuracy']:.4f}",
                                     img_s=f"{logs['images_per_second']:.0f}",
                                     val_loss=f"{logs['val_loss']:.4f}", val_acc=f"{logs['val_accuracy']:.4f}")
             self.epoch = epoch
@@ -352,9 +381,9 @@ class Sequential:
         must be exactly this model's. Raises
         :class:`fastconv.state_dict.InteropError` naming each missing,
         unexpected, mis-shaped or non-float key; the model is unchanged then."""
-        params = self.params
+        arrays = {**self.params, **self.buffers}
         for name, value in fastconv_params(checkpoint.ModelDescription.of(self), mapping, strict).items():
-            params[name][...] = value
+            arrays[name][...] = value
 
     @classmethod
     def load(cls, path, *, backend=None, algorithm=None) -> Sequential:
