@@ -193,3 +193,65 @@ def test_console_script_is_installed():
 def test_confusion_matrix_counts():
     matrix = cli.confusion_matrix(np.array([0, 1, 1, 2]), np.array([0, 2, 1, 2]), 3)
     np.testing.assert_array_equal(matrix, [[1, 0, 0], [0, 1, 1], [0, 0, 1]])
+
+
+# ------------------------------------------------- cnn-deep and its options
+
+
+def test_help_shows_each_models_defaults(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "default: 12; cnn-deep: 15" in text
+    assert "(default: constant; cnn-deep: cosine)" in text
+    assert "(default: off; cnn-deep: on)" in text
+
+
+def test_model_defaults_and_explicit_options():
+    parser = cli.build_parser()
+    deep = cli.settings(parser.parse_args(["--model", "cnn-deep"]), "cnn-deep")
+    assert deep == {"epochs": 15, "lr_schedule": "cosine", "augment": True}
+    plain = cli.settings(parser.parse_args(["--model", "cnn"]), "cnn")
+    assert plain == {"epochs": 12, "lr_schedule": "constant", "augment": False}
+    chosen = cli.settings(parser.parse_args(["--model", "cnn-deep", "--no-augment", "--lr-schedule", "step",
+                                             "--epochs", "3"]), "cnn-deep")
+    assert chosen == {"epochs": 3, "lr_schedule": "step", "augment": False}
+
+
+@needs_mnist
+def test_cnn_deep_trains_with_schedule_and_augmentation_and_reports_them(tmp_path, capsys):
+    metrics_path, checkpoint = tmp_path / "m.json", tmp_path / "deep.npz"
+    code = cli.main(["--data-dir", str(MNIST), "--model", "cnn-deep", "--limit", "640", "--epochs", "2",
+                     "--validation", "200", "--save", str(checkpoint), "--metrics-out", str(metrics_path)])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "2 epochs, Adam lr 0.001, cosine schedule, augmentation RandomAffine(max_shift=2" in out
+    assert "Trainable params: 897,610" in out and "Non-trainable params: 704" in out
+    metrics = json.loads(metrics_path.read_text())
+    assert [e["lr"] for e in metrics["epochs"]] == pytest.approx([1e-3, 5e-4])
+    assert metrics["augment"] == {"max_shift": 2, "max_rotation": 10.0, "max_scale": 0.1}
+    assert metrics["params"] == 897_610 and metrics["non_trainable_params"] == 704
+    assert "epoch 2: lr 0.0005," in out
+    # resumed, the checkpoint is recognised as cnn-deep and keeps its defaults
+    assert cli.named_model(Sequential.load(checkpoint)) == "cnn-deep"
+
+
+@needs_mnist
+@pytest.mark.parametrize("args, message", [
+    (["--model", "dense", "--augment"], "--augment moves, turns and scales images for convolutional models "
+                                        "(cnn, cnn-deep, lenet5); model dense flattens the image first"),
+    (["--model", "cnn", "--no-batch-norm"], "--no-batch-norm: model cnn has no batch norm layers"),
+])
+def test_options_a_model_cannot_take_are_refused(tmp_path, capsys, args, message):
+    assert run(tmp_path, *args, "--limit", "100", "--epochs", "1", "--save", "") == 1
+    assert message in capsys.readouterr().err
+
+
+@needs_mnist
+def test_no_batch_norm_builds_cnn_deep_without_it(tmp_path):
+    metrics_path = tmp_path / "m.json"
+    assert run(tmp_path, "--model", "cnn-deep", "--no-batch-norm", "--no-augment", "--limit", "128", "--epochs",
+               "1", "--save", "", "--metrics-out", str(metrics_path)) == 0
+    metrics = json.loads(metrics_path.read_text())
+    assert metrics["non_trainable_params"] == 0 and metrics["params"] == 897_610 - 2 * (32 + 64 + 128 + 128)
+    assert metrics["augment"] is None

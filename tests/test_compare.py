@@ -151,7 +151,7 @@ def test_printed_table_shows_the_json_numbers_side_by_side(run):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--models", "dense,resnet"], "expected distinct names from cnn, lenet5, dense, logreg"),
+    (["--models", "dense,resnet"], "expected distinct names from cnn, cnn-deep, lenet5, dense, logreg"),
     (["--models", "dense,dense"], "expected distinct names"),
     (["--epochs", "0"], "expected an integer >= 1, got 0"),
     (["--lr", "-1"], "expected a number > 0"),

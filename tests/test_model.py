@@ -63,7 +63,11 @@ MODEL_SPECS = {
                         (256,), (120,), (120,), (84,), (84,), (10,)]),
     "dense": (101_770, [(784,), (128,), (128,), (10,)]),
     "logreg": (7_850, [(784,), (10,)]),
+    "cnn-deep": (897_610, [(32, 28, 28), (32, 28, 28), (32, 14, 14), (32, 14, 14), (64, 14, 14), (64, 14, 14),
+                           (64, 7, 7), (64, 7, 7), (128, 7, 7), (128, 7, 7), (128, 7, 7), (6272,), (128,),
+                           (128,), (128,), (128,), (10,)]),
 }
+NON_TRAINABLE = {"cnn-deep": 2 * (32 + 64 + 128 + 128)}  # running mean and variance per batch norm channel
 
 
 def test_models_lists_every_builder():
@@ -80,12 +84,15 @@ def test_model_param_count_shapes_and_summary(name):
     out = io.StringIO()
     model.summary(file=out)
     table = out.getvalue()
-    assert f"Total params: {count:,}" in table
+    fixed = NON_TRAINABLE.get(name, 0)
+    assert model.buffer_count() == fixed == sum(b.size for b in model.buffers.values())
+    assert f"Total params: {count + fixed:,}" in table
     assert f"Trainable params: {count:,}" in table
+    assert f"Non-trainable params: {fixed:,}" in table
     for layer, shape in zip(model.layers, shapes):
         row = next(line for line in table.splitlines() if line.startswith(f"{layer.name} ("))
         assert "(None, " + ", ".join(map(str, shape)) + ")" in row
-        assert row.rstrip().endswith(f"{layer.param_count():,}")
+        assert row.rstrip().endswith(f"{layer.param_count() + layer.buffer_count():,}")
 
 
 def test_summary_prints_to_stdout_by_default(capsys):
