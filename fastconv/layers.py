@@ -463,7 +463,7 @@ class _BatchNorm(Layer):
                     f"variance, got input {tuple(x.shape)} (use a batch of 2 or more, or evaluation mode)")
             mean = x3.mean(axis=(0, 2))
             centred = x3 - mean[:, None]
-            var = np.mean(np.square(centred), axis=(0, 2))
+            var = np.einsum("nci,nci->c", centred, centred) / x.dtype.type(values)  # no squared temporary
             inv_std = 1 / np.sqrt(var + x.dtype.type(self.eps))
             keep = x.dtype.type(1 - self.momentum)
             self.buffers["running_mean"] *= keep
