@@ -202,7 +202,7 @@ def test_help_shows_each_models_defaults(capsys):
     with pytest.raises(SystemExit):
         cli.main(["--help"])
     text = " ".join(capsys.readouterr().out.split())
-    assert "default: 12; cnn-deep: 15" in text
+    assert "default: 12; cnn-deep: 20" in text
     assert "(default: constant; cnn-deep: cosine)" in text
     assert "(default: off; cnn-deep: on)" in text
 
@@ -210,7 +210,7 @@ def test_help_shows_each_models_defaults(capsys):
 def test_model_defaults_and_explicit_options():
     parser = cli.build_parser()
     deep = cli.settings(parser.parse_args(["--model", "cnn-deep"]), "cnn-deep")
-    assert deep == {"epochs": 15, "lr_schedule": "cosine", "augment": True}
+    assert deep == {"epochs": 20, "lr_schedule": "cosine", "augment": True}
     plain = cli.settings(parser.parse_args(["--model", "cnn"]), "cnn")
     assert plain == {"epochs": 12, "lr_schedule": "constant", "augment": False}
     chosen = cli.settings(parser.parse_args(["--model", "cnn-deep", "--no-augment", "--lr-schedule", "step",
