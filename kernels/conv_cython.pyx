@@ -13,13 +13,13 @@ filters of an output pixel; dw: the F filters of one tap (c, i, j); dx: the
 C*KH*KW taps of one window), so each step is a broadcast scalar times a
 vector: a SIMD multiply-add, as in Zhang, Franchetti and Low (ICML 2018).
 
-``gemm`` unfolds one image at a time into a buffer of its thread, small
-enough to stay in cache (conv2 of the MNIST CNN: 288 x 121 floats, 139 KB),
-and multiplies it by the filters with one single-threaded BLAS GEMM called
-from inside the parallel loop: the arithmetic of im2col without its
-batch-sized buffer going through main memory. The fused
-``conv2d_relu_maxpool2d`` ops use the same per-image GEMM and then pool the
-conv output of the image while it is still in cache.
+``gemm`` unfolds a group of images at a time into a buffer of its thread,
+as many as fit in half the L2 (conv2 of the MNIST CNN: 288 x 121 floats,
+139 KB, an image), and multiplies them by the filters with one
+single-threaded BLAS GEMM called from inside the parallel loop: the
+arithmetic of im2col without its batch-sized buffer going through main
+memory. The fused ``conv2d_relu_maxpool2d`` ops use the same grouped GEMM
+and then pool the group's conv output while it is still in cache.
 
 A backward call with ``dxp`` None computes dw only: Numba compiles a separate
 specialization for None in which the ``dxp is not None`` branches are pruned;
@@ -255,8 +255,8 @@ def _backward_in_chunks(const floating[:, :, :, ::1] dy, const floating[:, :, :,
 # its conv output or gradient (F, m*OH*OW) stay in the core's cache between
 # the unfold, the GEMM and the pass that reads it; m is as many images as
 # fit in half the L2 (fastconv.isa.images_per_gemm), since a wider GEMM runs
-# faster. The forward conv multiplies one image at a time, straight into
-# its output. The wrappers run BLAS single-threaded meanwhile
+# faster; the forward pass then adds the bias (or pools) on the way to the
+# output. The wrappers run BLAS single-threaded meanwhile
 # (fastconv.threads), so the threads are this loop's, never loop threads
 # times BLAS threads.
 
