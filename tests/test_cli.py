@@ -203,7 +203,7 @@ def test_help_shows_each_models_defaults(capsys):
         cli.main(["--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "default: 12; cnn-deep: 20" in text
-    assert "(default: constant; cnn-deep: cosine)" in text
+    assert "over --epochs); default: constant; cnn-deep: cosine" in text
     assert "(default: off; cnn-deep: on)" in text
 
 
