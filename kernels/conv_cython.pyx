@@ -508,7 +508,8 @@ cdef void _unpool_image(const floating[:, :, ::1] dy, const unsigned char[:, :, 
 # vectorized conv), keeps the running maximum and its position per filter,
 # and writes the pooled value. Its backward adds, per window position, the
 # input window times the gradient vector of the filters whose maximum sat
-# there. It suits few input channels (conv1: 9 taps), where a GEMM per image
+# there, four positions summed before each update of dw (one update per
+# position made each wait on the last through memory). It suits few input channels (conv1: 9 taps), where a GEMM per image
 # is too thin to pay and the conv output is large.
 #
 # Its small per-image and per-thread buffers are padded by PAD elements per
@@ -588,8 +589,10 @@ def _fused_backward_in_chunks(const floating[:, :, :, ::1] dy, const unsigned ch
     cdef Py_ssize_t n_img = dy.shape[0], n_filt = dy.shape[1], ph = dy.shape[2], pw = dy.shape[3]
     cdef Py_ssize_t n_chan = w.shape[1], kh = w.shape[2], kw = w.shape[3], hp = xp.shape[2], wp = xp.shape[3]
     cdef Py_ssize_t n_taps = n_chan * kh * kw
-    cdef Py_ssize_t t, n, py, px, wi, wj, r, f, at, k
-    cdef floating v, g
+    cdef Py_ssize_t n_spots = pkh * pkw  # positions in a pool window
+    cdef Py_ssize_t n_quad_spots = (n_spots + 3) // 4 * 4
+    cdef Py_ssize_t t, n, py, px, wi, wj, r, f, k, q
+    cdef floating p0, p1, p2, p3, g
     cdef bint compute_dx = dxp is not None, any_gradient
     dtype = np.asarray(dw).dtype
     cdef const Py_ssize_t[::1] tap_at = _tap_offsets(n_chan, kh, kw, hp, wp)
@@ -598,10 +601,13 @@ def _fused_backward_in_chunks(const floating[:, :, :, ::1] dy, const unsigned ch
     if compute_dx:
         dx_images = np.asarray(dxp).reshape(n_img, n_chan * hp * wp)
     cdef const floating[:, ::1] w_ft = np.asarray(w).reshape(n_filt, n_taps)
-    # Per chunk: its dw (taps, F), the gradients (F,) that go to one window
-    # position, and that window's input gradient (taps,).
+    # Per chunk: its dw (taps, F); per window position, its corner in the
+    # image and the gradients (F,) that go to it, the positions padded to a
+    # multiple of four with zero gradients at position 0's corner; the
+    # pooled pixel's gradients and codes; one window's input gradient (taps,).
     cdef floating[:, :, ::1] dw_parts = np.zeros((n_chunks, n_taps + 1, n_filt + PAD), dtype)
-    cdef floating[:, ::1] grads = np.empty((n_chunks, n_filt + PAD), dtype)
+    cdef floating[:, :, ::1] grads = np.zeros((n_chunks, n_quad_spots, n_filt + PAD), dtype)
+    cdef Py_ssize_t[:, ::1] corner = np.zeros((n_chunks, n_quad_spots + PAD), np.intp)
     cdef floating[:, ::1] pooled_grads = np.empty((n_chunks, n_filt + PAD), dtype)
     cdef int[:, ::1] pooled_codes = np.empty((n_chunks, n_filt + PAD), np.intc)
     cdef floating[:, ::1] windows = np.empty((n_chunks, n_taps + PAD), dtype)
@@ -612,35 +618,44 @@ def _fused_backward_in_chunks(const floating[:, :, :, ::1] dy, const unsigned ch
                 for py in range(ph):
                     for px in range(pw):
                         # this pooled pixel's gradients and codes, one contiguous vector each
+                        any_gradient = False
                         for f in range(n_filt):
                             pooled_grads[t, f] = dy[n, f, py, px]
                             pooled_codes[t, f] = code[n, f, py, px]
+                            any_gradient = any_gradient | (code[n, f, py, px] != NO_GRADIENT)
+                        if not any_gradient:
+                            continue
                         for wi in range(pkh):
                             for wj in range(pkw):
                                 k = wi * pkw + wj
-                                any_gradient = False
+                                corner[t, k] = (py * psh + wi) * sh * wp + (px * psw + wj) * sw
                                 for f in range(n_filt):
-                                    grads[t, f] = pooled_grads[t, f] if pooled_codes[t, f] == k else 0
-                                    any_gradient = any_gradient | (pooled_codes[t, f] == k)
-                                if not any_gradient:
-                                    continue
-                                at = (py * psh + wi) * sh * wp + (px * psw + wj) * sw
-                                # dw[f, tap] += x[tap] * grads[f]: a vector over the filters
+                                    grads[t, k, f] = pooled_grads[t, f] if pooled_codes[t, f] == k else 0
+                        for k in range(n_spots, n_quad_spots):
+                            corner[t, k] = corner[t, 0]
+                        # dw[f, tap] += x[tap] * grads[f], a vector over the filters, for four
+                        # window positions at once: one read-modify-write of dw per tap, not four
+                        for q in range(0, n_quad_spots, 4):
+                            for r in range(n_taps):
+                                p0 = images[n, corner[t, q] + tap_at[r]]
+                                p1 = images[n, corner[t, q + 1] + tap_at[r]]
+                                p2 = images[n, corner[t, q + 2] + tap_at[r]]
+                                p3 = images[n, corner[t, q + 3] + tap_at[r]]
+                                for f in range(n_filt):
+                                    dw_parts[t, r, f] += (p0 * grads[t, q, f] + p1 * grads[t, q + 1, f]
+                                                          + p2 * grads[t, q + 2, f] + p3 * grads[t, q + 3, f])
+                        if compute_dx:
+                            for k in range(n_spots):
+                                # the window's input gradient, a vector over the taps
                                 for r in range(n_taps):
-                                    v = images[n, at + tap_at[r]]
-                                    for f in range(n_filt):
-                                        dw_parts[t, r, f] += v * grads[t, f]
-                                if compute_dx:
-                                    # the window's input gradient, a vector over the taps
-                                    for r in range(n_taps):
-                                        windows[t, r] = 0
-                                    for f in range(n_filt):
-                                        g = grads[t, f]
-                                        if g != 0:
-                                            for r in range(n_taps):
-                                                windows[t, r] += g * w_ft[f, r]
-                                    for r in range(n_taps):
-                                        dx_images[n, at + tap_at[r]] += windows[t, r]
+                                    windows[t, r] = 0
+                                for f in range(n_filt):
+                                    g = grads[t, k, f]
+                                    if g != 0:
+                                        for r in range(n_taps):
+                                            windows[t, r] += g * w_ft[f, r]
+                                for r in range(n_taps):
+                                    dx_images[n, corner[t, k] + tap_at[r]] += windows[t, r]
         for t in range(n_chunks):
             for f in range(n_filt):
                 for r in range(n_taps):

@@ -434,7 +434,8 @@ def _unpool_image(dy, code, ow, pkw, psh, psw, dconv):
 # vectorized conv), keeps the running maximum and its position per filter,
 # and writes the pooled value. Its backward adds, per window position, the
 # input window times the gradient vector of the filters whose maximum sat
-# there. It suits few input channels (conv1: 9 taps), where a GEMM per image
+# there, four positions summed before each update of dw (one update per
+# position made each wait on the last through memory). It suits few input channels (conv1: 9 taps), where a GEMM per image
 # is too thin to pay and the conv output is large.
 #
 # Its small per-image and per-thread buffers are padded by PAD elements per
@@ -502,15 +503,20 @@ def _fused_backward_in_chunks(dy, code, xp, w, sh, sw, pkh, pkw, psh, psw, dxp, 
     n_img, n_filt, ph, pw = dy.shape
     n_chan, kh, kw, hp, wp = w.shape[1], w.shape[2], w.shape[3], xp.shape[2], xp.shape[3]
     n_taps = n_chan * kh * kw
+    n_spots = pkh * pkw  # positions in a pool window
+    n_quad_spots = (n_spots + 3) // 4 * 4
     tap_at = _tap_offsets(n_chan, kh, kw, hp, wp)
     images = xp.reshape(n_img, n_chan * hp * wp)
     if dxp is not None:
         dx_images = dxp.reshape(n_img, n_chan * hp * wp)
     w_ft = w.reshape(n_filt, n_taps)
-    # Per chunk: its dw (taps, F), the gradients (F,) that go to one window
-    # position, and that window's input gradient (taps,).
+    # Per chunk: its dw (taps, F); per window position, its corner in the
+    # image and the gradients (F,) that go to it, the positions padded to a
+    # multiple of four with zero gradients at position 0's corner; the
+    # pooled pixel's gradients and codes; one window's input gradient (taps,).
     dw_parts = np.zeros((n_chunks, n_taps + 1, n_filt + PAD), dw.dtype)
-    grads = np.empty((n_chunks, n_filt + PAD), dw.dtype)
+    grads = np.zeros((n_chunks, n_quad_spots, n_filt + PAD), dw.dtype)
+    corner = np.zeros((n_chunks, n_quad_spots + PAD), np.intp)
     pooled_grads = np.empty((n_chunks, n_filt + PAD), dw.dtype)
     pooled_codes = np.empty((n_chunks, n_filt + PAD), np.intc)
     windows = np.empty((n_chunks, n_taps + PAD), dw.dtype)
@@ -520,35 +526,44 @@ def _fused_backward_in_chunks(dy, code, xp, w, sh, sw, pkh, pkw, psh, psw, dxp, 
             for py in range(ph):
                 for px in range(pw):
                     # this pooled pixel's gradients and codes, one contiguous vector each
+                    any_gradient = False
                     for f in range(n_filt):
                         pooled_grads[t, f] = dy[n, f, py, px]
                         pooled_codes[t, f] = code[n, f, py, px]
+                        any_gradient = any_gradient | (code[n, f, py, px] != NO_GRADIENT)
+                    if not any_gradient:
+                        continue
                     for wi in range(pkh):
                         for wj in range(pkw):
                             k = wi * pkw + wj
-                            any_gradient = False
+                            corner[t, k] = (py * psh + wi) * sh * wp + (px * psw + wj) * sw
                             for f in range(n_filt):
-                                grads[t, f] = pooled_grads[t, f] if pooled_codes[t, f] == k else 0
-                                any_gradient = any_gradient | (pooled_codes[t, f] == k)
-                            if not any_gradient:
-                                continue
-                            at = (py * psh + wi) * sh * wp + (px * psw + wj) * sw
-                            # dw[f, tap] += x[tap] * grads[f]: a vector over the filters
+                                grads[t, k, f] = pooled_grads[t, f] if pooled_codes[t, f] == k else 0
+                    for k in range(n_spots, n_quad_spots):
+                        corner[t, k] = corner[t, 0]
+                    # dw[f, tap] += x[tap] * grads[f], a vector over the filters, for four
+                    # window positions at once: one read-modify-write of dw per tap, not four
+                    for q in range(0, n_quad_spots, 4):
+                        for r in range(n_taps):
+                            p0 = images[n, corner[t, q] + tap_at[r]]
+                            p1 = images[n, corner[t, q + 1] + tap_at[r]]
+                            p2 = images[n, corner[t, q + 2] + tap_at[r]]
+                            p3 = images[n, corner[t, q + 3] + tap_at[r]]
+                            for f in range(n_filt):
+                                dw_parts[t, r, f] += (p0 * grads[t, q, f] + p1 * grads[t, q + 1, f]
+                                                      + p2 * grads[t, q + 2, f] + p3 * grads[t, q + 3, f])
+                    if dxp is not None:
+                        for k in range(n_spots):
+                            # the window's input gradient, a vector over the taps
                             for r in range(n_taps):
-                                v = images[n, at + tap_at[r]]
-                                for f in range(n_filt):
-                                    dw_parts[t, r, f] += v * grads[t, f]
-                            if dxp is not None:
-                                # the window's input gradient, a vector over the taps
-                                for r in range(n_taps):
-                                    windows[t, r] = 0
-                                for f in range(n_filt):
-                                    g = grads[t, f]
-                                    if g != 0:
-                                        for r in range(n_taps):
-                                            windows[t, r] += g * w_ft[f, r]
-                                for r in range(n_taps):
-                                    dx_images[n, at + tap_at[r]] += windows[t, r]
+                                windows[t, r] = 0
+                            for f in range(n_filt):
+                                g = grads[t, k, f]
+                                if g != 0:
+                                    for r in range(n_taps):
+                                        windows[t, r] += g * w_ft[f, r]
+                            for r in range(n_taps):
+                                dx_images[n, corner[t, k] + tap_at[r]] += windows[t, r]
     for t in range(n_chunks):
         for f in range(n_filt):
             for r in range(n_taps):
