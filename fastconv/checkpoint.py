@@ -242,8 +242,9 @@ def restore(path, model_class, *, backend=None, algorithm=None):
         raise CheckpointError(f"{path}: the saved architecture cannot be built: {error}") from None
     _check_arrays(path, "saved weights", description.params, model.params)
     _check_arrays(path, "saved running statistics", description.buffers, model.buffers)
+    saved_arrays = description.arrays()
     for name, array in {**model.params, **model.buffers}.items():
-        array[...] = description.arrays()[name]
+        array[...] = saved_arrays[name]
     _restore_history(path, model.history, saved.history)
     try:
         model.rng.bit_generator.state = saved.rng_state

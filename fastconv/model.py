@@ -159,7 +159,8 @@ class Sequential:
 
     def summary(self, file=None, receptive_field=False) -> None:
         """Print a Keras-style table: layer (type), output shape, values held
-        (trainable and not, as Keras counts them), and with ``receptive_field`` the input pixels (H x W) one output pixel
+        (trainable and not, as Keras counts them), and with
+        ``receptive_field`` the input pixels (H x W) one output pixel
         of the layer sees (blank once the image is flattened)."""
         file = sys.stdout if file is None else file
         rows = [("Layer (type)", "Output Shape", "Param #", "Receptive field")]

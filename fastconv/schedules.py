@@ -18,8 +18,19 @@ def _number(schedule, what, value, minimum=0.0, strict=True):
     return float(value)
 
 
+def _counts(value) -> bool:
+    """Whether ``value`` is an int >= 1 (bools are not)."""
+    return not isinstance(value, bool) and isinstance(value, numbers.Integral) and value >= 1
+
+
+def _whole(schedule, what, value):
+    if not _counts(value):
+        raise ValueError(f"{schedule}: {what} must be an int >= 1, got {value!r}")
+    return int(value)
+
+
 def _epoch(schedule, epoch):
-    if isinstance(epoch, bool) or not isinstance(epoch, numbers.Integral) or epoch < 1:
+    if not _counts(epoch):
         raise ValueError(f"{schedule}: epochs are numbered from 1, got {epoch!r}")
     return int(epoch)
 
@@ -45,9 +56,7 @@ class StepLR:
 
     def __init__(self, lr, step_epochs, gamma=0.1):
         self.base_lr = _number("StepLR", "lr", lr)
-        if isinstance(step_epochs, bool) or not isinstance(step_epochs, numbers.Integral) or step_epochs < 1:
-            raise ValueError(f"StepLR: step_epochs must be an int >= 1, got {step_epochs!r}")
-        self.step_epochs = int(step_epochs)
+        self.step_epochs = _whole("StepLR", "step_epochs", step_epochs)
         self.gamma = _number("StepLR", "gamma", gamma)
 
     def lr(self, epoch: int) -> float:
@@ -64,9 +73,7 @@ class CosineLR:
 
     def __init__(self, lr, epochs, min_lr=0.0):
         self.base_lr = _number("CosineLR", "lr", lr)
-        if isinstance(epochs, bool) or not isinstance(epochs, numbers.Integral) or epochs < 1:
-            raise ValueError(f"CosineLR: epochs must be an int >= 1, got {epochs!r}")
-        self.epochs = int(epochs)
+        self.epochs = _whole("CosineLR", "epochs", epochs)
         self.min_lr = _number("CosineLR", "min_lr", min_lr, strict=False)
         if self.min_lr > self.base_lr:
             raise ValueError(f"CosineLR: min_lr {min_lr!r} is above lr {lr!r}")

@@ -78,8 +78,8 @@ def fastconv_params(description, mapping, strict=True) -> dict[str, np.ndarray]:
     """
     entries = _torch_entries(description)
     arrays = description.arrays()
-    counters = {f"{index}.{BATCH_COUNT}" for index, (layer, _) in enumerate(description.layer_params())
-                if TORCH_PARAMS.get(type(layer).__name__) is _BATCH_NORM}
+    counters = {f"{index}.{BATCH_COUNT}" for index, entry in enumerate(description.architecture)
+                if TORCH_PARAMS.get(entry["class"]) is _BATCH_NORM}
     problems = []
     if strict:
         expected = [key for key, _, _ in entries]
