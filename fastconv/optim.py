@@ -5,9 +5,10 @@ as ``"conv2d/w"``); per-parameter state (momentum, moments) is kept under the
 same keys, so ``state_dict()`` can be saved and loaded into a fresh optimiser
 to resume training exactly. Updates stay in each parameter's dtype.
 
-Each parameter is updated by one compiled loop
-(:mod:`fastconv.kernels.optim_numba`) rather than a chain of NumPy
-expressions, each of which made a temporary array.
+One compiled call (:mod:`fastconv.kernels.optim_numba`) updates every
+parameter of a dtype, its threads sharing the values out, rather than a
+chain of NumPy expressions per parameter, each of which made a temporary
+array.
 
 Weight decay is L2 regularisation added to the gradient (``g + wd * p``),
 applied to every parameter given, biases included, as PyTorch's SGD and Adam
@@ -49,19 +50,34 @@ class Optimizer:
                 f"{type(self).__name__}.step: params and grads must have the same keys, got "
                 f"{sorted(params)} and {sorted(grads)}"
             )
-        self.steps += 1
         for name, p in params.items():
-            g = grads[name]
-            if g.shape != p.shape:
+            if grads[name].shape != p.shape:
                 raise ValueError(
-                    f"{type(self).__name__}.step: grad {name!r} has shape {g.shape}, "
+                    f"{type(self).__name__}.step: grad {name!r} has shape {grads[name].shape}, "
                     f"parameter has {p.shape}"
                 )
-            self._update(name, p, np.ascontiguousarray(g, dtype=p.dtype))
+            if not p.flags.c_contiguous:
+                raise ValueError(f"{type(self).__name__}.step: parameter {name!r} is not C-contiguous")
+        self.steps += 1
+        names_by_dtype: dict[np.dtype, list[str]] = {}
+        for name, p in params.items():
+            names_by_dtype.setdefault(p.dtype, []).append(name)
+        for slot in self.slot_names:
+            for name, p in params.items():
+                self._slot(slot, name, p)
+        for dtype, names in names_by_dtype.items():
+            self._update(dtype.type, names, tuple(params[k].reshape(-1) for k in names),
+                         tuple(np.ascontiguousarray(grads[k], dtype=dtype).reshape(-1) for k in names))
 
-    def _update(self, name, p, g):
-        """Update p in place from g (contiguous, of p's dtype), weight decay included."""
+    def _update(self, scalar, names, ps, gs):
+        """Update the flat parameters ps in place from their flat gradients gs
+        (contiguous, of the parameters' dtype, whose scalar type is
+        ``scalar``), weight decay included; ``names`` are their keys."""
         raise NotImplementedError
+
+    def _slots(self, slot, names):
+        """The state arrays ``slot`` of the named parameters, flat."""
+        return tuple(self.slots[slot][name].reshape(-1) for name in names)
 
     def _slot(self, slot, name, p):
         """The state array ``slot`` of parameter ``name``, zeros at first."""
@@ -112,10 +128,9 @@ class SGD(Optimizer):
         return {"lr": self.lr, "momentum": self.momentum, "nesterov": self.nesterov,
                 "weight_decay": self.weight_decay}
 
-    def _update(self, name, p, g):
-        velocity = self._slot("velocity", name, p) if self.momentum else None
-        scalar = p.dtype.type
-        optim_numba.sgd_update(p, g, velocity, scalar(self.lr), scalar(self.momentum), self.nesterov,
+    def _update(self, scalar, names, ps, gs):
+        velocities = self._slots("velocity", names) if self.momentum else None
+        optim_numba.sgd_update(ps, gs, velocities, scalar(self.lr), scalar(self.momentum), self.nesterov,
                                scalar(self.weight_decay))
 
 
@@ -142,12 +157,11 @@ class Adam(Optimizer):
         return {"lr": self.lr, "betas": list(self.betas), "eps": self.eps,
                 "weight_decay": self.weight_decay}
 
-    def _update(self, name, p, g):
+    def _update(self, scalar, names, ps, gs):
         beta1, beta2 = self.betas
         correction1 = 1 - beta1**self.steps
         correction2 = 1 - beta2**self.steps
-        scalar = p.dtype.type
-        optim_numba.adam_update(p, g, self._slot("m", name, p), self._slot("v", name, p),
+        optim_numba.adam_update(ps, gs, self._slots("m", names), self._slots("v", names),
                                 scalar(self.lr / correction1), scalar(beta1), scalar(beta2),
                                 scalar(self.eps), scalar(1 / math.sqrt(correction2)),
                                 scalar(self.weight_decay))

@@ -424,3 +424,45 @@ def test_compiled_variants_match_reference(conv_variants, pool_variants):
         assert_allclose(got.backward(dy), expected.backward(dy), rtol=1e-5, atol=1e-5, err_msg=str(variant))
         for k in got.grads:
             assert_allclose(got.grads[k], expected.grads[k], rtol=1e-4, atol=1e-4, err_msg=f"{variant} {k}")
+
+
+def numpy_adam(p, g, m, v, t, lr=0.01, betas=(0.9, 0.999), eps=1e-8, wd=0.01):
+    g = g + wd * p
+    m[:] = betas[0] * m + (1 - betas[0]) * g
+    v[:] = betas[1] * v + (1 - betas[1]) * g * g
+    return p - lr * (m / (1 - betas[0]**t)) / (np.sqrt(v / (1 - betas[1]**t)) + eps)
+
+
+def numpy_nesterov(p, g, velocity, lr=0.01, momentum=0.9, wd=0.01):
+    g = g + wd * p
+    velocity[:] = momentum * velocity + g
+    return p - lr * (g + momentum * velocity)
+
+
+@pytest.mark.parametrize("name", ["adam", "nesterov"])
+def test_one_pass_updates_every_parameter_of_every_dtype(name):
+    # Sizes on both sides of the compiled update's block (16,384 values), a
+    # scalar-sized bias, a 4-D weight, and parameters of two dtypes.
+    rng = np.random.default_rng(0)
+    shapes = {"conv/w": ((8, 4, 3, 3), np.float32), "conv/b": ((1,), np.float32),
+              "dense/w": ((300, 120), np.float32), "dense/b": ((16385,), np.float64)}
+    params = {k: rng.standard_normal(s).astype(d) for k, (s, d) in shapes.items()}
+    expected = {k: p.astype(np.float64) for k, p in params.items()}
+    state = {k: (np.zeros_like(p), np.zeros_like(p)) for k, p in expected.items()}
+    optimizer = Adam(0.01, weight_decay=0.01) if name == "adam" else SGD(0.01, 0.9, True, 0.01)
+    for t in (1, 2, 3):
+        grads = {k: rng.standard_normal(p.shape).astype(p.dtype) for k, p in params.items()}
+        optimizer.step(params, grads)
+        for k, g in grads.items():
+            if name == "adam":
+                expected[k] = numpy_adam(expected[k], g.astype(np.float64), *state[k], t)
+            else:
+                expected[k] = numpy_nesterov(expected[k], g.astype(np.float64), state[k][0])
+    for k, p in params.items():
+        assert p.dtype == shapes[k][1] and p.shape == shapes[k][0]
+        assert_allclose(p, expected[k], rtol=1e-5 if p.dtype == np.float32 else 1e-12, atol=1e-6, err_msg=k)
+
+
+def test_optimizer_rejects_a_non_contiguous_parameter():
+    with pytest.raises(ValueError, match="parameter 'w' is not C-contiguous"):
+        Adam().step({"w": np.zeros((4, 4))[:, ::2]}, {"w": np.zeros((4, 2))})
