@@ -50,6 +50,28 @@ def compiler_accepts_openmp(compiler) -> bool:
     return True
 
 
+def compiler_accepts(compiler, flag: str) -> bool:
+    """Whether ``compiler`` compiles a small C file with ``flag`` without a
+    warning (compilers warn about options they do not know)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        source = os.path.join(tmp, "flag_probe.c")
+        with open(source, "w") as f:
+            f.write("int probe(void) { return 0; }\n")
+        try:
+            compiler.compile([source], output_dir=tmp, extra_postargs=["-Werror", flag])
+        except CompileError:
+            return False
+    return True
+
+
+# gcc vectorizes a loop over several arrays only after checking at run time
+# that they do not overlap, and by default gives up past 10 such checks. The
+# vectorized fused forward updates four accumulator rows from four weight
+# rows in one loop: without this it ran scalar, 8.7 ms instead of 2.4 ms at
+# conv2's shape (batch 64, AVX-512 build).
+MANY_ALIAS_CHECKS = "--param=vect-max-version-for-alias-checks=64"
+
+
 def openmp_options(accepts_openmp: bool) -> dict:
     """Extension arguments for OpenMP: ``-fopenmp`` when the compiler takes
     it; otherwise the one-thread <omp.h> stand-in, with a warning."""
@@ -72,6 +94,8 @@ openmp = {"extra_compile_args": [], "extra_link_args": [], "include_dirs": []}
 if sys.platform != "win32":
     openmp = openmp_options(compiler_accepts_openmp(default_compiler()))
 compile_args = ["-O3", *openmp["extra_compile_args"]]
+if sys.platform != "win32" and compiler_accepts(default_compiler(), MANY_ALIAS_CHECKS):
+    compile_args.append(MANY_ALIAS_CHECKS)
 link_args = openmp["extra_link_args"]
 if os.environ.get("FASTCONV_NATIVE") == "1":
     compile_args.append("-march=native")

@@ -505,12 +505,14 @@ cdef void _unpool_image(const floating[:, :, ::1] dy, const unsigned char[:, :, 
 # The vectorized fused op: a direct convolution that never stores the conv
 # output, not even per image. For each pooled pixel it computes the F conv
 # outputs of each window position in a vector (filters innermost, as the
-# vectorized conv), keeps the running maximum and its position per filter,
-# and writes the pooled value. Its backward adds, per window position, the
-# input window times the gradient vector of the filters whose maximum sat
-# there, four positions summed before each update of dw (one update per
-# position made each wait on the last through memory). It suits few input channels (conv1: 9 taps), where a GEMM per image
-# is too thin to pay and the conv output is large.
+# vectorized conv), four positions at a time so that each tap's weight
+# vector is read once for the four; it then keeps the maximum and its
+# position per filter and writes the pooled values. Its backward adds, per
+# window position, the input window times the gradient vector of the
+# filters whose maximum sat there, four positions summed before each update
+# of dw (one update per position made each wait on the last through
+# memory). It suits few input channels (conv1: 9 taps), where a GEMM per
+# image is too thin to pay and the conv output is large.
 #
 # Its small per-image and per-thread buffers are padded by PAD elements per
 # row, as the vectorized conv's are.
@@ -524,53 +526,78 @@ def conv2d_relu_maxpool2d_vectorized(const floating[:, :, :, ::1] xp, const floa
     cdef Py_ssize_t n_chan = w.shape[1], kh = w.shape[2], kw = w.shape[3], hp = xp.shape[2], wp = xp.shape[3]
     cdef Py_ssize_t n_taps = n_chan * kh * kw
     cdef Py_ssize_t n_quad_taps = n_taps - n_taps % 4
-    cdef Py_ssize_t n, py, px, wi, wj, r, f, at, k
-    cdef floating p0, p1, p2, p3
-    cdef bint take
+    cdef Py_ssize_t n_spots = pkh * pkw  # positions in a pool window
+    cdef Py_ssize_t n_quad_spots = (n_spots + 3) // 4 * 4
+    cdef Py_ssize_t n, py, px, wi, wj, r, f, k, q, c0, c1, c2, c3, t0, t1, t2, t3
+    cdef floating a0, a1, a2, a3, b0, b1, b2, b3, d0, d1, d2, d3, e0, e1, e2, e3, u0, u1, u2, u3
+    cdef bint take, passes
     dtype = np.asarray(out).dtype
     cdef const Py_ssize_t[::1] tap_at = _tap_offsets(n_chan, kh, kw, hp, wp)
     cdef const floating[:, ::1] images = np.asarray(xp).reshape(n_img, n_chan * hp * wp)
     # Taps first (C*KH*KW, F): the F weights of one tap are one contiguous vector.
     cdef const floating[:, ::1] w_tf = np.ascontiguousarray(np.asarray(w).reshape(n_filt, n_taps).T)
-    # Per image: the conv outputs of one window position, the best so far and where (F,).
-    cdef floating[:, ::1] acc = np.empty((n_img, n_filt + PAD), dtype)
+    # Per image: each window position's corner in the image and conv outputs
+    # (F,), the positions padded to a multiple of four with position 0's
+    # corner; the best so far and where; the pooled pixel's values and codes.
+    cdef Py_ssize_t[:, ::1] corner = np.zeros((n_img, n_quad_spots + PAD), np.intp)
+    cdef floating[:, :, ::1] acc = np.empty((n_img, n_quad_spots, n_filt + PAD), dtype)
     cdef floating[:, ::1] best = np.empty((n_img, n_filt + PAD), dtype)
     cdef int[:, ::1] best_at = np.empty((n_img, n_filt + PAD), np.intc)
     cdef int[:, ::1] holds_nan = np.empty((n_img, n_filt + PAD), np.intc)
+    cdef floating[:, ::1] pooled = np.empty((n_img, n_filt + PAD), dtype)
+    cdef unsigned char[:, ::1] codes = np.empty((n_img, n_filt + PAD), np.uint8)
     with nogil:
         for n in prange(n_img, schedule="static"):
             for py in range(ph):
                 for px in range(pw):
                     for wi in range(pkh):
                         for wj in range(pkw):
-                            # the corner of conv output (y, x)'s window in the image plane
-                            at = (py * psh + wi) * sh * wp + (px * psw + wj) * sw
+                            corner[n, wi * pkw + wj] = (py * psh + wi) * sh * wp + (px * psw + wj) * sw
+                    for k in range(n_spots, n_quad_spots):
+                        corner[n, k] = corner[n, 0]
+                    # four window positions at a time, each tap's weight vector
+                    # read once for all four
+                    for q in range(0, n_quad_spots, 4):
+                        c0, c1, c2, c3 = corner[n, q], corner[n, q + 1], corner[n, q + 2], corner[n, q + 3]
+                        for f in range(n_filt):
+                            acc[n, q, f] = b[f]
+                            acc[n, q + 1, f] = b[f]
+                            acc[n, q + 2, f] = b[f]
+                            acc[n, q + 3, f] = b[f]
+                        for r in range(0, n_quad_taps, 4):
+                            t0, t1, t2, t3 = tap_at[r], tap_at[r + 1], tap_at[r + 2], tap_at[r + 3]
+                            a0, a1, a2, a3 = images[n, c0 + t0], images[n, c0 + t1], images[n, c0 + t2], images[n, c0 + t3]
+                            b0, b1, b2, b3 = images[n, c1 + t0], images[n, c1 + t1], images[n, c1 + t2], images[n, c1 + t3]
+                            d0, d1, d2, d3 = images[n, c2 + t0], images[n, c2 + t1], images[n, c2 + t2], images[n, c2 + t3]
+                            e0, e1, e2, e3 = images[n, c3 + t0], images[n, c3 + t1], images[n, c3 + t2], images[n, c3 + t3]
                             for f in range(n_filt):
-                                acc[n, f] = b[f]
-                            for r in range(0, n_quad_taps, 4):
-                                p0 = images[n, at + tap_at[r]]
-                                p1 = images[n, at + tap_at[r + 1]]
-                                p2 = images[n, at + tap_at[r + 2]]
-                                p3 = images[n, at + tap_at[r + 3]]
-                                for f in range(n_filt):
-                                    acc[n, f] += (p0 * w_tf[r, f] + p1 * w_tf[r + 1, f]
-                                                  + p2 * w_tf[r + 2, f] + p3 * w_tf[r + 3, f])
-                            for r in range(n_quad_taps, n_taps):
-                                p0 = images[n, at + tap_at[r]]
-                                for f in range(n_filt):
-                                    acc[n, f] += p0 * w_tf[r, f]
-                            k = wi * pkw + wj
-                            for f in range(n_filt):  # selects, not branches: the loop vectorizes
-                                take = (k == 0) | (acc[n, f] > best[n, f])
-                                best[n, f] = acc[n, f] if take else best[n, f]
-                                best_at[n, f] = k if take else best_at[n, f]
-                                holds_nan[n, f] = ((k != 0) & (holds_nan[n, f] != 0)) | (acc[n, f] != acc[n, f])
+                                u0, u1, u2, u3 = w_tf[r, f], w_tf[r + 1, f], w_tf[r + 2, f], w_tf[r + 3, f]
+                                acc[n, q, f] += a0 * u0 + a1 * u1 + a2 * u2 + a3 * u3
+                                acc[n, q + 1, f] += b0 * u0 + b1 * u1 + b2 * u2 + b3 * u3
+                                acc[n, q + 2, f] += d0 * u0 + d1 * u1 + d2 * u2 + d3 * u3
+                                acc[n, q + 3, f] += e0 * u0 + e1 * u1 + e2 * u2 + e3 * u3
+                        for r in range(n_quad_taps, n_taps):
+                            t0 = tap_at[r]
+                            a0, b0, d0, e0 = images[n, c0 + t0], images[n, c1 + t0], images[n, c2 + t0], images[n, c3 + t0]
+                            for f in range(n_filt):
+                                u0 = w_tf[r, f]
+                                acc[n, q, f] += a0 * u0
+                                acc[n, q + 1, f] += b0 * u0
+                                acc[n, q + 2, f] += d0 * u0
+                                acc[n, q + 3, f] += e0 * u0
+                    for k in range(n_spots):
+                        for f in range(n_filt):  # selects, not branches: the loop vectorizes
+                            take = (k == 0) | (acc[n, k, f] > best[n, f])
+                            best[n, f] = acc[n, k, f] if take else best[n, f]
+                            best_at[n, f] = k if take else best_at[n, f]
+                            holds_nan[n, f] = ((k != 0) & (holds_nan[n, f] != 0)) | (acc[n, k, f] != acc[n, k, f])
+                    for f in range(n_filt):  # a window holding NaN gives NaN, as np.maximum(NaN, 0), and no gradient
+                        passes = (best[n, f] > 0) & (holds_nan[n, f] == 0)
+                        pooled[n, f] = NAN if holds_nan[n, f] else (best[n, f] if passes else 0)
+                        codes[n, f] = <unsigned char>best_at[n, f] if passes else NO_GRADIENT
                     for f in range(n_filt):
-                        out[n, f, py, px] = best[n, f] if best[n, f] > 0 else 0
-                        code[n, f, py, px] = <unsigned char>best_at[n, f] if best[n, f] > 0 else NO_GRADIENT
-                        if holds_nan[n, f]:  # NaN, as np.maximum(NaN, 0); no gradient
-                            out[n, f, py, px] = NAN
-                            code[n, f, py, px] = NO_GRADIENT
+                        out[n, f, py, px] = pooled[n, f]
+                        code[n, f, py, px] = codes[n, f]
 
 
 def conv2d_relu_maxpool2d_backward_vectorized(dy, code, xp, w, Py_ssize_t sh, Py_ssize_t sw,

@@ -72,3 +72,11 @@ def test_setup_passes_the_choice_to_every_kernel(setup_module, monkeypatch, tmp_
     assert extension.name == "fastconv.kernels.conv_cython"
     assert extension.extra_compile_args[:2] == ["-O3", "-fopenmp"] and extension.extra_link_args == ["-fopenmp"]
     assert module["openmp"]["include_dirs"] == []
+
+
+def test_the_alias_check_limit_is_raised_where_the_compiler_knows_it(setup_module):
+    accepts = setup_module["compiler_accepts"]
+    compiler = setup_module["default_compiler"]()
+    assert accepts(compiler, setup_module["MANY_ALIAS_CHECKS"]) is True  # gcc, as in CI
+    assert accepts(compiler, "--param=no-such-parameter=1") is False
+    assert setup_module["MANY_ALIAS_CHECKS"] in setup_module["compile_args"]
