@@ -365,15 +365,11 @@ def conv2d_relu_maxpool2d_backward(dy, code, x, w, stride=1, padding=0, pool_siz
     def run(kernel):
         dxp = np.zeros_like(xp) if compute_dx else None
         dw = np.zeros_like(w)
-        kernel(dy, code, xp, w, *conv.stride, *pool.kernel, *pool.stride, dxp, dw)
-        return dxp, dw
+        db = np.zeros(w.shape[0], dtype)
+        kernel(dy, code, xp, w, *conv.stride, *pool.kernel, *pool.stride, dxp, dw, db)
+        return dxp, dw, db
 
     key = (xp.shape, w.shape, conv.stride, pool.kernel, pool.stride, dtype, bool(compute_dx))
-    dxp, dw = _dispatch(op, backend, algorithm, key, run)
-    # Each pooled gradient that passes lands on exactly one conv output. A
-    # product with a 0/1 mask, as ReLU's backward: einsum sums it without the
-    # temporaries (and slow strided reduction) of where(...).sum(axes).
-    passed = (code != NO_GRADIENT).astype(dtype).reshape(dy.shape[0], dy.shape[1], -1)
-    db = np.einsum("nfp,nfp->f", dy.reshape(passed.shape), passed)
+    dxp, dw, db = _dispatch(op, backend, algorithm, key, run)
     dx = np.ascontiguousarray(_crop(dxp, conv.padding)) if compute_dx else None
     return dx, dw, db

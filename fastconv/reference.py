@@ -103,11 +103,12 @@ def conv2d_relu_maxpool2d_forward(xp, w, b, sh, sw, pkh, pkw, psh, psw, out, cod
     code[...] = np.where(out > 0, windows.argmax(axis=-1), NO_GRADIENT)
 
 
-def conv2d_relu_maxpool2d_backward(dy, code, xp, w, sh, sw, pkh, pkw, psh, psw, dxp, dw):
+def conv2d_relu_maxpool2d_backward(dy, code, xp, w, sh, sw, pkh, pkw, psh, psw, dxp, dw, db):
     """Each dy back at the conv output its code names (none for
-    NO_GRADIENT), then conv2d_backward."""
+    NO_GRADIENT), then conv2d_backward; db is that gradient summed."""
     dconv = np.zeros_like(_conv_out(xp, w, sh, sw))
     n, f, y, x = np.nonzero(code != NO_GRADIENT)
     at = code[n, f, y, x].astype(np.intp)
     np.add.at(dconv, (n, f, y * psh + at // pkw, x * psw + at % pkw), dy[n, f, y, x])
     conv2d_backward(dconv, xp, w, sh, sw, dxp, dw)
+    db += dconv.sum(axis=(0, 2, 3))

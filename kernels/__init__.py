@@ -44,9 +44,12 @@ padding):
         window of the conv output that gets the pooled pixel's gradient (the
         window's first maximum), or NO_GRADIENT where the ReLU cut it (the
         maximum was <= 0, or NaN). The full conv output is never stored.
-    conv2d_relu_maxpool2d_backward(dy, code, xp, w, sh, sw, pkh, pkw, psh, psw, dxp, dw)
+    conv2d_relu_maxpool2d_backward(dy, code, xp, w, sh, sw, pkh, pkw, psh, psw, dxp, dw, db)
         dy (N, F, PH, PW); accumulates dxp (may be None) and dw as
-        conv2d_backward does, for the conv gradient that code routes dy to.
+        conv2d_backward does, for the conv gradient that code routes dy to,
+        and db (F,), zero-filled, += that gradient summed per filter (the
+        kernel reads dy and code anyway; a NumPy pass for it cost 0.14-0.22
+        ms at conv1's shape, batch 64).
 
 Max-pool routes each gradient to the first maximum of its window in row-major
 order (as PyTorch); avg-pool divides by KH*KW (padded zeros count).

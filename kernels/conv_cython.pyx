@@ -340,7 +340,7 @@ def _conv2d_gemm(xp, w, b, Py_ssize_t sh, Py_ssize_t sw, out, Py_ssize_t n_chunk
 
 
 def _conv2d_backward_gemm(dy, xp, w, Py_ssize_t sh, Py_ssize_t sw, dxp, dw, Py_ssize_t n_chunks):
-    _backward_gemm(dy, None, xp, w, sh, sw, 1, 1, 1, 1, dxp, dw, n_chunks)
+    _backward_gemm(dy, None, xp, w, sh, sw, 1, 1, 1, 1, dxp, dw, None, n_chunks)
 
 
 cdef void _add_gradients(const floating[:, ::1] dys, floating[:, ::1] cols, Py_ssize_t n_pix,
@@ -432,7 +432,8 @@ def conv2d_relu_maxpool2d_backward_naive(const floating[:, :, :, ::1] dy,
                                          const floating[:, :, :, ::1] xp,
                                          const floating[:, :, :, ::1] w, Py_ssize_t sh, Py_ssize_t sw,
                                          Py_ssize_t pkh, Py_ssize_t pkw, Py_ssize_t psh, Py_ssize_t psw,
-                                         floating[:, :, :, ::1] dxp, floating[:, :, :, ::1] dw):
+                                         floating[:, :, :, ::1] dxp, floating[:, :, :, ::1] dw,
+                                         floating[::1] db):
     cdef Py_ssize_t n_img = dy.shape[0], n_filt = dy.shape[1], ph = dy.shape[2], pw = dy.shape[3]
     cdef Py_ssize_t n_chan = w.shape[1], kh = w.shape[2], kw = w.shape[3]
     cdef Py_ssize_t n, f, py, px, y, x, c, i, j
@@ -449,6 +450,7 @@ def conv2d_relu_maxpool2d_backward_naive(const floating[:, :, :, ::1] dy,
                         y = py * psh + code[n, f, py, px] // pkw
                         x = px * psw + code[n, f, py, px] % pkw
                         g = dy[n, f, py, px]
+                        db[f] += g
                         for c in range(n_chan):
                             for i in range(kh):
                                 for j in range(kw):
@@ -490,9 +492,10 @@ cdef void _relu_maxpool_image(const floating[:, ::1] conv, const floating[::1] b
 
 cdef void _unpool_image(const floating[:, :, ::1] dy, const unsigned char[:, :, ::1] code,
                         Py_ssize_t ow, Py_ssize_t pkw, Py_ssize_t psh, Py_ssize_t psw,
-                        floating[:, ::1] dconv) noexcept nogil:
+                        floating[:, ::1] dconv, floating[::1] db) noexcept nogil:
     """dconv (F, OH*OW) += each pooled gradient dy (F, PH, PW) at the conv
-    output its code names (none for NO_GRADIENT)."""
+    output its code names (none for NO_GRADIENT), and db (F,) += the sum
+    of those that pass."""
     cdef Py_ssize_t f, py, px, at
     for f in range(dy.shape[0]):
         for py in range(dy.shape[1]):
@@ -500,6 +503,7 @@ cdef void _unpool_image(const floating[:, :, ::1] dy, const unsigned char[:, :, 
                 at = code[f, py, px]
                 if at != NO_GRADIENT:
                     dconv[f, (py * psh + at // pkw) * ow + px * psw + at % pkw] += dy[f, py, px]
+                    db[f] += dy[f, py, px]
 
 
 # The vectorized fused op: a direct convolution that never stores the conv
@@ -602,17 +606,17 @@ def conv2d_relu_maxpool2d_vectorized(const floating[:, :, :, ::1] xp, const floa
 
 def conv2d_relu_maxpool2d_backward_vectorized(dy, code, xp, w, Py_ssize_t sh, Py_ssize_t sw,
                                               Py_ssize_t pkh, Py_ssize_t pkw, Py_ssize_t psh,
-                                              Py_ssize_t psw, dxp, dw):
-    # One chunk of the batch per thread, each with its own dw, added at the end.
+                                              Py_ssize_t psw, dxp, dw, db):
+    # One chunk of the batch per thread, each with its own dw and db, added at the end.
     n_chunks = min(openmp.omp_get_max_threads(), dy.shape[0])
-    _fused_backward_in_chunks(dy, code, xp, w, sh, sw, pkh, pkw, psh, psw, dxp, dw, n_chunks)
+    _fused_backward_in_chunks(dy, code, xp, w, sh, sw, pkh, pkw, psh, psw, dxp, dw, db, n_chunks)
 
 
 def _fused_backward_in_chunks(const floating[:, :, :, ::1] dy, const unsigned char[:, :, :, ::1] code,
                               const floating[:, :, :, ::1] xp, const floating[:, :, :, ::1] w,
                               Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t pkh, Py_ssize_t pkw,
                               Py_ssize_t psh, Py_ssize_t psw, floating[:, :, :, ::1] dxp,
-                              floating[:, :, :, ::1] dw, Py_ssize_t n_chunks):
+                              floating[:, :, :, ::1] dw, floating[::1] db, Py_ssize_t n_chunks):
     cdef Py_ssize_t n_img = dy.shape[0], n_filt = dy.shape[1], ph = dy.shape[2], pw = dy.shape[3]
     cdef Py_ssize_t n_chan = w.shape[1], kh = w.shape[2], kw = w.shape[3], hp = xp.shape[2], wp = xp.shape[3]
     cdef Py_ssize_t n_taps = n_chan * kh * kw
@@ -628,11 +632,12 @@ def _fused_backward_in_chunks(const floating[:, :, :, ::1] dy, const unsigned ch
     if compute_dx:
         dx_images = np.asarray(dxp).reshape(n_img, n_chan * hp * wp)
     cdef const floating[:, ::1] w_ft = np.asarray(w).reshape(n_filt, n_taps)
-    # Per chunk: its dw (taps, F); per window position, its corner in the
+    # Per chunk: its dw (taps, F) and db (F,); per window position, its corner in the
     # image and the gradients (F,) that go to it, the positions padded to a
     # multiple of four with zero gradients at position 0's corner; the
     # pooled pixel's gradients and codes; one window's input gradient (taps,).
     cdef floating[:, :, ::1] dw_parts = np.zeros((n_chunks, n_taps + 1, n_filt + PAD), dtype)
+    cdef floating[:, ::1] db_parts = np.zeros((n_chunks, n_filt + PAD), dtype)
     cdef floating[:, :, ::1] grads = np.zeros((n_chunks, n_quad_spots, n_filt + PAD), dtype)
     cdef Py_ssize_t[:, ::1] corner = np.zeros((n_chunks, n_quad_spots + PAD), np.intp)
     cdef floating[:, ::1] pooled_grads = np.empty((n_chunks, n_filt + PAD), dtype)
@@ -658,6 +663,7 @@ def _fused_backward_in_chunks(const floating[:, :, :, ::1] dy, const unsigned ch
                                 corner[t, k] = (py * psh + wi) * sh * wp + (px * psw + wj) * sw
                                 for f in range(n_filt):
                                     grads[t, k, f] = pooled_grads[t, f] if pooled_codes[t, f] == k else 0
+                                    db_parts[t, f] += grads[t, k, f]
                         for k in range(n_spots, n_quad_spots):
                             corner[t, k] = corner[t, 0]
                         # dw[f, tap] += x[tap] * grads[f], a vector over the filters, for four
@@ -685,6 +691,7 @@ def _fused_backward_in_chunks(const floating[:, :, :, ::1] dy, const unsigned ch
                                     dx_images[n, corner[t, k] + tap_at[r]] += windows[t, r]
         for t in range(n_chunks):
             for f in range(n_filt):
+                db[f] += db_parts[t, f]
                 for r in range(n_taps):
                     dw_ft[f, r] += dw_parts[t, r, f]
 
@@ -731,10 +738,11 @@ def _backward_gemm(const floating[:, :, :, ::1] dy, const unsigned char[:, :, :,
                    const floating[:, :, :, ::1] xp, const floating[:, :, :, ::1] w,
                    Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t pkh, Py_ssize_t pkw, Py_ssize_t psh,
                    Py_ssize_t psw, floating[:, :, :, ::1] dxp, floating[:, :, :, ::1] dw,
-                   Py_ssize_t n_chunks):
+                   floating[::1] db, Py_ssize_t n_chunks):
     """The backward pass of the conv, and of the fused op: there dy is the
-    pooled gradient, which code routes back to the conv output; with code
-    None, dy is the conv output's gradient itself."""
+    pooled gradient, which code routes back to the conv output, and db is
+    the fused op's; with code and db None, dy is the conv output's gradient
+    itself."""
     cdef Py_ssize_t n_img = dy.shape[0], n_filt = w.shape[0], kh = w.shape[2], kw = w.shape[3]
     cdef Py_ssize_t oh = (xp.shape[2] - kh) // sh + 1, ow = (xp.shape[3] - kw) // sw + 1
     cdef Py_ssize_t n_taps = w.shape[1] * kh * kw, n_pix = oh * ow
@@ -745,6 +753,7 @@ def _backward_gemm(const floating[:, :, :, ::1] dy, const unsigned char[:, :, :,
     cdef floating[:, :, ::1] cols = np.empty((n_chunks, n_taps, group * n_pix), dtype)
     cdef floating[:, :, ::1] dconv = np.empty((n_chunks, n_filt, group * n_pix), dtype)
     cdef floating[:, :, ::1] dw_parts = np.zeros((n_chunks, n_filt, n_taps), dtype)
+    cdef floating[:, ::1] db_parts = np.zeros((n_chunks, n_filt), dtype)
     with nogil:
         for t in prange(n_chunks, schedule="static", num_threads=n_chunks):
             first, last = t * n_img // n_chunks, (t + 1) * n_img // n_chunks
@@ -760,11 +769,15 @@ def _backward_gemm(const floating[:, :, :, ::1] dy, const unsigned char[:, :, :,
                             memcpy(&dconv[t, f, k * n_pix], &dy[n + k, f, 0, 0], n_pix * sizeof(floating))
                     if routed:
                         _unpool_image(dy[n + k], code[n + k], ow, pkw, psh, psw,
-                                      dconv[t, :, k * n_pix:(k + 1) * n_pix])
+                                      dconv[t, :, k * n_pix:(k + 1) * n_pix], db_parts[t])
                     _unfold_image(xp[n + k], kh, kw, sh, sw, cols[t, :, k * n_pix:(k + 1) * n_pix])
                 _add_gradients(dconv[t, :, :m * n_pix], cols[t, :, :m * n_pix], n_pix, &w[0, 0, 0, 0],
                                kh, kw, sh, sw, dw_parts[t], compute_dx, dxp, n)
     _add_parts(dw_parts, dw)
+    if db is not None:
+        for t in range(n_chunks):
+            for f in range(n_filt):
+                db[f] += db_parts[t, f]
 
 
 KERNELS = {

@@ -289,7 +289,7 @@ def _conv2d_gemm(xp, w, b, sh, sw, out, n_chunks):
 
 
 def _conv2d_backward_gemm(dy, xp, w, sh, sw, dxp, dw, n_chunks):
-    _backward_gemm(dy, None, xp, w, sh, sw, 1, 1, 1, 1, dxp, dw, n_chunks)
+    _backward_gemm(dy, None, xp, w, sh, sw, 1, 1, 1, 1, dxp, dw, None, n_chunks)
 
 
 @njit(cache=True)
@@ -368,7 +368,7 @@ def _relu_store(best, best_at, out_plane, code_plane, py, px):
 
 
 @njit(cache=True)
-def conv2d_relu_maxpool2d_backward_naive(dy, code, xp, w, sh, sw, pkh, pkw, psh, psw, dxp, dw):
+def conv2d_relu_maxpool2d_backward_naive(dy, code, xp, w, sh, sw, pkh, pkw, psh, psw, dxp, dw, db):
     n_img, n_filt, ph, pw = dy.shape
     n_chan, kh, kw = w.shape[1], w.shape[2], w.shape[3]
     for n in range(n_img):
@@ -381,6 +381,7 @@ def conv2d_relu_maxpool2d_backward_naive(dy, code, xp, w, sh, sw, pkh, pkw, psh,
                     y = py * psh + code[n, f, py, px] // pkw
                     x = px * psw + code[n, f, py, px] % pkw
                     g = dy[n, f, py, px]
+                    db[f] += g
                     for c in range(n_chan):
                         for i in range(kh):
                             for j in range(kw):
@@ -417,15 +418,17 @@ def _relu_maxpool_image(conv, b, ow, pkh, pkw, psh, psw, out, code):
 
 
 @njit(cache=True)
-def _unpool_image(dy, code, ow, pkw, psh, psw, dconv):
+def _unpool_image(dy, code, ow, pkw, psh, psw, dconv, db):
     """dconv (F, OH*OW) += each pooled gradient dy (F, PH, PW) at the conv
-    output its code names (none for NO_GRADIENT)."""
+    output its code names (none for NO_GRADIENT), and db (F,) += the sum
+    of those that pass."""
     for f in range(dy.shape[0]):
         for py in range(dy.shape[1]):
             for px in range(dy.shape[2]):
                 at = code[f, py, px]
                 if at != NO_GRADIENT:
                     dconv[f, (py * psh + at // pkw) * ow + px * psw + at % pkw] += dy[f, py, px]
+                    db[f] += dy[f, py, px]
 
 
 # The vectorized fused op: a direct convolution that never stores the conv
@@ -519,14 +522,14 @@ def conv2d_relu_maxpool2d_vectorized(xp, w, b, sh, sw, pkh, pkw, psh, psw, out, 
                     code[n, f, py, px] = codes[n, f]
 
 
-def conv2d_relu_maxpool2d_backward_vectorized(dy, code, xp, w, sh, sw, pkh, pkw, psh, psw, dxp, dw):
-    # One chunk of the batch per thread, each with its own dw, added at the end.
+def conv2d_relu_maxpool2d_backward_vectorized(dy, code, xp, w, sh, sw, pkh, pkw, psh, psw, dxp, dw, db):
+    # One chunk of the batch per thread, each with its own dw and db, added at the end.
     n_chunks = min(numba.get_num_threads(), dy.shape[0])
-    _fused_backward_in_chunks(dy, code, xp, w, sh, sw, pkh, pkw, psh, psw, dxp, dw, n_chunks)
+    _fused_backward_in_chunks(dy, code, xp, w, sh, sw, pkh, pkw, psh, psw, dxp, dw, db, n_chunks)
 
 
 @njit(parallel=True, cache=True)
-def _fused_backward_in_chunks(dy, code, xp, w, sh, sw, pkh, pkw, psh, psw, dxp, dw, n_chunks):
+def _fused_backward_in_chunks(dy, code, xp, w, sh, sw, pkh, pkw, psh, psw, dxp, dw, db, n_chunks):
     n_img, n_filt, ph, pw = dy.shape
     n_chan, kh, kw, hp, wp = w.shape[1], w.shape[2], w.shape[3], xp.shape[2], xp.shape[3]
     n_taps = n_chan * kh * kw
@@ -537,11 +540,12 @@ def _fused_backward_in_chunks(dy, code, xp, w, sh, sw, pkh, pkw, psh, psw, dxp, 
     if dxp is not None:
         dx_images = dxp.reshape(n_img, n_chan * hp * wp)
     w_ft = w.reshape(n_filt, n_taps)
-    # Per chunk: its dw (taps, F); per window position, its corner in the
+    # Per chunk: its dw (taps, F) and db (F,); per window position, its corner in the
     # image and the gradients (F,) that go to it, the positions padded to a
     # multiple of four with zero gradients at position 0's corner; the
     # pooled pixel's gradients and codes; one window's input gradient (taps,).
     dw_parts = np.zeros((n_chunks, n_taps + 1, n_filt + PAD), dw.dtype)
+    db_parts = np.zeros((n_chunks, n_filt + PAD), dw.dtype)
     grads = np.zeros((n_chunks, n_quad_spots, n_filt + PAD), dw.dtype)
     corner = np.zeros((n_chunks, n_quad_spots + PAD), np.intp)
     pooled_grads = np.empty((n_chunks, n_filt + PAD), dw.dtype)
@@ -566,6 +570,7 @@ def _fused_backward_in_chunks(dy, code, xp, w, sh, sw, pkh, pkw, psh, psw, dxp, 
                             corner[t, k] = (py * psh + wi) * sh * wp + (px * psw + wj) * sw
                             for f in range(n_filt):
                                 grads[t, k, f] = pooled_grads[t, f] if pooled_codes[t, f] == k else 0
+                                db_parts[t, f] += grads[t, k, f]
                     for k in range(n_spots, n_quad_spots):
                         corner[t, k] = corner[t, 0]
                     # dw[f, tap] += x[tap] * grads[f], a vector over the filters, for four
@@ -593,6 +598,7 @@ def _fused_backward_in_chunks(dy, code, xp, w, sh, sw, pkh, pkw, psh, psw, dxp, 
                                 dx_images[n, corner[t, k] + tap_at[r]] += windows[t, r]
     for t in range(n_chunks):
         for f in range(n_filt):
+            db[f] += db_parts[t, f]
             for r in range(n_taps):
                 dw_ft[f, r] += dw_parts[t, r, f]
 
@@ -636,18 +642,19 @@ def _forward_groups(xp, w, b, sh, sw, pkh, pkw, psh, psw, out, code, n_chunks, g
                             out[n + k, f, y, x] = conv_g[f, k * n_pix + y * ow + x] + b[f]
 
 
-def _backward_gemm(dy, code, xp, w, sh, sw, pkh, pkw, psh, psw, dxp, dw, n_chunks):
+def _backward_gemm(dy, code, xp, w, sh, sw, pkh, pkw, psh, psw, dxp, dw, db, n_chunks):
     """The backward pass of the conv, and of the fused op: there dy is the
-    pooled gradient, which code routes back to the conv output; with code
-    None, dy is the conv output's gradient itself."""
+    pooled gradient, which code routes back to the conv output, and db is
+    the fused op's; with code and db None, dy is the conv output's gradient
+    itself."""
     n_taps, n_filt = w.shape[1] * w.shape[2] * w.shape[3], w.shape[0]
     n_pix = ((xp.shape[2] - w.shape[2]) // sh + 1) * ((xp.shape[3] - w.shape[3]) // sw + 1)
     group = isa.images_per_gemm((n_taps + n_filt) * n_pix * dw.itemsize, dy.shape[0], n_chunks)
-    _backward_groups(dy, code, xp, w, sh, sw, pkh, pkw, psh, psw, dxp, dw, n_chunks, group)
+    _backward_groups(dy, code, xp, w, sh, sw, pkh, pkw, psh, psw, dxp, dw, db, n_chunks, group)
 
 
 @njit(parallel=True, cache=True)
-def _backward_groups(dy, code, xp, w, sh, sw, pkh, pkw, psh, psw, dxp, dw, n_chunks, group):
+def _backward_groups(dy, code, xp, w, sh, sw, pkh, pkw, psh, psw, dxp, dw, db, n_chunks, group):
     n_img, n_filt, kh, kw = dy.shape[0], w.shape[0], w.shape[2], w.shape[3]
     oh, ow = (xp.shape[2] - kh) // sh + 1, (xp.shape[3] - kw) // sw + 1
     n_taps, n_pix = w.shape[1] * kh * kw, oh * ow
@@ -655,6 +662,7 @@ def _backward_groups(dy, code, xp, w, sh, sw, pkh, pkw, psh, psw, dxp, dw, n_chu
     cols = np.empty((n_chunks, n_taps * group * n_pix), dw.dtype)
     dconv = np.empty((n_chunks, n_filt * group * n_pix), dw.dtype)
     dw_parts = np.zeros((n_chunks, n_filt, n_taps), dw.dtype)
+    db_parts = np.zeros((n_chunks, n_filt), dw.dtype)
     products = np.empty((n_chunks, n_filt, n_taps), dw.dtype)
     for t in prange(n_chunks):
         first, last = t * n_img // n_chunks, (t + 1) * n_img // n_chunks
@@ -672,10 +680,13 @@ def _backward_groups(dy, code, xp, w, sh, sw, pkh, pkw, psh, psw, dxp, dw, n_chu
                         dconv_g[f, k * n_pix:(k + 1) * n_pix] = dy[n + k, f].reshape(n_pix)
                 if code is not None:
                     _unpool_image(dy[n + k], code[n + k], ow, pkw, psh, psw,
-                                  dconv_g[:, k * n_pix:(k + 1) * n_pix])
+                                  dconv_g[:, k * n_pix:(k + 1) * n_pix], db_parts[t])
                 _unfold_image(xp[n + k], kh, kw, sh, sw, cols_g[:, k * n_pix:(k + 1) * n_pix])
             _add_gradients(dconv_g, cols_g, n_pix, w_tf, kh, kw, sh, sw, dw_parts[t], products[t], dxp, n)
     _add_parts(dw_parts, dw)
+    if db is not None:
+        for t in range(n_chunks):
+            db += db_parts[t]
 
 
 KERNELS = {
