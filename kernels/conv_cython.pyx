@@ -293,9 +293,13 @@ cdef void _matmul(bint trans_a, bint trans_b, int m, int n, int k,
         dgemm(&tb, &ta, &n, &m, &k, &one, <double *>b, &ldb, <double *>a, &lda, &beta, c, &ldc)
 
 
+# The unfold and fold helpers take a group's whole buffer and the first
+# column of the image at hand (as the Numba twin, which needs that to run
+# vector loops).
+
 cdef void _unfold_image(const floating[:, :, ::1] image, Py_ssize_t kh, Py_ssize_t kw,
-                        Py_ssize_t sh, Py_ssize_t sw, floating[:, ::1] cols) noexcept nogil:
-    """cols (C*KH*KW, OH*OW)[(c*KH + i)*KW + j, y*OW + x] = image (C, Hp, Wp)[c, y*sh + i, x*sw + j]."""
+                        Py_ssize_t sh, Py_ssize_t sw, floating[:, ::1] cols, Py_ssize_t first) noexcept nogil:
+    """cols[(c*KH + i)*KW + j, first + y*OW + x] = image (C, Hp, Wp)[c, y*sh + i, x*sw + j]."""
     cdef Py_ssize_t oh = (image.shape[1] - kh) // sh + 1, ow = (image.shape[2] - kw) // sw + 1
     cdef Py_ssize_t c, i, j, y, x, r
     cdef const floating *source
@@ -309,30 +313,80 @@ cdef void _unfold_image(const floating[:, :, ::1] image, Py_ssize_t kh, Py_ssize
                 for y in range(oh):
                     source = &image[c, y * sh + i, 0]
                     for x in range(ow):
-                        cols[r, y * ow + x] = source[x]
-                        cols[r + 1, y * ow + x] = source[x + 1]
-                        cols[r + 2, y * ow + x] = source[x + 2]
+                        cols[r, first + y * ow + x] = source[x]
+                        cols[r + 1, first + y * ow + x] = source[x + 1]
+                        cols[r + 2, first + y * ow + x] = source[x + 2]
                 continue
             for j in range(kw):
                 for y in range(oh):
                     source = &image[c, y * sh + i, j]
                     for x in range(ow):
-                        cols[r + j, y * ow + x] = source[x * sw]
+                        cols[r + j, first + y * ow + x] = source[x * sw]
 
 
-cdef void _fold_image(const floating[:, ::1] cols, Py_ssize_t kh, Py_ssize_t kw,
+cdef void _fold_image(const floating[:, ::1] cols, Py_ssize_t first, Py_ssize_t kh, Py_ssize_t kw,
                       Py_ssize_t sh, Py_ssize_t sw, floating[:, :, ::1] image) noexcept nogil:
     """The adjoint of _unfold_image: adds each cols entry into the image
     (C, Hp, Wp) position it was read from."""
     cdef Py_ssize_t oh = (image.shape[1] - kh) // sh + 1, ow = (image.shape[2] - kw) // sw + 1
     cdef Py_ssize_t c, i, j, y, x, r
+    cdef const floating *source
+    cdef floating *target
     for c in range(image.shape[0]):
         for i in range(kh):
             for j in range(kw):
                 r = (c * kh + i) * kw + j
                 for y in range(oh):
+                    source = &cols[r, first + y * ow]
+                    target = &image[c, y * sh + i, 0]
                     for x in range(ow):
-                        image[c, y * sh + i, x * sw + j] += cols[r, y * ow + x]
+                        target[x * sw + j] += source[x]
+
+
+def _columns_per_row(Py_ssize_t oh, Py_ssize_t ow, Py_ssize_t wp, Py_ssize_t sh, Py_ssize_t sw):
+    """The backward pass's layout of one image's conv output gradient and
+    unfolded input: (columns per output row, columns per image). At stride
+    1, rows as wide as the input's (Wp), so that each tap's columns are one
+    contiguous run of the input plane, (OH - 1)*Wp + OW long: the unfold
+    and the fold are one long copy or add per tap instead of OH short ones
+    (columns x >= OW of a row belong to no output; their gradient is zero).
+    Otherwise OW, packed: OH*OW."""
+    row = wp if sh == 1 and sw == 1 else ow
+    return row, (oh - 1) * row + ow
+
+
+cdef void _unfold_rows(const floating[:, :, ::1] image, Py_ssize_t kh, Py_ssize_t kw,
+                       floating[:, ::1] cols, Py_ssize_t first, Py_ssize_t span) noexcept nogil:
+    """Stride 1, whole rows: cols[(c*KH + i)*KW + j, first + q] = image
+    (C, Hp, Wp)[c] flattened, at i*Wp + j + q, for q < span = (OH - 1)*Wp + OW."""
+    cdef Py_ssize_t c, i, j, r, q
+    cdef const floating *source
+    cdef floating *target
+    for c in range(image.shape[0]):
+        for i in range(kh):
+            for j in range(kw):
+                r = (c * kh + i) * kw + j
+                source = &image[c, i, j]  # runs on through the rows below, within the plane
+                target = &cols[r, first]
+                for q in range(span):
+                    target[q] = source[q]
+
+
+cdef void _fold_rows(const floating[:, ::1] cols, Py_ssize_t first, Py_ssize_t span, Py_ssize_t kh,
+                     Py_ssize_t kw, floating[:, :, ::1] image) noexcept nogil:
+    """The adjoint of _unfold_rows: adds each cols entry into the image
+    (C, Hp, Wp) position it was read from."""
+    cdef Py_ssize_t c, i, j, r, q
+    cdef const floating *source
+    cdef floating *target
+    for c in range(image.shape[0]):
+        for i in range(kh):
+            for j in range(kw):
+                r = (c * kh + i) * kw + j
+                source = &cols[r, first]
+                target = &image[c, i, j]
+                for q in range(span):
+                    target[q] += source[q]
 
 
 def _conv2d_gemm(xp, w, b, Py_ssize_t sh, Py_ssize_t sw, out, Py_ssize_t n_chunks):
@@ -343,15 +397,15 @@ def _conv2d_backward_gemm(dy, xp, w, Py_ssize_t sh, Py_ssize_t sw, dxp, dw, Py_s
     _backward_gemm(dy, None, xp, w, sh, sw, 1, 1, 1, 1, dxp, dw, None, n_chunks)
 
 
-cdef void _add_gradients(const floating[:, ::1] dys, floating[:, ::1] cols, Py_ssize_t n_pix,
+cdef void _add_gradients(const floating[:, ::1] dys, floating[:, ::1] cols, Py_ssize_t span,
                          const floating *w, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
                          floating[:, ::1] dw_part, bint compute_dx, floating[:, :, :, ::1] dxp,
                          Py_ssize_t n) noexcept nogil:
     """A group's share of the conv gradients, from the output gradients dys
-    (F, m*OH*OW) and the unfolded inputs cols (taps, m*OH*OW) of images n ..
-    n + m - 1 (n_pix = OH*OW columns each): dw_part (F, taps) += dys @ cols^T;
-    then, if compute_dx, cols is overwritten with w^T @ dys, w (F, taps),
-    and folded into dxp."""
+    (F, m*S) and the unfolded inputs cols (taps, m*S) of images n .. n + m - 1
+    (S = span columns each, laid out as _columns_per_row says): dw_part
+    (F, taps) += dys @ cols^T; then, if compute_dx, cols is overwritten
+    with w^T @ dys, w (F, taps), and folded into dxp."""
     cdef int n_filt = dys.shape[0], n_taps = cols.shape[0], width = cols.shape[1]
     cdef Py_ssize_t k
     _matmul(False, True, n_filt, n_taps, width, &dys[0, 0], _ld(dys), &cols[0, 0], _ld(cols),
@@ -360,8 +414,11 @@ cdef void _add_gradients(const floating[:, ::1] dys, floating[:, ::1] cols, Py_s
         return
     _matmul(True, False, n_taps, width, n_filt, w, n_taps, &dys[0, 0], _ld(dys),
             0, &cols[0, 0], _ld(cols))
-    for k in range(width // n_pix):
-        _fold_image(cols[:, k * n_pix:(k + 1) * n_pix], kh, kw, sh, sw, dxp[n + k])
+    for k in range(width // span):
+        if sh == 1 and sw == 1:
+            _fold_rows(cols, k * span, span, kh, kw, dxp[n + k])
+        else:
+            _fold_image(cols, k * span, kh, kw, sh, sw, dxp[n + k])
 
 
 def _add_parts(const floating[:, :, ::1] dw_parts, floating[:, :, :, ::1] dw):
@@ -491,18 +548,18 @@ cdef void _relu_maxpool_image(const floating[:, ::1] conv, const floating[::1] b
 
 
 cdef void _unpool_image(const floating[:, :, ::1] dy, const unsigned char[:, :, ::1] code,
-                        Py_ssize_t ow, Py_ssize_t pkw, Py_ssize_t psh, Py_ssize_t psw,
+                        Py_ssize_t row, Py_ssize_t pkw, Py_ssize_t psh, Py_ssize_t psw,
                         floating[:, ::1] dconv, floating[::1] db) noexcept nogil:
-    """dconv (F, OH*OW) += each pooled gradient dy (F, PH, PW) at the conv
-    output its code names (none for NO_GRADIENT), and db (F,) += the sum
-    of those that pass."""
+    """dconv (F, S) += each pooled gradient dy (F, PH, PW) at the conv
+    output its code names (none for NO_GRADIENT), conv output (y, x) being
+    column y*row + x, and db (F,) += the sum of those that pass."""
     cdef Py_ssize_t f, py, px, at
     for f in range(dy.shape[0]):
         for py in range(dy.shape[1]):
             for px in range(dy.shape[2]):
                 at = code[f, py, px]
                 if at != NO_GRADIENT:
-                    dconv[f, (py * psh + at // pkw) * ow + px * psw + at % pkw] += dy[f, py, px]
+                    dconv[f, (py * psh + at // pkw) * row + px * psw + at % pkw] += dy[f, py, px]
                     db[f] += dy[f, py, px]
 
 
@@ -719,7 +776,7 @@ def _forward_gemm(const floating[:, :, :, ::1] xp, const floating[:, :, :, ::1] 
                 n = first + g * group
                 m = min(group, last - n)
                 for k in range(m):
-                    _unfold_image(xp[n + k], kh, kw, sh, sw, cols[t, :, k * n_pix:(k + 1) * n_pix])
+                    _unfold_image(xp[n + k], kh, kw, sh, sw, cols[t], k * n_pix)
                 # conv (F, m*OH*OW) = w (F, taps) @ cols (taps, m*OH*OW)
                 _matmul(False, False, n_filt, m * n_pix, n_taps, &w[0, 0, 0, 0], n_taps,
                         &cols[t, 0, 0], _ld(cols[t]), 0, &conv[t, 0, 0], _ld(conv[t]))
@@ -745,13 +802,14 @@ def _backward_gemm(const floating[:, :, :, ::1] dy, const unsigned char[:, :, :,
     itself."""
     cdef Py_ssize_t n_img = dy.shape[0], n_filt = w.shape[0], kh = w.shape[2], kw = w.shape[3]
     cdef Py_ssize_t oh = (xp.shape[2] - kh) // sh + 1, ow = (xp.shape[3] - kw) // sw + 1
-    cdef Py_ssize_t n_taps = w.shape[1] * kh * kw, n_pix = oh * ow
-    cdef Py_ssize_t t, first, last, g, n, m, k, f
+    cdef Py_ssize_t n_taps = w.shape[1] * kh * kw, row, span
+    cdef Py_ssize_t t, first, last, g, n, m, k, f, y
     cdef bint compute_dx = dxp is not None, routed = code is not None
     dtype = np.asarray(dw).dtype
-    cdef Py_ssize_t group = isa.images_per_gemm((n_taps + n_filt) * n_pix * dtype.itemsize, n_img, n_chunks)
-    cdef floating[:, :, ::1] cols = np.empty((n_chunks, n_taps, group * n_pix), dtype)
-    cdef floating[:, :, ::1] dconv = np.empty((n_chunks, n_filt, group * n_pix), dtype)
+    row, span = _columns_per_row(oh, ow, xp.shape[3], sh, sw)
+    cdef Py_ssize_t group = isa.images_per_gemm((n_taps + n_filt) * span * dtype.itemsize, n_img, n_chunks)
+    cdef floating[:, :, ::1] cols = np.empty((n_chunks, n_taps, group * span), dtype)
+    cdef floating[:, :, ::1] dconv = np.empty((n_chunks, n_filt, group * span), dtype)
     cdef floating[:, :, ::1] dw_parts = np.zeros((n_chunks, n_filt, n_taps), dtype)
     cdef floating[:, ::1] db_parts = np.zeros((n_chunks, n_filt), dtype)
     with nogil:
@@ -761,17 +819,20 @@ def _backward_gemm(const floating[:, :, :, ::1] dy, const unsigned char[:, :, :,
                 n = first + g * group
                 m = min(group, last - n)
                 for k in range(m):
-                    # dconv (F, OH*OW) of image n + k, side by side with the group's others
+                    # dconv (F, S) of image n + k, side by side with the group's others
                     for f in range(n_filt):
-                        if routed:
-                            memset(&dconv[t, f, k * n_pix], 0, n_pix * sizeof(floating))
-                        else:
-                            memcpy(&dconv[t, f, k * n_pix], &dy[n + k, f, 0, 0], n_pix * sizeof(floating))
+                        memset(&dconv[t, f, k * span], 0, span * sizeof(floating))
+                        if not routed:
+                            for y in range(oh):
+                                memcpy(&dconv[t, f, k * span + y * row], &dy[n + k, f, y, 0], ow * sizeof(floating))
                     if routed:
-                        _unpool_image(dy[n + k], code[n + k], ow, pkw, psh, psw,
-                                      dconv[t, :, k * n_pix:(k + 1) * n_pix], db_parts[t])
-                    _unfold_image(xp[n + k], kh, kw, sh, sw, cols[t, :, k * n_pix:(k + 1) * n_pix])
-                _add_gradients(dconv[t, :, :m * n_pix], cols[t, :, :m * n_pix], n_pix, &w[0, 0, 0, 0],
+                        _unpool_image(dy[n + k], code[n + k], row, pkw, psh, psw,
+                                      dconv[t, :, k * span:(k + 1) * span], db_parts[t])
+                    if sh == 1 and sw == 1:
+                        _unfold_rows(xp[n + k], kh, kw, cols[t], k * span, span)
+                    else:
+                        _unfold_image(xp[n + k], kh, kw, sh, sw, cols[t], k * span)
+                _add_gradients(dconv[t, :, :m * span], cols[t, :, :m * span], span, &w[0, 0, 0, 0],
                                kh, kw, sh, sw, dw_parts[t], compute_dx, dxp, n)
     _add_parts(dw_parts, dw)
     if db is not None:

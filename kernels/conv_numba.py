@@ -26,6 +26,12 @@ Cython tests a flag set before the loops release the GIL.
 """
 import numba
 import numpy as np
+# Numba's np.dot calls SciPy's BLAS. Loaded here, with this module, it is
+# in memory when fastconv.threads applies the thread counts (after a kernel
+# module loads); loaded later, when the first gemm kernel compiles, no limit
+# would reach it, and each of the kernel's threads would run a BLAS of
+# every core.
+import scipy.linalg.cython_blas  # noqa: F401
 from numba import njit, prange
 
 from fastconv.kernels import NO_GRADIENT
@@ -246,9 +252,16 @@ def _in_chunks(kernel):
     return run
 
 
+# The unfold and fold helpers take a group's whole buffer and the first
+# column of the image at hand, not a slice of it, and copy through
+# one-dimensional slices of a row: Numba cannot tell that a slice's rows
+# are contiguous, nor that a computed index is not negative (it then emits
+# the wraparound of a negative index), and in either case its loops ran
+# scalar (the whole-row unfold at 0.45 ms, 0.22 ms this way).
+
 @njit(cache=True)
-def _unfold_image(image, kh, kw, sh, sw, cols):
-    """cols (C*KH*KW, OH*OW)[(c*KH + i)*KW + j, y*OW + x] = image (C, Hp, Wp)[c, y*sh + i, x*sw + j]."""
+def _unfold_image(image, kh, kw, sh, sw, cols, first):
+    """cols[(c*KH + i)*KW + j, first + y*OW + x] = image (C, Hp, Wp)[c, y*sh + i, x*sw + j]."""
     oh, ow = (image.shape[1] - kh) // sh + 1, (image.shape[2] - kw) // sw + 1
     for c in range(image.shape[0]):
         for i in range(kh):
@@ -259,19 +272,23 @@ def _unfold_image(image, kh, kw, sh, sw, cols):
                 # short copy loop costs about as much to start as to run
                 for y in range(oh):
                     source = image[c, y * sh + i]
+                    at = first + y * ow
+                    target0, target1, target2 = cols[r, at:at + ow], cols[r + 1, at:at + ow], cols[r + 2, at:at + ow]
                     for x in range(ow):
-                        cols[r, y * ow + x] = source[x]
-                        cols[r + 1, y * ow + x] = source[x + 1]
-                        cols[r + 2, y * ow + x] = source[x + 2]
+                        target0[x] = source[x]
+                        target1[x] = source[x + 1]
+                        target2[x] = source[x + 2]
                 continue
             for j in range(kw):
                 for y in range(oh):
+                    source = image[c, y * sh + i]
+                    target = cols[r + j, first + y * ow:first + (y + 1) * ow]
                     for x in range(ow):
-                        cols[r + j, y * ow + x] = image[c, y * sh + i, x * sw + j]
+                        target[x] = source[x * sw + j]
 
 
 @njit(cache=True)
-def _fold_image(cols, kh, kw, sh, sw, image):
+def _fold_image(cols, first, kh, kw, sh, sw, image):
     """The adjoint of _unfold_image: adds each cols entry into the image
     (C, Hp, Wp) position it was read from."""
     oh, ow = (image.shape[1] - kh) // sh + 1, (image.shape[2] - kw) // sw + 1
@@ -280,8 +297,54 @@ def _fold_image(cols, kh, kw, sh, sw, image):
             for j in range(kw):
                 r = (c * kh + i) * kw + j
                 for y in range(oh):
+                    source = cols[r, first + y * ow:first + (y + 1) * ow]
+                    target = image[c, y * sh + i]
                     for x in range(ow):
-                        image[c, y * sh + i, x * sw + j] += cols[r, y * ow + x]
+                        target[x * sw + j] += source[x]
+
+
+def _columns_per_row(oh, ow, wp, sh, sw):
+    """The backward pass's layout of one image's conv output gradient and
+    unfolded input: (columns per output row, columns per image). At stride
+    1, rows as wide as the input's (Wp), so that each tap's columns are one
+    contiguous run of the input plane, (OH - 1)*Wp + OW long: the unfold
+    and the fold are one long copy or add per tap instead of OH short ones
+    (columns x >= OW of a row belong to no output; their gradient is zero).
+    Otherwise OW, packed: OH*OW."""
+    row = wp if sh == 1 and sw == 1 else ow
+    return row, (oh - 1) * row + ow
+
+
+@njit(cache=True)
+def _unfold_rows(image, kh, kw, cols, first, span):
+    """Stride 1, whole rows: cols[(c*KH + i)*KW + j, first + q] = image
+    (C, Hp, Wp)[c] flattened, at i*Wp + j + q, for q < span = (OH - 1)*Wp + OW."""
+    n_chan, hp, wp = image.shape
+    planes = image.reshape(n_chan, hp * wp)
+    for c in range(n_chan):
+        for i in range(kh):
+            for j in range(kw):
+                r = (c * kh + i) * kw + j
+                source = planes[c, i * wp + j:i * wp + j + span]
+                target = cols[r, first:first + span]
+                for q in range(span):
+                    target[q] = source[q]
+
+
+@njit(cache=True)
+def _fold_rows(cols, first, span, kh, kw, image):
+    """The adjoint of _unfold_rows: adds each cols entry into the image
+    (C, Hp, Wp) position it was read from."""
+    n_chan, hp, wp = image.shape
+    planes = image.reshape(n_chan, hp * wp)
+    for c in range(n_chan):
+        for i in range(kh):
+            for j in range(kw):
+                r = (c * kh + i) * kw + j
+                source = cols[r, first:first + span]
+                target = planes[c, i * wp + j:i * wp + j + span]
+                for q in range(span):
+                    target[q] += source[q]
 
 
 def _conv2d_gemm(xp, w, b, sh, sw, out, n_chunks):
@@ -293,19 +356,23 @@ def _conv2d_backward_gemm(dy, xp, w, sh, sw, dxp, dw, n_chunks):
 
 
 @njit(cache=True)
-def _add_gradients(dys, cols, n_pix, w_tf, kh, kw, sh, sw, dw_part, product, dxp, n):
+def _add_gradients(dys, cols, span, w_tf, kh, kw, sh, sw, dw_part, product, dxp, n):
     """A group's share of the conv gradients, from the output gradients dys
-    (F, m*OH*OW) and the unfolded inputs cols (taps, m*OH*OW) of images n ..
-    n + m - 1 (n_pix = OH*OW columns each): dw_part (F, taps) += dys @ cols^T
-    (through product, a buffer like dw_part); then, if dxp is not None, cols
-    is overwritten with w_tf @ dys, w_tf (taps, F), and folded into dxp."""
+    (F, m*S) and the unfolded inputs cols (taps, m*S) of images n .. n + m - 1
+    (S = span columns each, laid out as _columns_per_row says): dw_part
+    (F, taps) += dys @ cols^T (through product, a buffer like dw_part);
+    then, if dxp is not None, cols is overwritten with w_tf @ dys, w_tf
+    (taps, F), and folded into dxp."""
     np.dot(dys, cols.T, product)
     dw_part += product
     if dxp is None:
         return
     np.dot(w_tf, dys, cols)
-    for k in range(cols.shape[1] // n_pix):
-        _fold_image(cols[:, k * n_pix:(k + 1) * n_pix], kh, kw, sh, sw, dxp[n + k])
+    for k in range(cols.shape[1] // span):
+        if sh == 1 and sw == 1:
+            _fold_rows(cols, k * span, span, kh, kw, dxp[n + k])
+        else:
+            _fold_image(cols, k * span, kh, kw, sh, sw, dxp[n + k])
 
 
 @njit(cache=True)
@@ -418,16 +485,16 @@ def _relu_maxpool_image(conv, b, ow, pkh, pkw, psh, psw, out, code):
 
 
 @njit(cache=True)
-def _unpool_image(dy, code, ow, pkw, psh, psw, dconv, db):
-    """dconv (F, OH*OW) += each pooled gradient dy (F, PH, PW) at the conv
-    output its code names (none for NO_GRADIENT), and db (F,) += the sum
-    of those that pass."""
+def _unpool_image(dy, code, row, pkw, psh, psw, dconv, db):
+    """dconv (F, S) += each pooled gradient dy (F, PH, PW) at the conv
+    output its code names (none for NO_GRADIENT), conv output (y, x) being
+    column y*row + x, and db (F,) += the sum of those that pass."""
     for f in range(dy.shape[0]):
         for py in range(dy.shape[1]):
             for px in range(dy.shape[2]):
                 at = code[f, py, px]
                 if at != NO_GRADIENT:
-                    dconv[f, (py * psh + at // pkw) * ow + px * psw + at % pkw] += dy[f, py, px]
+                    dconv[f, (py * psh + at // pkw) * row + px * psw + at % pkw] += dy[f, py, px]
                     db[f] += dy[f, py, px]
 
 
@@ -628,7 +695,7 @@ def _forward_groups(xp, w, b, sh, sw, pkh, pkw, psh, psw, out, code, n_chunks, g
             cols_g = cols[t, :n_taps * m * n_pix].reshape(n_taps, m * n_pix)
             conv_g = conv[t, :n_filt * m * n_pix].reshape(n_filt, m * n_pix)
             for k in range(m):
-                _unfold_image(xp[n + k], kh, kw, sh, sw, cols_g[:, k * n_pix:(k + 1) * n_pix])
+                _unfold_image(xp[n + k], kh, kw, sh, sw, cols_g, k * n_pix)
             # conv (F, m*OH*OW) = w (F, taps) @ cols (taps, m*OH*OW)
             np.dot(w_ft, cols_g, conv_g)
             for k in range(m):
@@ -648,19 +715,20 @@ def _backward_gemm(dy, code, xp, w, sh, sw, pkh, pkw, psh, psw, dxp, dw, db, n_c
     the fused op's; with code and db None, dy is the conv output's gradient
     itself."""
     n_taps, n_filt = w.shape[1] * w.shape[2] * w.shape[3], w.shape[0]
-    n_pix = ((xp.shape[2] - w.shape[2]) // sh + 1) * ((xp.shape[3] - w.shape[3]) // sw + 1)
-    group = isa.images_per_gemm((n_taps + n_filt) * n_pix * dw.itemsize, dy.shape[0], n_chunks)
-    _backward_groups(dy, code, xp, w, sh, sw, pkh, pkw, psh, psw, dxp, dw, db, n_chunks, group)
+    oh, ow = (xp.shape[2] - w.shape[2]) // sh + 1, (xp.shape[3] - w.shape[3]) // sw + 1
+    row, span = _columns_per_row(oh, ow, xp.shape[3], sh, sw)
+    group = isa.images_per_gemm((n_taps + n_filt) * span * dw.itemsize, dy.shape[0], n_chunks)
+    _backward_groups(dy, code, xp, w, sh, sw, pkh, pkw, psh, psw, dxp, dw, db, n_chunks, group, row, span)
 
 
 @njit(parallel=True, cache=True)
-def _backward_groups(dy, code, xp, w, sh, sw, pkh, pkw, psh, psw, dxp, dw, db, n_chunks, group):
+def _backward_groups(dy, code, xp, w, sh, sw, pkh, pkw, psh, psw, dxp, dw, db, n_chunks, group, row, span):
     n_img, n_filt, kh, kw = dy.shape[0], w.shape[0], w.shape[2], w.shape[3]
     oh, ow = (xp.shape[2] - kh) // sh + 1, (xp.shape[3] - kw) // sw + 1
-    n_taps, n_pix = w.shape[1] * kh * kw, oh * ow
+    n_taps = w.shape[1] * kh * kw
     w_tf = np.ascontiguousarray(w.reshape(n_filt, n_taps).T)
-    cols = np.empty((n_chunks, n_taps * group * n_pix), dw.dtype)
-    dconv = np.empty((n_chunks, n_filt * group * n_pix), dw.dtype)
+    cols = np.empty((n_chunks, n_taps * group * span), dw.dtype)
+    dconv = np.empty((n_chunks, n_filt * group * span), dw.dtype)
     dw_parts = np.zeros((n_chunks, n_filt, n_taps), dw.dtype)
     db_parts = np.zeros((n_chunks, n_filt), dw.dtype)
     products = np.empty((n_chunks, n_filt, n_taps), dw.dtype)
@@ -669,20 +737,23 @@ def _backward_groups(dy, code, xp, w, sh, sw, pkh, pkw, psh, psw, dxp, dw, db, n
         for g in range((last - first + group - 1) // group):
             n = first + g * group
             m = min(group, last - n)
-            cols_g = cols[t, :n_taps * m * n_pix].reshape(n_taps, m * n_pix)
-            dconv_g = dconv[t, :n_filt * m * n_pix].reshape(n_filt, m * n_pix)
+            cols_g = cols[t, :n_taps * m * span].reshape(n_taps, m * span)
+            dconv_g = dconv[t, :n_filt * m * span].reshape(n_filt, m * span)
             for k in range(m):
-                # dconv (F, OH*OW) of image n + k, side by side with the group's others
+                # dconv (F, S) of image n + k, side by side with the group's others
                 for f in range(n_filt):
-                    if code is not None:
-                        dconv_g[f, k * n_pix:(k + 1) * n_pix] = 0
-                    else:
-                        dconv_g[f, k * n_pix:(k + 1) * n_pix] = dy[n + k, f].reshape(n_pix)
+                    dconv_g[f, k * span:(k + 1) * span] = 0
+                    if code is None:
+                        for y in range(oh):
+                            dconv_g[f, k * span + y * row:k * span + y * row + ow] = dy[n + k, f, y]
                 if code is not None:
-                    _unpool_image(dy[n + k], code[n + k], ow, pkw, psh, psw,
-                                  dconv_g[:, k * n_pix:(k + 1) * n_pix], db_parts[t])
-                _unfold_image(xp[n + k], kh, kw, sh, sw, cols_g[:, k * n_pix:(k + 1) * n_pix])
-            _add_gradients(dconv_g, cols_g, n_pix, w_tf, kh, kw, sh, sw, dw_parts[t], products[t], dxp, n)
+                    _unpool_image(dy[n + k], code[n + k], row, pkw, psh, psw,
+                                  dconv_g[:, k * span:(k + 1) * span], db_parts[t])
+                if sh == 1 and sw == 1:
+                    _unfold_rows(xp[n + k], kh, kw, cols_g, k * span, span)
+                else:
+                    _unfold_image(xp[n + k], kh, kw, sh, sw, cols_g, k * span)
+            _add_gradients(dconv_g, cols_g, span, w_tf, kh, kw, sh, sw, dw_parts[t], products[t], dxp, n)
     _add_parts(dw_parts, dw)
     if db is not None:
         for t in range(n_chunks):

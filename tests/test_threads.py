@@ -85,3 +85,27 @@ def test_importing_fastconv_sets_the_wait_policy(tmp_path):
     probe = "import os, fastconv; print(os.environ['OMP_WAIT_POLICY'], os.environ['OPENBLAS_THREAD_TIMEOUT'])"
     out = subprocess.run([sys.executable, "-c", probe], env=env, cwd=tmp_path, capture_output=True, text=True)
     assert out.stdout.split() == ["PASSIVE", "4"]
+
+
+NUMBA_GEMM_PROBE = """
+import json
+import numpy as np
+from threadpoolctl import threadpool_info
+from fastconv import ops, threads
+x, w = np.ones((4, 2, 6, 6), np.float32), np.ones((3, 2, 3, 3), np.float32)
+ops.conv2d(x, w, backend="numba", algorithm="gemm")
+with threads.single_threaded_blas():
+    print(json.dumps([(p["filepath"], p["num_threads"]) for p in threadpool_info() if p["user_api"] == "blas"]))
+"""
+
+
+def test_numba_gemm_never_runs_a_multithreaded_blas_in_its_threads(tmp_path):
+    # Numba's np.dot calls SciPy's BLAS. Were that library loaded only when
+    # the first gemm kernel compiles, after the thread counts were applied,
+    # no limit would reach it: each of the kernel's threads would run a
+    # BLAS of every core (2.4 to 5 ms, and up to 39 ms, at conv2's shape).
+    out = subprocess.run([sys.executable, "-c", NUMBA_GEMM_PROBE], env=dict(os.environ, FASTCONV_NUM_THREADS="2"),
+                         cwd=tmp_path, capture_output=True, text=True, check=True)
+    pools = json.loads(out.stdout)
+    assert any("scipy" in path for path, _ in pools)
+    assert {threads for _, threads in pools} == {1}
