@@ -19,7 +19,12 @@ as many as fit in half the L2 (conv2 of the MNIST CNN: 288 x 121 floats,
 single-threaded BLAS GEMM called from inside the parallel loop: the
 arithmetic of im2col without its batch-sized buffer going through main
 memory. The fused ``conv2d_relu_maxpool2d`` ops use the same grouped GEMM
-and then pool the group's conv output while it is still in cache.
+and then pool the group's conv output while it is still in cache. At
+stride 1 the backward pass unfolds in rows as wide as the input's, 16%
+more GEMM columns for conv2, so that its unfold and fold are one long
+contiguous copy or add per tap rather than eleven of eleven values (see
+``_columns_per_row``); the forward pass, whose unfold is its only such
+loop, keeps the packed layout, which measured faster there.
 
 A backward call with ``dxp`` None computes dw only: Numba compiles a separate
 specialization for None in which the ``dxp is not None`` branches are pruned;
