@@ -2,8 +2,6 @@
 running statistics against a hand computation, training vs evaluation mode,
 equality with PyTorch's BatchNorm2d/BatchNorm1d (skipped without torch,
 except under CI=true), checkpoints, and every bad input."""
-import importlib
-import os
 
 import numpy as np
 import pytest
@@ -13,13 +11,7 @@ from hypothesis import strategies as st
 from fastconv.gradcheck import numerical_gradient
 from fastconv.layers import BatchNorm, BatchNorm2D, Conv2D, Flatten, Dense
 from fastconv.model import Sequential
-
-
-def optional(module):
-    """``module`` imported; skipped when absent, except under CI=true."""
-    if os.environ.get("CI") == "true":
-        return importlib.import_module(module)
-    return pytest.importorskip(module, reason=f"{module} is not installed (test-only: pip install torch)")
+from optional_imports import optional
 
 
 def built(layer, dtype=np.float64):

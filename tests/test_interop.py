@@ -5,8 +5,6 @@ PyTorch on real MNIST test digits.
 onnxruntime and torch are test-only: without them those tests skip with a
 reason, except under CI=true, where they must run.
 """
-import importlib
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -20,17 +18,11 @@ from fastconv.interop_cli import export_main, import_main
 from fastconv.layers import LAYERS, Layer
 from fastconv.model import Sequential
 from fastconv.state_dict import InteropError
+from optional_imports import optional
 
 MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
 IMAGES = 1000
 TOLERANCE = 1e-4  # of the largest logit
-
-
-def optional(module):
-    """``module`` imported; skipped when absent, except under CI=true."""
-    if os.environ.get("CI") == "true":
-        return importlib.import_module(module)
-    return pytest.importorskip(module, reason=f"{module} is not installed (test-only: pip install onnxruntime torch)")
 
 
 @pytest.fixture(scope="module")

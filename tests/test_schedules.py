@@ -9,6 +9,7 @@ from fastconv.layers import Dense
 from fastconv.model import Sequential
 from fastconv.optim import Adam
 from fastconv.schedules import ConstantLR, CosineLR, StepLR
+from optional_imports import optional
 
 
 def test_constant_step_and_cosine_rates():
@@ -22,7 +23,7 @@ def test_constant_step_and_cosine_rates():
 
 
 def test_rates_match_pytorch_schedulers_stepped_once_per_epoch():
-    torch = pytest.importorskip("torch")
+    torch = optional("torch")
     for ours, make in ((StepLR(0.1, 3, 0.3), lambda o: torch.optim.lr_scheduler.StepLR(o, 3, 0.3)),
                        (CosineLR(0.1, 7), lambda o: torch.optim.lr_scheduler.CosineAnnealingLR(o, 7))):
         optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
