@@ -58,13 +58,20 @@ class Optimizer:
                 )
             if not p.flags.c_contiguous:
                 raise ValueError(f"{type(self).__name__}.step: parameter {name!r} is not C-contiguous")
+        for slot in self.slot_names:
+            for name, p in params.items():
+                state = self._slot(slot, name, p)
+                if state.shape != p.shape or state.dtype != p.dtype or not state.flags.c_contiguous:
+                    # loaded by load_state_dict for another model: the compiled
+                    # update would run past its end
+                    raise ValueError(
+                        f"{type(self).__name__}.step: state {slot!r} of {name!r} is {state.dtype} "
+                        f"{state.shape}, the parameter {p.dtype} {p.shape}"
+                    )
         self.steps += 1
         names_by_dtype: dict[np.dtype, list[str]] = {}
         for name, p in params.items():
             names_by_dtype.setdefault(p.dtype, []).append(name)
-        for slot in self.slot_names:
-            for name, p in params.items():
-                self._slot(slot, name, p)
         for dtype, names in names_by_dtype.items():
             self._update(dtype.type, names, tuple(params[k].reshape(-1) for k in names),
                          tuple(np.ascontiguousarray(grads[k], dtype=dtype).reshape(-1) for k in names))

@@ -466,3 +466,11 @@ def test_one_pass_updates_every_parameter_of_every_dtype(name):
 def test_optimizer_rejects_a_non_contiguous_parameter():
     with pytest.raises(ValueError, match="parameter 'w' is not C-contiguous"):
         Adam().step({"w": np.zeros((4, 4))[:, ::2]}, {"w": np.zeros((4, 2))})
+
+
+def test_optimizer_refuses_loaded_state_that_does_not_fit_the_parameters():
+    optimizer = Adam()
+    optimizer.load_state_dict({"steps": 3, "slots": {"m": {"w": np.zeros(5)}, "v": {"w": np.zeros(5)}}})
+    with pytest.raises(ValueError, match=r"state 'm' of 'w' is float64 \(5,\), the parameter float64 \(4, 4\)"):
+        optimizer.step({"w": np.zeros((4, 4))}, {"w": np.zeros((4, 4))})
+    assert optimizer.steps == 3  # nothing was updated
