@@ -58,6 +58,8 @@ class Optimizer:
                 )
             if not p.flags.c_contiguous:
                 raise ValueError(f"{type(self).__name__}.step: parameter {name!r} is not C-contiguous")
+            if p.dtype.kind != "f":
+                raise ValueError(f"{type(self).__name__}.step: parameter {name!r} is {p.dtype}, not a float array")
         for slot in self.slot_names:
             for name, p in params.items():
                 state = self._slot(slot, name, p)

@@ -463,9 +463,11 @@ def test_one_pass_updates_every_parameter_of_every_dtype(name):
         assert_allclose(p, expected[k], rtol=1e-5 if p.dtype == np.float32 else 1e-12, atol=1e-6, err_msg=k)
 
 
-def test_optimizer_rejects_a_non_contiguous_parameter():
+def test_optimizer_rejects_a_non_contiguous_or_integer_parameter():
     with pytest.raises(ValueError, match="parameter 'w' is not C-contiguous"):
         Adam().step({"w": np.zeros((4, 4))[:, ::2]}, {"w": np.zeros((4, 2))})
+    with pytest.raises(ValueError, match="parameter 'w' is int64, not a float array"):
+        SGD(0.1).step({"w": np.zeros(3, np.int64)}, {"w": np.ones(3)})
 
 
 def test_optimizer_refuses_loaded_state_that_does_not_fit_the_parameters():
