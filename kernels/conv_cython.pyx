@@ -352,14 +352,15 @@ cdef void _fold_image(const floating[:, ::1] cols, Py_ssize_t first, Py_ssize_t 
 
 def _columns_per_row(Py_ssize_t oh, Py_ssize_t ow, Py_ssize_t wp, Py_ssize_t sh, Py_ssize_t sw):
     """The backward pass's layout of one image's conv output gradient and
-    unfolded input: (columns per output row, columns per image). At stride
-    1, rows as wide as the input's (Wp), so that each tap's columns are one
-    contiguous run of the input plane, (OH - 1)*Wp + OW long: the unfold
-    and the fold are one long copy or add per tap instead of OH short ones
-    (columns x >= OW of a row belong to no output; their gradient is zero).
-    Otherwise OW, packed: OH*OW."""
-    row = wp if sh == 1 and sw == 1 else ow
-    return row, (oh - 1) * row + ow
+    unfolded input: (whole rows?, columns per output row, columns per
+    image). At stride 1, whole rows: rows as wide as the input's (Wp), so
+    that each tap's columns are one contiguous run of the input plane,
+    (OH - 1)*Wp + OW long, and the unfold and the fold are one long copy or
+    add per tap instead of OH short ones (columns x >= OW of a row belong to
+    no output; their gradient is zero). Otherwise OW, packed: OH*OW."""
+    whole_rows = sh == 1 and sw == 1
+    row = wp if whole_rows else ow
+    return whole_rows, row, (oh - 1) * row + ow
 
 
 cdef void _unfold_rows(const floating[:, :, ::1] image, Py_ssize_t kh, Py_ssize_t kw,
@@ -404,7 +405,7 @@ def _conv2d_backward_gemm(dy, xp, w, Py_ssize_t sh, Py_ssize_t sw, dxp, dw, Py_s
     _backward_gemm(dy, None, xp, w, sh, sw, 1, 1, 1, 1, dxp, dw, None, n_chunks)
 
 
-cdef void _add_gradients(const floating[:, ::1] dys, floating[:, ::1] cols, Py_ssize_t span,
+cdef void _add_gradients(const floating[:, ::1] dys, floating[:, ::1] cols, bint whole_rows, Py_ssize_t span,
                          const floating *w, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
                          floating[:, ::1] dw_part, bint compute_dx, floating[:, :, :, ::1] dxp,
                          Py_ssize_t n) noexcept nogil:
@@ -422,7 +423,7 @@ cdef void _add_gradients(const floating[:, ::1] dys, floating[:, ::1] cols, Py_s
     _matmul(True, False, n_taps, width, n_filt, w, n_taps, &dys[0, 0], _ld(dys),
             0, &cols[0, 0], _ld(cols))
     for k in range(width // span):
-        if sh == 1 and sw == 1:
+        if whole_rows:
             _fold_rows(cols, k * span, span, kh, kw, dxp[n + k])
         else:
             _fold_image(cols, k * span, kh, kw, sh, sw, dxp[n + k])
@@ -811,9 +812,9 @@ def _backward_gemm(const floating[:, :, :, ::1] dy, const unsigned char[:, :, :,
     cdef Py_ssize_t oh = (xp.shape[2] - kh) // sh + 1, ow = (xp.shape[3] - kw) // sw + 1
     cdef Py_ssize_t n_taps = w.shape[1] * kh * kw, row, span
     cdef Py_ssize_t t, first, last, g, n, m, k, f, y
-    cdef bint compute_dx = dxp is not None, routed = code is not None
+    cdef bint compute_dx = dxp is not None, routed = code is not None, whole_rows
     dtype = np.asarray(dw).dtype
-    row, span = _columns_per_row(oh, ow, xp.shape[3], sh, sw)
+    whole_rows, row, span = _columns_per_row(oh, ow, xp.shape[3], sh, sw)
     cdef Py_ssize_t group = isa.images_per_gemm((n_taps + n_filt) * span * dtype.itemsize, n_img, n_chunks)
     cdef floating[:, :, ::1] cols = np.empty((n_chunks, n_taps, group * span), dtype)
     cdef floating[:, :, ::1] dconv = np.empty((n_chunks, n_filt, group * span), dtype)
@@ -835,11 +836,11 @@ def _backward_gemm(const floating[:, :, :, ::1] dy, const unsigned char[:, :, :,
                     if routed:
                         _unpool_image(dy[n + k], code[n + k], row, pkw, psh, psw,
                                       dconv[t, :, k * span:(k + 1) * span], db_parts[t])
-                    if sh == 1 and sw == 1:
+                    if whole_rows:
                         _unfold_rows(xp[n + k], kh, kw, cols[t], k * span, span)
                     else:
                         _unfold_image(xp[n + k], kh, kw, sh, sw, cols[t], k * span)
-                _add_gradients(dconv[t, :, :m * span], cols[t, :, :m * span], span, &w[0, 0, 0, 0],
+                _add_gradients(dconv[t, :, :m * span], cols[t, :, :m * span], whole_rows, span, &w[0, 0, 0, 0],
                                kh, kw, sh, sw, dw_parts[t], compute_dx, dxp, n)
     _add_parts(dw_parts, dw)
     if db is not None:

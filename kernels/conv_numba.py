@@ -312,14 +312,15 @@ def _fold_image(cols, first, kh, kw, sh, sw, image):
 
 def _columns_per_row(oh, ow, wp, sh, sw):
     """The backward pass's layout of one image's conv output gradient and
-    unfolded input: (columns per output row, columns per image). At stride
-    1, rows as wide as the input's (Wp), so that each tap's columns are one
-    contiguous run of the input plane, (OH - 1)*Wp + OW long: the unfold
-    and the fold are one long copy or add per tap instead of OH short ones
-    (columns x >= OW of a row belong to no output; their gradient is zero).
-    Otherwise OW, packed: OH*OW."""
-    row = wp if sh == 1 and sw == 1 else ow
-    return row, (oh - 1) * row + ow
+    unfolded input: (whole rows?, columns per output row, columns per
+    image). At stride 1, whole rows: rows as wide as the input's (Wp), so
+    that each tap's columns are one contiguous run of the input plane,
+    (OH - 1)*Wp + OW long, and the unfold and the fold are one long copy or
+    add per tap instead of OH short ones (columns x >= OW of a row belong to
+    no output; their gradient is zero). Otherwise OW, packed: OH*OW."""
+    whole_rows = sh == 1 and sw == 1
+    row = wp if whole_rows else ow
+    return whole_rows, row, (oh - 1) * row + ow
 
 
 @njit(cache=True)
@@ -363,7 +364,7 @@ def _conv2d_backward_gemm(dy, xp, w, sh, sw, dxp, dw, n_chunks):
 
 
 @njit(cache=True)
-def _add_gradients(dys, cols, span, w_tf, kh, kw, sh, sw, dw_part, product, dxp, n):
+def _add_gradients(dys, cols, whole_rows, span, w_tf, kh, kw, sh, sw, dw_part, product, dxp, n):
     """A group's share of the conv gradients, from the output gradients dys
     (F, m*S) and the unfolded inputs cols (taps, m*S) of images n .. n + m - 1
     (S = span columns each, laid out as _columns_per_row says): dw_part
@@ -376,7 +377,7 @@ def _add_gradients(dys, cols, span, w_tf, kh, kw, sh, sw, dw_part, product, dxp,
         return
     np.dot(w_tf, dys, cols)
     for k in range(cols.shape[1] // span):
-        if sh == 1 and sw == 1:
+        if whole_rows:
             _fold_rows(cols, k * span, span, kh, kw, dxp[n + k])
         else:
             _fold_image(cols, k * span, kh, kw, sh, sw, dxp[n + k])
@@ -723,13 +724,14 @@ def _backward_gemm(dy, code, xp, w, sh, sw, pkh, pkw, psh, psw, dxp, dw, db, n_c
     itself."""
     n_taps, n_filt = w.shape[1] * w.shape[2] * w.shape[3], w.shape[0]
     oh, ow = (xp.shape[2] - w.shape[2]) // sh + 1, (xp.shape[3] - w.shape[3]) // sw + 1
-    row, span = _columns_per_row(oh, ow, xp.shape[3], sh, sw)
+    whole_rows, row, span = _columns_per_row(oh, ow, xp.shape[3], sh, sw)
     group = isa.images_per_gemm((n_taps + n_filt) * span * dw.itemsize, dy.shape[0], n_chunks)
-    _backward_groups(dy, code, xp, w, sh, sw, pkh, pkw, psh, psw, dxp, dw, db, n_chunks, group, row, span)
+    _backward_groups(dy, code, xp, w, sh, sw, pkh, pkw, psh, psw, dxp, dw, db, n_chunks, group, whole_rows, row, span)
 
 
 @njit(parallel=True, cache=True)
-def _backward_groups(dy, code, xp, w, sh, sw, pkh, pkw, psh, psw, dxp, dw, db, n_chunks, group, row, span):
+def _backward_groups(dy, code, xp, w, sh, sw, pkh, pkw, psh, psw, dxp, dw, db, n_chunks, group, whole_rows, row,
+                     span):
     n_img, n_filt, kh, kw = dy.shape[0], w.shape[0], w.shape[2], w.shape[3]
     oh, ow = (xp.shape[2] - kh) // sh + 1, (xp.shape[3] - kw) // sw + 1
     n_taps = w.shape[1] * kh * kw
@@ -756,11 +758,11 @@ def _backward_groups(dy, code, xp, w, sh, sw, pkh, pkw, psh, psw, dxp, dw, db, n
                 if code is not None:
                     _unpool_image(dy[n + k], code[n + k], row, pkw, psh, psw,
                                   dconv_g[:, k * span:(k + 1) * span], db_parts[t])
-                if sh == 1 and sw == 1:
+                if whole_rows:
                     _unfold_rows(xp[n + k], kh, kw, cols_g, k * span, span)
                 else:
                     _unfold_image(xp[n + k], kh, kw, sh, sw, cols_g, k * span)
-            _add_gradients(dconv_g, cols_g, span, w_tf, kh, kw, sh, sw, dw_parts[t], products[t], dxp, n)
+            _add_gradients(dconv_g, cols_g, whole_rows, span, w_tf, kh, kw, sh, sw, dw_parts[t], products[t], dxp, n)
     _add_parts(dw_parts, dw)
     if db is not None:
         for t in range(n_chunks):
