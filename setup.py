@@ -35,33 +35,33 @@ NO_OPENMP_WARNING = (
 )
 
 
-def compiler_accepts_openmp(compiler) -> bool:
-    """Whether ``compiler`` (a distutils CCompiler) compiles and links a
-    small OpenMP program with ``-fopenmp``."""
+def _probe(compiler, code: str, flags: list, link: bool) -> bool:
+    """Whether ``compiler`` (a distutils CCompiler) compiles the C program
+    ``code`` with ``flags`` (and, if ``link``, links it with them too)."""
     with tempfile.TemporaryDirectory() as tmp:
-        source = os.path.join(tmp, "omp_probe.c")
+        source = os.path.join(tmp, "probe.c")
         with open(source, "w") as f:
-            f.write("#include <omp.h>\nint main(void) { return omp_get_max_threads() > 0 ? 0 : 1; }\n")
+            f.write(code)
         try:
-            objects = compiler.compile([source], output_dir=tmp, extra_postargs=["-fopenmp"])
-            compiler.link_executable(objects, "omp_probe", output_dir=tmp, extra_postargs=["-fopenmp"])
+            objects = compiler.compile([source], output_dir=tmp, extra_postargs=flags)
+            if link:
+                compiler.link_executable(objects, "probe", output_dir=tmp, extra_postargs=flags)
         except (CompileError, LinkError):
             return False
     return True
 
 
+def compiler_accepts_openmp(compiler) -> bool:
+    """Whether ``compiler`` compiles and links a small OpenMP program with
+    ``-fopenmp``."""
+    return _probe(compiler, "#include <omp.h>\nint main(void) { return omp_get_max_threads() > 0 ? 0 : 1; }\n",
+                  ["-fopenmp"], link=True)
+
+
 def compiler_accepts(compiler, flag: str) -> bool:
     """Whether ``compiler`` compiles a small C file with ``flag`` without a
     warning (compilers warn about options they do not know)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        source = os.path.join(tmp, "flag_probe.c")
-        with open(source, "w") as f:
-            f.write("int probe(void) { return 0; }\n")
-        try:
-            compiler.compile([source], output_dir=tmp, extra_postargs=["-Werror", flag])
-        except CompileError:
-            return False
-    return True
+    return _probe(compiler, "int probe(void) { return 0; }\n", ["-Werror", flag], link=False)
 
 
 # gcc vectorizes a loop over several arrays only after checking at run time

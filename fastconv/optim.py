@@ -50,6 +50,7 @@ class Optimizer:
                 f"{type(self).__name__}.step: params and grads must have the same keys, got "
                 f"{sorted(params)} and {sorted(grads)}"
             )
+        names_by_dtype: dict[np.dtype, list[str]] = {}
         for name, p in params.items():
             if grads[name].shape != p.shape:
                 raise ValueError(
@@ -60,6 +61,7 @@ class Optimizer:
                 raise ValueError(f"{type(self).__name__}.step: parameter {name!r} is not C-contiguous")
             if p.dtype.kind != "f":
                 raise ValueError(f"{type(self).__name__}.step: parameter {name!r} is {p.dtype}, not a float array")
+            names_by_dtype.setdefault(p.dtype, []).append(name)
         for slot in self.slot_names:
             for name, p in params.items():
                 state = self._slot(slot, name, p)
@@ -71,9 +73,6 @@ class Optimizer:
                         f"{state.shape}, the parameter {p.dtype} {p.shape}"
                     )
         self.steps += 1
-        names_by_dtype: dict[np.dtype, list[str]] = {}
-        for name, p in params.items():
-            names_by_dtype.setdefault(p.dtype, []).append(name)
         for dtype, names in names_by_dtype.items():
             self._update(dtype.type, names, tuple(params[k].reshape(-1) for k in names),
                          tuple(np.ascontiguousarray(grads[k], dtype=dtype).reshape(-1) for k in names))
