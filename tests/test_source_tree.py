@@ -1,6 +1,9 @@
 """Python started in the repository root finds the source folder fastconv/
-first (no compiled kernels there): the package must still work, using the
-installed copy, so the README's examples run as written from a fresh clone."""
+first. After `pip install -e .` that folder is the package and the kernels
+are found through the editable install's import hook; after `pip install .`
+there are no compiled kernels there, and the package must still work, using
+the installed copy, so the README's examples run as written from a fresh
+clone."""
 import os
 import re
 import subprocess
@@ -44,8 +47,8 @@ def test_readme_30_second_example_runs_from_the_root():
 def test_source_folder_without_an_installed_copy_says_what_to_do(tmp_path):
     source = tmp_path / "clone" / "fastconv"
     source.mkdir(parents=True)
-    with pytest.raises(ImportError, match=r"run `pip install \.` in .*clone \(a regular install"):
-        fastconv._installed_copy_if_source_tree(str(source), [str(tmp_path / "clone"), str(tmp_path / "empty")])
+    with pytest.raises(ImportError, match=r"run `pip install -e \.` \(or `pip install \.`\) in .*clone,"):
+        fastconv._installed_copy(str(source), [str(tmp_path / "clone"), str(tmp_path / "empty")])
 
 
 def test_source_folder_uses_the_installed_copy_found_past_it(tmp_path):
@@ -56,5 +59,4 @@ def test_source_folder_uses_the_installed_copy_found_past_it(tmp_path):
     (installed / "kernels").mkdir(parents=True)
     (installed / "__init__.py").write_text("")
     search = [str(tmp_path / "clone"), str(tmp_path / "site-packages")]
-    assert fastconv._installed_copy_if_source_tree(str(source), search) == [str(installed)]
-    assert fastconv._installed_copy_if_source_tree(str(installed), search) is None
+    assert fastconv._installed_copy(str(source), search) == [str(installed)]
