@@ -9,7 +9,9 @@
 Prints the model summary, a progress bar per epoch, validation after each
 epoch, the test accuracy and a confusion matrix. After every epoch the model
 is saved (atomically) to ``--save``, so Ctrl-C loses at most the epoch in
-progress. ``--metrics-out`` writes the run's numbers as JSON.
+progress; without ``--save``, that is the ``--resume`` file (resuming carries
+it on), else ``fastconv-<model>.npz``. ``--metrics-out`` writes the run's
+numbers as JSON.
 """
 from __future__ import annotations
 
@@ -88,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "(0: none; default: %(default)s)")
     parser.add_argument("--save", metavar="PATH",
                         help="checkpoint path, rewritten after every epoch ('' for none; "
-                             "default: fastconv-<model>.npz)")
+                             "default: the --resume file, else fastconv-<model>.npz)")
     parser.add_argument("--resume", metavar="PATH",
                         help="continue from a checkpoint written by --save (default: start from new weights)")
     parser.add_argument("--metrics-out", metavar="PATH",
@@ -172,6 +174,15 @@ def make_model(args) -> tuple[Sequential, str | None]:
     return model, args.model
 
 
+def checkpoint_path(args) -> str:
+    """Where to save after every epoch: ``--save`` ('' for nowhere), else the
+    ``--resume`` file, so resuming carries that file on, else
+    ``fastconv-<model>.npz``."""
+    if args.save is not None:
+        return args.save
+    return args.resume or f"fastconv-{args.model}.npz"
+
+
 def on_disk(path) -> str:
     """What the checkpoint at ``path`` holds now, read back from the file
     (an interrupted save leaves the previous file, or none), as a clause for
@@ -237,7 +248,7 @@ def train(args) -> int:
     schedule = lr_schedule(chosen["lr_schedule"], args, chosen["epochs"])
     dataset = data.load_dataset(args.dataset, args.data_dir, progress=not args.quiet)
     (x_train, y_train), validation = split(dataset, args.validation, args.limit)
-    save_path = f"fastconv-{args.model}.npz" if args.save is None else args.save
+    save_path = checkpoint_path(args)
     if not args.quiet:
         model.summary(file=out)
         print(f"{args.dataset}: training on {len(x_train)} images from {dataset.directory}"

@@ -66,6 +66,35 @@ def test_resume_continues_the_epoch_count(tmp_path):
 
 
 @needs_mnist
+def test_resume_without_save_updates_the_resumed_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # where the --model default, fastconv-cnn.npz, would land
+    checkpoint = tmp_path / "fastconv-logreg.npz"
+    assert run(tmp_path, "--model", "logreg", "--limit", "300", "--epochs", "1", "--save", str(checkpoint)) == 0
+    assert run(tmp_path, "--resume", str(checkpoint), "--limit", "300", "--epochs", "2") == 0
+    assert Sequential.load(checkpoint).epoch == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fastconv-logreg.npz"]
+
+
+@needs_mnist
+def test_resume_with_empty_save_writes_nothing(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    checkpoint = tmp_path / "m.npz"
+    assert run(tmp_path, "--model", "logreg", "--limit", "300", "--epochs", "1", "--save", str(checkpoint)) == 0
+    before = checkpoint.read_bytes()
+    assert run(tmp_path, "--resume", str(checkpoint), "--limit", "300", "--epochs", "2", "--save", "") == 0
+    assert checkpoint.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["m.npz"]
+
+
+@needs_mnist
+def test_resume_with_save_writes_there_and_keeps_the_resumed_file(tmp_path):
+    resumed, elsewhere = tmp_path / "m.npz", tmp_path / "more.npz"
+    assert run(tmp_path, "--model", "logreg", "--limit", "300", "--epochs", "1", "--save", str(resumed)) == 0
+    assert run(tmp_path, "--resume", str(resumed), "--limit", "300", "--epochs", "2", "--save", str(elsewhere)) == 0
+    assert Sequential.load(resumed).epoch == 1 and Sequential.load(elsewhere).epoch == 2
+
+
+@needs_mnist
 def test_resume_is_the_same_as_training_straight_through(tmp_path):
     straight, resumed = tmp_path / "a.npz", tmp_path / "b.npz"
     common = ("--model", "dense", "--limit", "600", "--batch-size", "32")
