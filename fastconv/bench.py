@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass
 from tqdm import tqdm
 
 from fastconv import autotune, isa, registry, threads
+from fastconv.state_dict import InteropError
 from fastconv.workloads import NETWORKS, workloads
 
 GEMM = ("numpy", "gemm")
@@ -111,7 +112,7 @@ def inference_rows(batches, repeat) -> list[tuple[str, int, float]]:
             options.intra_op_num_threads = threads.num_threads()
             options.inter_op_num_threads = 1
             session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-    except ImportError as error:
+    except (ImportError, InteropError) as error:  # InteropError: the onnx package (interop extra) is missing
         print(f"fastconv-bench: onnxruntime left out ({error})", file=sys.stderr)
         return rows
     rows += [("onnxruntime", n, median_seconds(lambda x=inputs[n]: session.run(["logits"], {"x": x}), repeat))
@@ -208,11 +209,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def unwritable(path) -> str | None:
+    """Why a file cannot be written at ``path``, or None if it can."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        return "is a folder, not a file"
+    if not os.path.isdir(folder):
+        return f"no such folder {folder}"
+    if not os.access(folder, os.W_OK | os.X_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
+        return "not writable"
+    return None
+
+
 def parse_args(argv):
+    """The arguments, checked: an output that cannot be written is refused
+    here, before minutes of timing are lost to it."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.repeat < 1 or min(args.batch) < 1 or (args.threads is not None and args.threads < 1):
         parser.error("--repeat, --batch and --threads must be >= 1")
+    for option, path in (("--markdown", args.markdown), ("--json", args.json)):
+        reason = path and unwritable(path)
+        if reason:
+            parser.error(f"{option} {path}: {reason}")
     return args
 
 

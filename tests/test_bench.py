@@ -3,6 +3,7 @@ timing is checked, only that the table is complete and consistent)."""
 import contextlib
 import io
 import json
+import os
 import subprocess
 import sys
 
@@ -127,3 +128,45 @@ def test_inference_mode_times_fastconv_and_onnxruntime_on_the_whole_network():
     except ImportError:
         return  # left out, with a line on stderr
     assert ["onnxruntime", "1"] in engines and ["onnxruntime", "2"] in engines
+
+
+@pytest.mark.parametrize("missing, reason", [
+    ("onnx", 'the onnx package is needed for this: pip install "fastconv[interop]"'),
+    ("onnxruntime", "onnxruntime"),
+])
+def test_inference_mode_without_onnx_or_onnxruntime_leaves_that_column_out(monkeypatch, capsys, missing, reason):
+    monkeypatch.setitem(sys.modules, missing, None)  # import raises ImportError, as when not installed
+    monkeypatch.setattr(bench, "median_seconds", lambda fn, repeat: 1e-3)  # which columns, not how fast
+    assert bench.main(["--inference", "--batch", "1", "--repeat", "1"]) == 0
+    out, err = capsys.readouterr()
+    assert [line.split()[0] for line in out.splitlines()[2:]] == ["fastconv"]
+    assert err.startswith("fastconv-bench: onnxruntime left out (") and reason in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def missing_folder(tmp_path, monkeypatch):
+    return tmp_path / "no-such-folder" / "table.out", "no such folder"
+
+
+def a_folder(tmp_path, monkeypatch):
+    return tmp_path, "is a folder"
+
+
+def read_only_folder(tmp_path, monkeypatch):
+    """A folder the kernel refuses to write into (stubbed: root, which the
+    tests may run as, may write into any folder of this machine)."""
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: os.fspath(path) != str(tmp_path) and real_access(path, mode))
+    return tmp_path / "table.out", "not writable"
+
+
+@pytest.mark.parametrize("option", ["--markdown", "--json"])
+@pytest.mark.parametrize("unwritable", [missing_folder, a_folder, read_only_folder])
+def test_an_unwritable_output_is_refused_before_any_timing(tmp_path, monkeypatch, capsys, option, unwritable):
+    path, reason = unwritable(tmp_path, monkeypatch)
+    monkeypatch.setattr(bench, "median_seconds", lambda *args: pytest.fail("timed before checking the output"))
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main(["--network", "lenet5", "--batch", "1", "--repeat", "1", option, str(path)])
+    assert exit_info.value.code == 2
+    last_line = capsys.readouterr().err.splitlines()[-1]
+    assert last_line.startswith(f"fastconv-bench: error: {option} {path}: ") and reason in last_line
