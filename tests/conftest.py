@@ -1,6 +1,7 @@
-"""Shared test settings: hypothesis profiles, thread counts and a private
-``auto`` cache."""
+"""Shared test settings: hypothesis profiles, thread counts, a private
+``auto`` cache and the real MNIST files."""
 import os
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -33,3 +34,24 @@ def private_autotune_cache(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("FASTCONV_CACHE", str(tmp_path_factory.mktemp("fastconv-cache")))
         yield
+
+
+MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
+"""The real MNIST files: ``shared/data/mnist`` beside the repository (CI
+clones the repository next to ``shared`` as well)."""
+MNIST_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+               "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+
+
+@pytest.fixture(scope="session")
+def mnist_dir() -> Path:
+    """The folder of the four MNIST files. Without them the test is skipped,
+    except under CI=true, where it fails: CI has the files, so a test that
+    needs them must run there."""
+    missing = [name for name in MNIST_FILES if not (MNIST / name).is_file()]
+    if missing:
+        message = f"the MNIST files {', '.join(missing)} are not in {MNIST}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{message}, and CI=true: CI must run this test")
+        pytest.skip(message)
+    return MNIST

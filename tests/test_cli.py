@@ -11,18 +11,14 @@ import pytest
 from fastconv import cli
 from fastconv.model import Sequential
 
-MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
-needs_mnist = pytest.mark.skipif(not MNIST.is_dir(), reason=f"MNIST files not found in {MNIST}")
+
+def run(mnist_dir, *args):
+    return cli.main(["--data-dir", str(mnist_dir), "--quiet", "--validation", "500", *args])
 
 
-def run(tmp_path, *args):
-    return cli.main(["--data-dir", str(MNIST), "--quiet", "--validation", "500", *args])
-
-
-@needs_mnist
-def test_trains_saves_and_reports(tmp_path, capsys):
+def test_trains_saves_and_reports(mnist_dir, tmp_path, capsys):
     checkpoint, metrics_path = tmp_path / "dense.npz", tmp_path / "metrics.json"
-    code = run(tmp_path, "--model", "dense", "--limit", "3000", "--epochs", "2",
+    code = run(mnist_dir, "--model", "dense", "--limit", "3000", "--epochs", "2",
                "--save", str(checkpoint), "--metrics-out", str(metrics_path))
     assert code == 0
     printed = capsys.readouterr().out
@@ -35,16 +31,15 @@ def test_trains_saves_and_reports(tmp_path, capsys):
     model = Sequential.load(checkpoint)
     from fastconv.data import load_dataset
 
-    test = load_dataset("mnist", MNIST)
+    test = load_dataset("mnist", mnist_dir)
     assert model.epoch == 2
     assert model.evaluate(test.x_test, test.y_test)[1] == pytest.approx(metrics["test_accuracy"])
     assert metrics["test_accuracy"] > 0.85
     assert f"test accuracy {metrics['test_accuracy']:.4f}" in printed
 
 
-@needs_mnist
-def test_summary_progress_and_confusion_matrix_when_not_quiet(tmp_path, capsys):
-    code = cli.main(["--data-dir", str(MNIST), "--model", "logreg", "--limit", "1000",
+def test_summary_progress_and_confusion_matrix_when_not_quiet(mnist_dir, capsys):
+    code = cli.main(["--data-dir", str(mnist_dir), "--model", "logreg", "--limit", "1000",
                      "--epochs", "1", "--validation", "0", "--save", ""])
     assert code == 0
     out = capsys.readouterr()
@@ -55,59 +50,53 @@ def test_summary_progress_and_confusion_matrix_when_not_quiet(tmp_path, capsys):
     assert "epoch 1/1" in out.err  # the tqdm bar
 
 
-@needs_mnist
-def test_resume_continues_the_epoch_count(tmp_path):
+def test_resume_continues_the_epoch_count(mnist_dir, tmp_path):
     checkpoint, metrics_path = tmp_path / "m.npz", tmp_path / "m.json"
-    assert run(tmp_path, "--model", "logreg", "--limit", "500", "--epochs", "1", "--save", str(checkpoint)) == 0
-    assert run(tmp_path, "--resume", str(checkpoint), "--limit", "500", "--epochs", "3",
+    assert run(mnist_dir, "--model", "logreg", "--limit", "500", "--epochs", "1", "--save", str(checkpoint)) == 0
+    assert run(mnist_dir, "--resume", str(checkpoint), "--limit", "500", "--epochs", "3",
                "--save", str(checkpoint), "--metrics-out", str(metrics_path)) == 0
     assert [e["epoch"] for e in json.loads(metrics_path.read_text())["epochs"]] == [1, 2, 3]
     assert Sequential.load(checkpoint).epoch == 3
 
 
-@needs_mnist
-def test_resume_without_save_updates_the_resumed_file(tmp_path, monkeypatch):
+def test_resume_without_save_updates_the_resumed_file(mnist_dir, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # where the --model default, fastconv-cnn.npz, would land
     checkpoint = tmp_path / "fastconv-logreg.npz"
-    assert run(tmp_path, "--model", "logreg", "--limit", "300", "--epochs", "1", "--save", str(checkpoint)) == 0
-    assert run(tmp_path, "--resume", str(checkpoint), "--limit", "300", "--epochs", "2") == 0
+    assert run(mnist_dir, "--model", "logreg", "--limit", "300", "--epochs", "1", "--save", str(checkpoint)) == 0
+    assert run(mnist_dir, "--resume", str(checkpoint), "--limit", "300", "--epochs", "2") == 0
     assert Sequential.load(checkpoint).epoch == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fastconv-logreg.npz"]
 
 
-@needs_mnist
-def test_resume_with_empty_save_writes_nothing(tmp_path, monkeypatch):
+def test_resume_with_empty_save_writes_nothing(mnist_dir, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     checkpoint = tmp_path / "m.npz"
-    assert run(tmp_path, "--model", "logreg", "--limit", "300", "--epochs", "1", "--save", str(checkpoint)) == 0
+    assert run(mnist_dir, "--model", "logreg", "--limit", "300", "--epochs", "1", "--save", str(checkpoint)) == 0
     before = checkpoint.read_bytes()
-    assert run(tmp_path, "--resume", str(checkpoint), "--limit", "300", "--epochs", "2", "--save", "") == 0
+    assert run(mnist_dir, "--resume", str(checkpoint), "--limit", "300", "--epochs", "2", "--save", "") == 0
     assert checkpoint.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["m.npz"]
 
 
-@needs_mnist
-def test_resume_with_save_writes_there_and_keeps_the_resumed_file(tmp_path):
+def test_resume_with_save_writes_there_and_keeps_the_resumed_file(mnist_dir, tmp_path):
     resumed, elsewhere = tmp_path / "m.npz", tmp_path / "more.npz"
-    assert run(tmp_path, "--model", "logreg", "--limit", "300", "--epochs", "1", "--save", str(resumed)) == 0
-    assert run(tmp_path, "--resume", str(resumed), "--limit", "300", "--epochs", "2", "--save", str(elsewhere)) == 0
+    assert run(mnist_dir, "--model", "logreg", "--limit", "300", "--epochs", "1", "--save", str(resumed)) == 0
+    assert run(mnist_dir, "--resume", str(resumed), "--limit", "300", "--epochs", "2", "--save", str(elsewhere)) == 0
     assert Sequential.load(resumed).epoch == 1 and Sequential.load(elsewhere).epoch == 2
 
 
-@needs_mnist
-def test_resume_is_the_same_as_training_straight_through(tmp_path):
+def test_resume_is_the_same_as_training_straight_through(mnist_dir, tmp_path):
     straight, resumed = tmp_path / "a.npz", tmp_path / "b.npz"
     common = ("--model", "dense", "--limit", "600", "--batch-size", "32")
-    assert run(tmp_path, *common, "--epochs", "2", "--save", str(straight)) == 0
-    assert run(tmp_path, *common, "--epochs", "1", "--save", str(resumed)) == 0
-    assert run(tmp_path, "--resume", str(resumed), *common, "--epochs", "2", "--save", str(resumed)) == 0
+    assert run(mnist_dir, *common, "--epochs", "2", "--save", str(straight)) == 0
+    assert run(mnist_dir, *common, "--epochs", "1", "--save", str(resumed)) == 0
+    assert run(mnist_dir, "--resume", str(resumed), *common, "--epochs", "2", "--save", str(resumed)) == 0
     a, b = Sequential.load(straight).params, Sequential.load(resumed).params
     for name in a:
         np.testing.assert_array_equal(a[name], b[name])
 
 
-@needs_mnist
-def test_ctrl_c_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, capsys):
+def test_ctrl_c_keeps_the_last_good_checkpoint(mnist_dir, tmp_path, monkeypatch, capsys):
     checkpoint = tmp_path / "c.npz"
     calls = {"n": 0}
     original = Sequential.train_step
@@ -119,15 +108,14 @@ def test_ctrl_c_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, capsys):
         return original(self, x, y, optimizer, *clock)
 
     monkeypatch.setattr(Sequential, "train_step", interrupted_in_epoch_two)
-    code = run(tmp_path, "--model", "logreg", "--limit", "500", "--epochs", "3", "--save", str(checkpoint))
+    code = run(mnist_dir, "--model", "logreg", "--limit", "500", "--epochs", "3", "--save", str(checkpoint))
     assert code == 130
     assert "interrupted during epoch 2" in capsys.readouterr().err
     assert Sequential.load(checkpoint).epoch == 1
     assert [p.name for p in tmp_path.iterdir()] == ["c.npz"]  # no temporary left behind
 
 
-@needs_mnist
-def test_ctrl_c_during_the_save_reports_the_epoch_on_disk(tmp_path, monkeypatch, capsys):
+def test_ctrl_c_during_the_save_reports_the_epoch_on_disk(mnist_dir, tmp_path, monkeypatch, capsys):
     checkpoint = tmp_path / "c.npz"
     saves = {"n": 0}
     savez = np.savez
@@ -139,7 +127,7 @@ def test_ctrl_c_during_the_save_reports_the_epoch_on_disk(tmp_path, monkeypatch,
         return savez(*args, **kwargs)
 
     monkeypatch.setattr(np, "savez", interrupted_second_save)
-    code = run(tmp_path, "--model", "logreg", "--limit", "500", "--epochs", "3", "--save", str(checkpoint))
+    code = run(mnist_dir, "--model", "logreg", "--limit", "500", "--epochs", "3", "--save", str(checkpoint))
     assert code == 130
     assert f"interrupted while saving epoch 2; the checkpoint {checkpoint} holds epoch 1" in capsys.readouterr().err
     assert Sequential.load(checkpoint).epoch == 1
@@ -168,9 +156,8 @@ def test_missing_data_is_a_clear_error(tmp_path, capsys):
     assert "fastconv-train: error:" in err and "train-images-idx3-ubyte.gz" in err and str(tmp_path) in err
 
 
-@needs_mnist
-def test_truncated_data_file_is_a_clear_error(tmp_path, capsys):
-    for path in MNIST.iterdir():
+def test_truncated_data_file_is_a_clear_error(mnist_dir, tmp_path, capsys):
+    for path in mnist_dir.iterdir():
         shutil.copy(path, tmp_path / path.name)
     labels = tmp_path / "t10k-labels-idx1-ubyte.gz"
     labels.write_bytes(labels.read_bytes()[:1000])
@@ -179,9 +166,8 @@ def test_truncated_data_file_is_a_clear_error(tmp_path, capsys):
     assert "t10k-labels-idx1-ubyte.gz" in err and "Traceback" not in err
 
 
-@needs_mnist
-def test_mnist_folder_is_refused_as_fashion_mnist(monkeypatch, capsys):
-    monkeypatch.setenv("FASTCONV_DATA", str(MNIST))
+def test_mnist_folder_is_refused_as_fashion_mnist(mnist_dir, monkeypatch, capsys):
+    monkeypatch.setenv("FASTCONV_DATA", str(mnist_dir))
     assert cli.main(["--dataset", "fashion-mnist", "--quiet"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("fastconv-train: error: ") and err.count("\n") == 1
@@ -205,11 +191,10 @@ def test_bad_arguments_are_usage_errors(args, message, capsys):
     assert message in capsys.readouterr().err
 
 
-@needs_mnist
-def test_resume_past_the_requested_epochs_is_refused(tmp_path, capsys):
+def test_resume_past_the_requested_epochs_is_refused(mnist_dir, tmp_path, capsys):
     checkpoint = tmp_path / "m.npz"
-    assert run(tmp_path, "--model", "logreg", "--limit", "300", "--epochs", "2", "--save", str(checkpoint)) == 0
-    assert run(tmp_path, "--resume", str(checkpoint), "--epochs", "2") == 1
+    assert run(mnist_dir, "--model", "logreg", "--limit", "300", "--epochs", "2", "--save", str(checkpoint)) == 0
+    assert run(mnist_dir, "--resume", str(checkpoint), "--epochs", "2") == 1
     assert "already holds 2 epochs" in capsys.readouterr().err
 
 
@@ -247,10 +232,9 @@ def test_model_defaults_and_explicit_options():
     assert chosen == {"epochs": 3, "lr_schedule": "step", "augment": False}
 
 
-@needs_mnist
-def test_cnn_deep_trains_with_schedule_and_augmentation_and_reports_them(tmp_path, capsys):
+def test_cnn_deep_trains_with_schedule_and_augmentation_and_reports_them(mnist_dir, tmp_path, capsys):
     metrics_path, checkpoint = tmp_path / "m.json", tmp_path / "deep.npz"
-    code = cli.main(["--data-dir", str(MNIST), "--model", "cnn-deep", "--limit", "640", "--epochs", "2",
+    code = cli.main(["--data-dir", str(mnist_dir), "--model", "cnn-deep", "--limit", "640", "--epochs", "2",
                      "--validation", "200", "--save", str(checkpoint), "--metrics-out", str(metrics_path)])
     assert code == 0
     out = capsys.readouterr().out
@@ -265,21 +249,19 @@ def test_cnn_deep_trains_with_schedule_and_augmentation_and_reports_them(tmp_pat
     assert cli.named_model(Sequential.load(checkpoint)) == "cnn-deep"
 
 
-@needs_mnist
 @pytest.mark.parametrize("args, message", [
     (["--model", "dense", "--augment"], "--augment moves, turns and scales images for convolutional models "
                                         "(cnn, cnn-deep, lenet5); model dense flattens the image first"),
     (["--model", "cnn", "--no-batch-norm"], "--no-batch-norm: model cnn has no batch norm layers"),
 ])
-def test_options_a_model_cannot_take_are_refused(tmp_path, capsys, args, message):
-    assert run(tmp_path, *args, "--limit", "100", "--epochs", "1", "--save", "") == 1
+def test_options_a_model_cannot_take_are_refused(mnist_dir, capsys, args, message):
+    assert run(mnist_dir, *args, "--limit", "100", "--epochs", "1", "--save", "") == 1
     assert message in capsys.readouterr().err
 
 
-@needs_mnist
-def test_no_batch_norm_builds_cnn_deep_without_it(tmp_path):
+def test_no_batch_norm_builds_cnn_deep_without_it(mnist_dir, tmp_path):
     metrics_path = tmp_path / "m.json"
-    assert run(tmp_path, "--model", "cnn-deep", "--no-batch-norm", "--no-augment", "--limit", "128", "--epochs",
+    assert run(mnist_dir, "--model", "cnn-deep", "--no-batch-norm", "--no-augment", "--limit", "128", "--epochs",
                "1", "--save", "", "--metrics-out", str(metrics_path)) == 0
     metrics = json.loads(metrics_path.read_text())
     assert metrics["non_trainable_params"] == 0 and metrics["params"] == 897_610 - 2 * (32 + 64 + 128 + 128)

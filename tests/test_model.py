@@ -7,7 +7,6 @@ synthetic images so the suite stays fast.
 import gzip
 import io
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -246,23 +245,19 @@ def test_predict_gives_probabilities_consistent_with_evaluate():
     assert np.array_equal(model.predict(x), model.predict(x))  # dropout off at inference
 
 
-MNIST = Path("/work/shared/data/mnist")
-
-
-def mnist_slice(images, labels, n):
-    """The first n images of an MNIST IDX pair, scaled to [0, 1] (read here
-    with gzip so this test does not depend on fastconv's data module)."""
-    with gzip.open(MNIST / images) as f:
+def mnist_slice(folder, images, labels, n):
+    """The first n images of an MNIST IDX pair in ``folder``, scaled to [0, 1]
+    (read here with gzip so this test does not depend on fastconv's data module)."""
+    with gzip.open(folder / images) as f:
         x = np.frombuffer(f.read(16 + n * 784)[16:], np.uint8).reshape(n, 1, 28, 28)
-    with gzip.open(MNIST / labels) as f:
+    with gzip.open(folder / labels) as f:
         y = np.frombuffer(f.read(8 + n)[8:], np.uint8)
     return x.astype(np.float32) / 255, y.astype(np.int64)
 
 
-@pytest.mark.skipif(not MNIST.is_dir(), reason=f"no MNIST files at {MNIST}")
-def test_dense_model_learns_a_slice_of_mnist():
-    x, y = mnist_slice("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", 2000)
-    x_test, y_test = mnist_slice("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz", 500)
+def test_dense_model_learns_a_slice_of_mnist(mnist_dir):
+    x, y = mnist_slice(mnist_dir, "train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", 2000)
+    x_test, y_test = mnist_slice(mnist_dir, "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz", 500)
     model = models.build("dense", seed=0)
     history = model.fit(x, y, epochs=3, batch_size=64, validation_data=(x_test, y_test), verbose=False)
     assert history.loss[-1] < history.loss[0] and history.accuracy[-1] > history.accuracy[0]
