@@ -16,7 +16,9 @@ import functools
 import importlib.util
 import os
 
-ENV_VAR = "FASTCONV_ISA"
+from fastconv import settings
+
+ENV_VAR = settings.ISA
 
 BUILDS = ("avx512", "avx2", "baseline")
 """Every build, best first."""
@@ -64,7 +66,7 @@ def runnable(features=None) -> list[str]:
 @functools.cache
 def chosen() -> str:
     """The build in use: ``FASTCONV_ISA`` if set (and runnable), else the best runnable one."""
-    return choose(os.environ.get(ENV_VAR, "").strip() or None, runnable())
+    return choose(settings.isa_build(), runnable())
 
 
 def choose(requested: str | None, candidates: list[str]) -> str:
@@ -83,34 +85,3 @@ def choose(requested: str | None, candidates: list[str]) -> str:
         raise ValueError(f"{ENV_VAR}={requested}: cannot use that build, {why}; "
                          f"this machine can run {candidates}")
     return requested
-
-
-# ------------------------------------------------------------------ caches
-
-FALLBACK_L2_BYTES = 512 * 1024  # the smallest L2 per core of the x86 parts fastconv meets
-
-
-@functools.cache
-def l2_cache_bytes() -> int:
-    """One core's L2 cache, read from the OS (Linux sysfs), else 512 KiB."""
-    folder = "/sys/devices/system/cpu/cpu0/cache"
-    try:
-        for index in sorted(os.listdir(folder)):
-            with open(os.path.join(folder, index, "level")) as f:
-                if f.read().strip() != "2":
-                    continue
-            with open(os.path.join(folder, index, "size")) as f:
-                size = f.read().strip().upper()
-            scale = {"K": 1024, "M": 1024 * 1024}.get(size[-1:], 1)
-            return int(size.rstrip("KM")) * scale
-    except (OSError, ValueError):
-        pass
-    return FALLBACK_L2_BYTES
-
-
-def images_per_gemm(bytes_per_image: int, n_img: int, n_chunks: int) -> int:
-    """How many images a ``gemm`` kernel unfolds side by side for one GEMM:
-    as many as fit in half this core's L2 (the other half for the weights
-    and BLAS's packed panels), at least one, at most a chunk's share."""
-    fit = l2_cache_bytes() // 2 // max(bytes_per_image, 1)
-    return max(1, min(fit, -(-n_img // n_chunks)))

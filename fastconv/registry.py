@@ -5,65 +5,69 @@ keeps a list of variants. Each compiled backend is three modules in
 :mod:`fastconv.kernels`: ``conv_<backend>`` and ``pool_<backend>`` export a
 ``KERNELS`` dict keyed by ``(op, algorithm)``, and ``im2col_<backend>`` the
 unfold pair from which :mod:`fastconv.kernels.unfold` assembles the im2col
-variants. Modules load lazily, on first use of an op of their family.
+variants. Modules load lazily, on first use of an op of their family, and
+each table is checked against the declarations in :mod:`fastconv.op_table`
+as it loads. Kernels are leaves: what they need from the package (thread
+chunks, cache size) is passed in here, when they are called.
 """
 from __future__ import annotations
 
 import functools
 import importlib
 
-from fastconv import isa, reference, threads
+from fastconv import cpu, isa, op_table, threads
+from fastconv.waiting import FirstCallNotice
+from fastconv.op_table import ALGORITHMS, OPS  # noqa: F401  (re-exported)
 
-OPS = (
-    "conv2d",
-    "conv2d_backward",
-    "max_pool2d",
-    "max_pool2d_backward",
-    "avg_pool2d",
-    "avg_pool2d_backward",
-    "conv2d_relu_maxpool2d",
-    "conv2d_relu_maxpool2d_backward",
-)
 COMPILED_BACKENDS = ("cython", "numba")
-ALGORITHMS = ("naive", "im2col", "vectorized", "gemm")
 REFERENCE = ("numpy", "reference")
-
-_REFERENCE_KERNELS = {
-    "conv2d": reference.conv2d_forward,
-    "conv2d_backward": reference.conv2d_backward,
-    "max_pool2d": reference.max_pool2d_forward,
-    "max_pool2d_backward": reference.max_pool2d_backward,
-    "avg_pool2d": reference.avg_pool2d_forward,
-    "avg_pool2d_backward": reference.avg_pool2d_backward,
-    "conv2d_relu_maxpool2d": reference.conv2d_relu_maxpool2d_forward,
-    "conv2d_relu_maxpool2d_backward": reference.conv2d_relu_maxpool2d_backward,
-}
-
-
-def _family(op: str) -> str:
-    return "conv" if op.startswith("conv") else "pool"
 
 
 @functools.cache
 def family_kernels(backend: str, family: str) -> dict:
     """``{(op, algorithm): kernel}`` for the ``family`` ("conv" or "pool")
-    ops of one backend (imports its modules on first call)."""
+    ops of one backend (imports its modules on first call). ValueError if
+    the backend's table does not match :mod:`fastconv.op_table`."""
     if backend == REFERENCE[0]:
-        return {
-            (op, REFERENCE[1]): fn for op, fn in _REFERENCE_KERNELS.items() if _family(op) == family
-        }
+        return {(o.name, REFERENCE[1]): o.reference for o in OPS.values() if o.family == family}
     if backend not in COMPILED_BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose from {available_backends()}")
     from fastconv.kernels import unfold
 
-    kernels = importlib.import_module(_module_name(backend, f"{family}_{backend}"))
+    module = importlib.import_module(_module_name(backend, f"{family}_{backend}"))
     unfold_pair = importlib.import_module(_module_name(backend, f"im2col_{backend}"))
-    table = dict(kernels.KERNELS)
+    table = dict(module.KERNELS)
     for (op, alg), fn in unfold.im2col_kernels(unfold_pair.im2col, unfold_pair.col2im).items():
-        if _family(op) == family:
+        if op not in OPS or OPS[op].family == family:
             table[(op, alg)] = fn
+    op_table.check_kernels(f"{module.__name__}.KERNELS (with {unfold.__name__})", family, table)
     threads.apply()  # the module may have brought in a thread pool (OpenMP)
-    return table
+    return {key: _callable(backend, key, fn) for key, fn in table.items()}
+
+
+def _callable(backend, key, kernel):
+    """``kernel`` as dispatch calls it: scheduled ones get their chunks and
+    cache size; Numba's first call with new argument types compiles, which
+    is said on stderr when it takes long."""
+    if key[1] in op_table.SCHEDULED_ALGORITHMS:
+        kernel = _scheduled(kernel)
+    if backend == "numba":
+        kernel = FirstCallNotice(kernel, f"compiling Numba's {key[0]} ({key[1]}) for this CPU, once "
+                                         "(Numba caches it on disk for later runs)")
+    return kernel
+
+
+def _scheduled(kernel):
+    """The contract's kernel for a scheduled one (see
+    :data:`fastconv.op_table.SCHEDULED_ALGORITHMS`): one chunk of the batch
+    per thread (at most one per image), BLAS single-threaded meanwhile so
+    that loop threads and BLAS threads never multiply."""
+    def run(*args):
+        n_chunks = max(1, min(threads.num_threads(), args[0].shape[0]))
+        with threads.single_threaded_blas():
+            kernel(*args, n_chunks, cpu.gemm_group_bytes())
+    run.__wrapped__ = kernel
+    return run
 
 
 def _module_name(backend: str, module: str) -> str:
@@ -82,23 +86,20 @@ def variants(op: str, *, include_reference: bool = True, backend: str = "auto") 
     loads no other). The NumPy reference comes first unless
     ``include_reference`` is false.
     """
-    if op not in OPS:
-        raise ValueError(f"unknown op {op!r}; choose from {OPS}")
+    declared = op_table.op(op)
     if backend not in ("auto",) + available_backends():
         raise ValueError(f"unknown backend {backend!r}; choose from {available_backends()}")
     found = [REFERENCE] if include_reference and backend in ("auto", REFERENCE[0]) else []
     for name in COMPILED_BACKENDS:
         if backend in ("auto", name):
-            table = family_kernels(name, _family(op))
+            table = family_kernels(name, declared.family)
             found += [(name, alg) for alg in ALGORITHMS if (op, alg) in table]
     return found
 
 
 def kernel(op: str, backend: str, algorithm: str):
     """The kernel function for one variant; ValueError if there is none."""
-    if op not in OPS:
-        raise ValueError(f"unknown op {op!r}; choose from {OPS}")
-    table = family_kernels(backend, _family(op))
+    table = family_kernels(backend, op_table.op(op).family)
     try:
         return table[(op, algorithm)]
     except KeyError:

@@ -41,8 +41,6 @@ from scipy.linalg.cython_blas cimport dgemm, sgemm
 
 import numpy as np
 
-from fastconv import isa
-from fastconv.threads import single_threaded_blas
 
 
 # -------------------------------------------------------------------- naive
@@ -261,19 +259,16 @@ def _backward_in_chunks(const floating[:, :, :, ::1] dy, const floating[:, :, :,
 # unfolded columns (C*KH*KW, m*OH*OW), image by image side by side, and
 # its conv output or gradient (F, m*OH*OW) stay in the core's cache between
 # the unfold, the GEMM and the pass that reads it; m is as many images as
-# fit in half the L2 (fastconv.isa.images_per_gemm), since a wider GEMM runs
+# in ``cache_bytes`` (:func:`_images_per_gemm`), since a wider GEMM runs
 # faster; the forward pass then adds the bias (or pools) on the way to the
-# output. The wrappers run BLAS single-threaded meanwhile
-# (fastconv.threads), so the threads are this loop's, never loop threads
-# times BLAS threads.
+# output. Dispatch passes ``n_chunks`` and ``cache_bytes`` and runs BLAS
+# single-threaded meanwhile (fastconv.registry), so the threads are this
+# loop's, never loop threads times BLAS threads.
 
-def _in_chunks(kernel):
-    """The contract's kernel for one whose last argument is the number of
-    chunks: one per thread (at most one per image), BLAS single-threaded."""
-    def run(*args):
-        with single_threaded_blas():
-            kernel(*args, min(openmp.omp_get_max_threads(), args[0].shape[0]))
-    return run
+def _images_per_gemm(bytes_per_image, n_img, n_chunks, cache_bytes):
+    """How many images a thread unfolds side by side for one GEMM: as many
+    as fit in ``cache_bytes``, at least one, at most a chunk's share."""
+    return max(1, min(cache_bytes // max(bytes_per_image, 1), -(-n_img // n_chunks)))
 
 
 cdef inline int _ld(const floating[:, ::1] a) noexcept nogil:
@@ -397,12 +392,13 @@ cdef void _fold_rows(const floating[:, ::1] cols, Py_ssize_t first, Py_ssize_t s
                     target[q] += source[q]
 
 
-def _conv2d_gemm(xp, w, b, Py_ssize_t sh, Py_ssize_t sw, out, Py_ssize_t n_chunks):
-    _forward_gemm(xp, w, b, sh, sw, 1, 1, 1, 1, out, None, n_chunks)
+def _conv2d_gemm(xp, w, b, Py_ssize_t sh, Py_ssize_t sw, out, Py_ssize_t n_chunks, Py_ssize_t cache_bytes):
+    _forward_gemm(xp, w, b, sh, sw, 1, 1, 1, 1, out, None, n_chunks, cache_bytes)
 
 
-def _conv2d_backward_gemm(dy, xp, w, Py_ssize_t sh, Py_ssize_t sw, dxp, dw, Py_ssize_t n_chunks):
-    _backward_gemm(dy, None, xp, w, sh, sw, 1, 1, 1, 1, dxp, dw, None, n_chunks)
+def _conv2d_backward_gemm(dy, xp, w, Py_ssize_t sh, Py_ssize_t sw, dxp, dw, Py_ssize_t n_chunks,
+                          Py_ssize_t cache_bytes):
+    _backward_gemm(dy, None, xp, w, sh, sw, 1, 1, 1, 1, dxp, dw, None, n_chunks, cache_bytes)
 
 
 cdef void _add_gradients(const floating[:, ::1] dys, floating[:, ::1] cols, bint whole_rows, Py_ssize_t span,
@@ -765,7 +761,7 @@ def _forward_gemm(const floating[:, :, :, ::1] xp, const floating[:, :, :, ::1] 
                   const floating[::1] b, Py_ssize_t sh, Py_ssize_t sw,
                   Py_ssize_t pkh, Py_ssize_t pkw, Py_ssize_t psh, Py_ssize_t psw,
                   floating[:, :, :, ::1] out, unsigned char[:, :, :, ::1] code,
-                  Py_ssize_t n_chunks):
+                  Py_ssize_t n_chunks, Py_ssize_t cache_bytes):
     """The forward pass of the fused op: out and code pooled from the conv
     output; with code None, of the conv: out is the conv output itself."""
     cdef Py_ssize_t n_img = xp.shape[0], n_filt = w.shape[0], kh = w.shape[2], kw = w.shape[3]
@@ -774,7 +770,7 @@ def _forward_gemm(const floating[:, :, :, ::1] xp, const floating[:, :, :, ::1] 
     cdef Py_ssize_t t, first, last, g, n, m, k, f, y, x
     cdef bint pooled = code is not None
     dtype = np.asarray(out).dtype
-    cdef Py_ssize_t group = isa.images_per_gemm((n_taps + n_filt) * n_pix * dtype.itemsize, n_img, n_chunks)
+    cdef Py_ssize_t group = _images_per_gemm((n_taps + n_filt) * n_pix * dtype.itemsize, n_img, n_chunks, cache_bytes)
     cdef floating[:, :, ::1] cols = np.empty((n_chunks, n_taps, group * n_pix), dtype)
     cdef floating[:, :, ::1] conv = np.empty((n_chunks, n_filt, group * n_pix), dtype)
     with nogil:
@@ -803,7 +799,7 @@ def _backward_gemm(const floating[:, :, :, ::1] dy, const unsigned char[:, :, :,
                    const floating[:, :, :, ::1] xp, const floating[:, :, :, ::1] w,
                    Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t pkh, Py_ssize_t pkw, Py_ssize_t psh,
                    Py_ssize_t psw, floating[:, :, :, ::1] dxp, floating[:, :, :, ::1] dw,
-                   floating[::1] db, Py_ssize_t n_chunks):
+                   floating[::1] db, Py_ssize_t n_chunks, Py_ssize_t cache_bytes):
     """The backward pass of the conv, and of the fused op: there dy is the
     pooled gradient, which code routes back to the conv output, and db is
     the fused op's; with code and db None, dy is the conv output's gradient
@@ -815,7 +811,7 @@ def _backward_gemm(const floating[:, :, :, ::1] dy, const unsigned char[:, :, :,
     cdef bint compute_dx = dxp is not None, routed = code is not None, whole_rows
     dtype = np.asarray(dw).dtype
     whole_rows, row, span = _columns_per_row(oh, ow, xp.shape[3], sh, sw)
-    cdef Py_ssize_t group = isa.images_per_gemm((n_taps + n_filt) * span * dtype.itemsize, n_img, n_chunks)
+    cdef Py_ssize_t group = _images_per_gemm((n_taps + n_filt) * span * dtype.itemsize, n_img, n_chunks, cache_bytes)
     cdef floating[:, :, ::1] cols = np.empty((n_chunks, n_taps, group * span), dtype)
     cdef floating[:, :, ::1] dconv = np.empty((n_chunks, n_filt, group * span), dtype)
     cdef floating[:, :, ::1] dw_parts = np.zeros((n_chunks, n_filt, n_taps), dtype)
@@ -854,12 +850,12 @@ KERNELS = {
     ("conv2d_backward", "naive"): conv2d_backward_naive,
     ("conv2d", "vectorized"): conv2d_vectorized,
     ("conv2d_backward", "vectorized"): conv2d_backward_vectorized,
-    ("conv2d", "gemm"): _in_chunks(_conv2d_gemm),
-    ("conv2d_backward", "gemm"): _in_chunks(_conv2d_backward_gemm),
+    ("conv2d", "gemm"): _conv2d_gemm,
+    ("conv2d_backward", "gemm"): _conv2d_backward_gemm,
     ("conv2d_relu_maxpool2d", "naive"): conv2d_relu_maxpool2d_naive,
     ("conv2d_relu_maxpool2d_backward", "naive"): conv2d_relu_maxpool2d_backward_naive,
     ("conv2d_relu_maxpool2d", "vectorized"): conv2d_relu_maxpool2d_vectorized,
     ("conv2d_relu_maxpool2d_backward", "vectorized"): conv2d_relu_maxpool2d_backward_vectorized,
-    ("conv2d_relu_maxpool2d", "gemm"): _in_chunks(_forward_gemm),
-    ("conv2d_relu_maxpool2d_backward", "gemm"): _in_chunks(_backward_gemm),
+    ("conv2d_relu_maxpool2d", "gemm"): _forward_gemm,
+    ("conv2d_relu_maxpool2d_backward", "gemm"): _backward_gemm,
 }

@@ -41,9 +41,7 @@ import numpy as np
 import scipy.linalg.cython_blas  # noqa: F401
 from numba import njit, prange
 
-from fastconv.kernels import NO_GRADIENT
-from fastconv import isa
-from fastconv.threads import single_threaded_blas
+from . import NO_GRADIENT
 
 # -------------------------------------------------------------------- naive
 
@@ -240,23 +238,20 @@ def _backward_in_chunks(dy, xp, w, sh, sw, dxp, dw, n_chunks):
 # unfolded columns (C*KH*KW, m*OH*OW), image by image side by side, and
 # its conv output or gradient (F, m*OH*OW) stay in the core's cache between
 # the unfold, the GEMM and the pass that reads it; m is as many images as
-# fit in half the L2 (fastconv.isa.images_per_gemm), since a wider GEMM runs
+# in ``cache_bytes`` (:func:`_images_per_gemm`), since a wider GEMM runs
 # faster; the forward pass then adds the bias (or pools) on the way to the
-# output. The wrappers run BLAS single-threaded meanwhile
-# (fastconv.threads), so the threads are this loop's, never loop threads
-# times BLAS threads. np.dot on contiguous 2-D arrays is a BLAS GEMM (the
+# output. Dispatch passes ``n_chunks`` and ``cache_bytes`` and runs BLAS
+# single-threaded meanwhile (fastconv.registry), so the threads are this
+# loop's, never loop threads times BLAS threads. np.dot on contiguous 2-D arrays is a BLAS GEMM (the
 # same SciPy BLAS that Cython calls); it takes contiguous matrices only, so
 # a group's buffer is a flat one shaped to the group's width, and it has no
 # beta, so sums into dw go through a product buffer.
 
 
-def _in_chunks(kernel):
-    """The contract's kernel for one whose last argument is the number of
-    chunks: one per thread (at most one per image), BLAS single-threaded."""
-    def run(*args):
-        with single_threaded_blas():
-            kernel(*args, min(numba.get_num_threads(), args[0].shape[0]))
-    return run
+def _images_per_gemm(bytes_per_image, n_img, n_chunks, cache_bytes):
+    """How many images a thread unfolds side by side for one GEMM: as many
+    as fit in ``cache_bytes``, at least one, at most a chunk's share."""
+    return max(1, min(cache_bytes // max(bytes_per_image, 1), -(-n_img // n_chunks)))
 
 
 # The unfold and fold helpers take a group's whole buffer and the first
@@ -355,12 +350,12 @@ def _fold_rows(cols, first, span, kh, kw, image):
                     target[q] += source[q]
 
 
-def _conv2d_gemm(xp, w, b, sh, sw, out, n_chunks):
-    _forward_gemm(xp, w, b, sh, sw, 1, 1, 1, 1, out, None, n_chunks)
+def _conv2d_gemm(xp, w, b, sh, sw, out, n_chunks, cache_bytes):
+    _forward_gemm(xp, w, b, sh, sw, 1, 1, 1, 1, out, None, n_chunks, cache_bytes)
 
 
-def _conv2d_backward_gemm(dy, xp, w, sh, sw, dxp, dw, n_chunks):
-    _backward_gemm(dy, None, xp, w, sh, sw, 1, 1, 1, 1, dxp, dw, None, n_chunks)
+def _conv2d_backward_gemm(dy, xp, w, sh, sw, dxp, dw, n_chunks, cache_bytes):
+    _backward_gemm(dy, None, xp, w, sh, sw, 1, 1, 1, 1, dxp, dw, None, n_chunks, cache_bytes)
 
 
 @njit(cache=True)
@@ -678,12 +673,12 @@ def _fused_backward_in_chunks(dy, code, xp, w, sh, sw, pkh, pkw, psh, psw, dxp, 
                 dw_ft[f, r] += dw_parts[t, r, f]
 
 
-def _forward_gemm(xp, w, b, sh, sw, pkh, pkw, psh, psw, out, code, n_chunks):
+def _forward_gemm(xp, w, b, sh, sw, pkh, pkw, psh, psw, out, code, n_chunks, cache_bytes):
     """The forward pass of the fused op: out and code pooled from the conv
     output; with code None, of the conv: out is the conv output itself."""
     n_taps, n_filt = w.shape[1] * w.shape[2] * w.shape[3], w.shape[0]
     n_pix = ((xp.shape[2] - w.shape[2]) // sh + 1) * ((xp.shape[3] - w.shape[3]) // sw + 1)
-    group = isa.images_per_gemm((n_taps + n_filt) * n_pix * out.itemsize, xp.shape[0], n_chunks)
+    group = _images_per_gemm((n_taps + n_filt) * n_pix * out.itemsize, xp.shape[0], n_chunks, cache_bytes)
     _forward_groups(xp, w, b, sh, sw, pkh, pkw, psh, psw, out, code, n_chunks, group)
 
 
@@ -717,7 +712,7 @@ def _forward_groups(xp, w, b, sh, sw, pkh, pkw, psh, psw, out, code, n_chunks, g
                             out[n + k, f, y, x] = conv_g[f, k * n_pix + y * ow + x] + b[f]
 
 
-def _backward_gemm(dy, code, xp, w, sh, sw, pkh, pkw, psh, psw, dxp, dw, db, n_chunks):
+def _backward_gemm(dy, code, xp, w, sh, sw, pkh, pkw, psh, psw, dxp, dw, db, n_chunks, cache_bytes):
     """The backward pass of the conv, and of the fused op: there dy is the
     pooled gradient, which code routes back to the conv output, and db is
     the fused op's; with code and db None, dy is the conv output's gradient
@@ -725,7 +720,7 @@ def _backward_gemm(dy, code, xp, w, sh, sw, pkh, pkw, psh, psw, dxp, dw, db, n_c
     n_taps, n_filt = w.shape[1] * w.shape[2] * w.shape[3], w.shape[0]
     oh, ow = (xp.shape[2] - w.shape[2]) // sh + 1, (xp.shape[3] - w.shape[3]) // sw + 1
     whole_rows, row, span = _columns_per_row(oh, ow, xp.shape[3], sh, sw)
-    group = isa.images_per_gemm((n_taps + n_filt) * span * dw.itemsize, dy.shape[0], n_chunks)
+    group = _images_per_gemm((n_taps + n_filt) * span * dw.itemsize, dy.shape[0], n_chunks, cache_bytes)
     _backward_groups(dy, code, xp, w, sh, sw, pkh, pkw, psh, psw, dxp, dw, db, n_chunks, group, whole_rows, row, span)
 
 
@@ -774,12 +769,12 @@ KERNELS = {
     ("conv2d_backward", "naive"): conv2d_backward_naive,
     ("conv2d", "vectorized"): conv2d_vectorized,
     ("conv2d_backward", "vectorized"): conv2d_backward_vectorized,
-    ("conv2d", "gemm"): _in_chunks(_conv2d_gemm),
-    ("conv2d_backward", "gemm"): _in_chunks(_conv2d_backward_gemm),
+    ("conv2d", "gemm"): _conv2d_gemm,
+    ("conv2d_backward", "gemm"): _conv2d_backward_gemm,
     ("conv2d_relu_maxpool2d", "naive"): conv2d_relu_maxpool2d_naive,
     ("conv2d_relu_maxpool2d_backward", "naive"): conv2d_relu_maxpool2d_backward_naive,
     ("conv2d_relu_maxpool2d", "vectorized"): conv2d_relu_maxpool2d_vectorized,
     ("conv2d_relu_maxpool2d_backward", "vectorized"): conv2d_relu_maxpool2d_backward_vectorized,
-    ("conv2d_relu_maxpool2d", "gemm"): _in_chunks(_forward_gemm),
-    ("conv2d_relu_maxpool2d_backward", "gemm"): _in_chunks(_backward_gemm),
+    ("conv2d_relu_maxpool2d", "gemm"): _forward_gemm,
+    ("conv2d_relu_maxpool2d_backward", "gemm"): _backward_gemm,
 }

@@ -60,11 +60,6 @@ def im2col_kernels(im2col, col2im) -> dict:
         share = np.broadcast_to(dy.reshape(1, -1) / (kh * kw), (kh * kw, dy.size))
         col2im(np.ascontiguousarray(share), kh, kw, sh, sw, channels_as_images(dxp))
 
-    return {
-        ("conv2d", "im2col"): conv2d,
-        ("conv2d_backward", "im2col"): conv2d_backward,
-        ("max_pool2d", "im2col"): max_pool2d,
-        ("max_pool2d_backward", "im2col"): max_pool2d_backward,
-        ("avg_pool2d", "im2col"): avg_pool2d,
-        ("avg_pool2d_backward", "im2col"): avg_pool2d_backward,
-    }
+    # each function is named for the op it implements (checked by fastconv.op_table)
+    ops = (conv2d, conv2d_backward, max_pool2d, max_pool2d_backward, avg_pool2d, avg_pool2d_backward)
+    return {(fn.__name__, "im2col"): fn for fn in ops}

@@ -210,7 +210,7 @@ def test_fused_model_equals_unfused_model_forward_and_gradients():
     results = []
     for fuse in (True, False):
         model = cnn(fuse)
-        logits = model.forward(x, training=False)
+        logits = model.forward(x, training=True)
         dx = model.backward(dlogits, input_grad=True)
         results.append((logits, dx, model.grads))
     (logits_f, dx_f, grads_f), (logits_u, dx_u, grads_u) = results
@@ -227,13 +227,15 @@ def test_turning_fusion_off_replans():
 
 
 @pytest.mark.parametrize("backend", registry.COMPILED_BACKENDS)
-@pytest.mark.parametrize("group", [1, 2, 3, 7])
-def test_gemm_kernels_give_the_same_results_whatever_images_share_a_gemm(backend, group, monkeypatch):
-    # 7 images in chunks of 3 and 4 (2 threads): groups that divide a chunk,
-    # that leave a shorter last group, and wider than a chunk.
-    from fastconv import isa
+@pytest.mark.parametrize("cache_bytes", [1, 25_000, 40_000, 10**9])
+def test_gemm_kernels_give_the_same_results_whatever_images_share_a_gemm(backend, cache_bytes, monkeypatch):
+    # 7 images in chunks of 3 and 4 (2 threads); one image's forward
+    # buffers take 10,416 bytes (31 rows of 42 float64s): groups of 1, 2, 3
+    # and a whole chunk, so groups that divide a chunk, that leave a
+    # shorter last group, and as wide as a chunk.
+    from fastconv import cpu
 
-    monkeypatch.setattr(isa, "images_per_gemm", lambda bytes_per_image, n_img, n_chunks: group)
+    monkeypatch.setattr(cpu, "gemm_group_bytes", lambda: cache_bytes)
     rng = np.random.default_rng(6)
     x, w, b = rng.standard_normal((7, 3, 9, 8)), rng.standard_normal((4, 3, 3, 3)), rng.standard_normal(4)
     dy = rng.standard_normal((7, 4, 3, 3))
@@ -247,11 +249,20 @@ def test_gemm_kernels_give_the_same_results_whatever_images_share_a_gemm(backend
         assert_close(a, e, 1e-10)
 
 
-def test_images_per_gemm_fill_half_the_l2_and_no_more_than_a_chunk(monkeypatch):
-    from fastconv import isa
+@pytest.mark.parametrize("backend", registry.COMPILED_BACKENDS)
+@pytest.mark.parametrize("n_chunks", [1, 2, 3, 7])
+def test_gemm_kernels_give_the_same_results_however_many_chunks_dispatch_passes(backend, n_chunks):
+    # The raw kernel, called as dispatch calls it, with its two scheduling
+    # arguments: more chunks than threads and one per image must still
+    # cover the batch exactly once.
+    from fastconv import threads
 
-    monkeypatch.setattr(isa, "l2_cache_bytes", lambda: 2 * 1024 * 1024)
-    assert isa.images_per_gemm(170_000, 64, 2) == 6
-    assert isa.images_per_gemm(170_000, 8, 2) == 4  # a chunk holds only 4
-    assert isa.images_per_gemm(4_000_000, 64, 2) == 1  # one image over the budget: still one
-    assert isa.l2_cache_bytes() > 0
+    kernel = registry.family_kernels(backend, "conv")[("conv2d", "gemm")].__wrapped__
+    while hasattr(kernel, "__wrapped__"):
+        kernel = kernel.__wrapped__
+    rng = np.random.default_rng(7)
+    x, w, b = rng.standard_normal((7, 3, 9, 8)), rng.standard_normal((4, 3, 3, 3)), rng.standard_normal(4)
+    out = np.empty((7, 4, 7, 6))
+    with threads.single_threaded_blas():
+        kernel(x, w, b, 1, 1, out, n_chunks, 25_000)
+    assert_close(out, ops.conv2d(x, w, b, **REFERENCE), 1e-10)

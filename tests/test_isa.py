@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from fastconv import isa, ops
+from fastconv import isa, ops, registry
 
 ALL = {feature: True for build in isa.REQUIRES.values() for feature in build}
 
@@ -45,13 +45,59 @@ def test_a_forced_build_that_cannot_run_fails_with_a_message_not_a_crash():
     assert "FASTCONV_ISA='sse9' is not a build" in result.stderr
 
 
-@pytest.mark.parametrize("build", isa.runnable())
-def test_every_build_this_cpu_runs_matches_the_reference(build):
-    kernels = importlib.import_module(isa.module_name(build, "conv_cython")).KERNELS
+def _cases():
+    """(op name, ops function, its arguments): every op at one small shape
+    with stride and padding, float64, so any build's result is exact to
+    rounding."""
     rng = np.random.default_rng(0)
-    xp, w, b = rng.standard_normal((3, 4, 9, 8)), rng.standard_normal((5, 4, 3, 3)), rng.standard_normal(5)
-    expected = ops.conv2d(xp, w, b, backend="numpy", algorithm="reference")
-    for algorithm in ("naive", "vectorized", "gemm"):
-        out = np.empty_like(expected)
-        kernels[("conv2d", algorithm)](xp, w, b, 1, 1, out)
-        np.testing.assert_allclose(out, expected, rtol=1e-10, atol=1e-12, err_msg=f"{build}/{algorithm}")
+    x, w, b = rng.standard_normal((3, 4, 9, 8)), rng.standard_normal((5, 4, 3, 3)), rng.standard_normal(5)
+    conv_dy = rng.standard_normal((3, 5, 5, 4))  # conv at stride 2, padding 1
+    pool_dy = rng.standard_normal((3, 4, 5, 4))  # 3x3 pool, stride 2, padding 1
+    fused_y, code = ops.conv2d_relu_maxpool2d(x, w, b, 1, 1, 2, backend="numpy", algorithm="reference")
+    fused_dy = rng.standard_normal(fused_y.shape)
+    pool = dict(kernel_size=3, stride=2, padding=1)
+    return {
+        "conv2d": (ops.conv2d, (x, w, b, 2, 1), {}),
+        "conv2d_backward": (ops.conv2d_backward, (conv_dy, x, w, 2, 1), {}),
+        "max_pool2d": (ops.max_pool2d, (x,), pool),
+        "max_pool2d_backward": (ops.max_pool2d_backward, (pool_dy, x), pool),
+        "avg_pool2d": (ops.avg_pool2d, (x,), pool),
+        "avg_pool2d_backward": (ops.avg_pool2d_backward, (pool_dy, x), pool),
+        "conv2d_relu_maxpool2d": (ops.conv2d_relu_maxpool2d, (x, w, b, 1, 1, 2), {}),
+        "conv2d_relu_maxpool2d_backward": (ops.conv2d_relu_maxpool2d_backward, (fused_dy, code, x, w, 1, 1, 2), {}),
+    }
+
+
+def test_the_cases_cover_every_declared_op():
+    assert set(_cases()) == set(registry.OPS)
+
+
+@pytest.fixture
+def build_in_use(monkeypatch):
+    """Load the Cython kernels of a given build instead of the chosen one."""
+    def use(build):
+        monkeypatch.setattr(isa, "chosen", lambda: build)
+        registry.family_kernels.cache_clear()
+
+    yield use
+    registry.family_kernels.cache_clear()
+
+
+@pytest.mark.parametrize("build", isa.runnable())
+@pytest.mark.parametrize("op", list(registry.OPS))
+def test_every_build_this_cpu_runs_matches_the_reference_on_every_op(build, op, build_in_use):
+    # Every build the CPU runs, not only the chosen one: on an AVX-512
+    # machine the baseline and avx2 builds would otherwise never run.
+    fn, args, options = _cases()[op]
+    expected = fn(*args, **options, backend="numpy", algorithm="reference")
+    build_in_use(build)
+    family = registry.OPS[op].family
+    module = importlib.import_module(isa.module_name(build, f"{family}_cython"))
+    assert registry.kernel(op, "cython", "naive") is module.KERNELS[(op, "naive")]  # that build runs
+    algorithms = [a for b, a in registry.variants(op, backend="cython")]
+    assert algorithms == list(registry.OPS[op].algorithms)
+    for algorithm in algorithms:
+        got = fn(*args, **options, backend="cython", algorithm=algorithm)
+        pairs = zip(got, expected) if isinstance(got, tuple) else [(got, expected)]
+        for g, e in pairs:
+            np.testing.assert_allclose(g, e, rtol=1e-10, atol=1e-12, err_msg=f"{build}/{algorithm}")
