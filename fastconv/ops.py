@@ -13,6 +13,9 @@ Arrays may be any real numeric dtype and layout: they are converted to one
 C-contiguous float dtype (float32 if every input is float32 or narrower,
 float64 otherwise) before a kernel sees them. Bad shapes and arguments raise
 ValueError or TypeError naming the argument and the shapes received.
+
+An empty batch (N = 0) is valid for every op: it returns the empty output,
+and zero gradients for the parameters, without calling a kernel.
 """
 from __future__ import annotations
 
@@ -20,22 +23,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fastconv import autotune, registry
+from fastconv import autotune, op_table, registry, threads
 from fastconv.kernels import NO_GRADIENT
 from fastconv.registry import variants  # noqa: F401  (public API)
 from fastconv.shapes import as_pair, conv_out_size
 
-__all__ = [
-    "conv2d",
-    "conv2d_backward",
-    "max_pool2d",
-    "max_pool2d_backward",
-    "avg_pool2d",
-    "avg_pool2d_backward",
-    "conv2d_relu_maxpool2d",
-    "conv2d_relu_maxpool2d_backward",
-    "variants",
-]
+__all__ = [*op_table.OPS, "variants"]  # one function per declared op, named for it
 
 
 # ---------------------------------------------------------------- validation
@@ -156,9 +149,23 @@ def _crop(a, padding):
     return a[:, :, ph : a.shape[2] - ph, pw : a.shape[3] - pw]
 
 
-def _dispatch(op, backend, algorithm, key, run):
+def _no_work(*args):
+    """The kernel of an empty batch: the outputs ``run`` allocated are
+    already right (empty, or zero-filled gradients)."""
+
+
+def _dispatch(op, backend, algorithm, key, run, batch):
     """Run ``run(kernel)`` with the variant chosen by ``backend``/``algorithm``
-    (``auto`` measured once per ``key``) and return its result."""
+    (``auto`` measured once per ``key``) and return its result; for an
+    empty ``batch``, with no kernel at all (the names asked for are still
+    checked)."""
+    if batch == 0:
+        if backend != "auto" and algorithm != "auto":
+            registry.kernel(op, backend, algorithm)
+        else:
+            autotune.candidates(op, *autotune.forced(backend, algorithm))
+        return run(_no_work)
+    threads.in_this_thread()
     if backend != "auto" and algorithm != "auto":
         return run(registry.kernel(op, backend, algorithm))
     return autotune.run_fastest(op, backend, algorithm, key, run)
@@ -174,7 +181,7 @@ def conv2d(x, w, b=None, stride=1, padding=0, *, backend="auto", algorithm="auto
     padding >= 0 (zeros) as an int or an (H, W) pair.
     Returns (N, F, OH, OW) with OH = (H + 2*padding - KH) // stride + 1.
     """
-    op = "conv2d"
+    op = op_table.CONV2D.name
     x, w, geom = _conv_args(op, x, w, stride, padding)
     f = w.shape[0]
     b = _bias(op, b, w)
@@ -188,7 +195,7 @@ def conv2d(x, w, b=None, stride=1, padding=0, *, backend="auto", algorithm="auto
         kernel(xp, w, b, *geom.stride, out)
         return out
 
-    return _dispatch(op, backend, algorithm, (xp.shape, w.shape, geom.stride, dtype), run)
+    return _dispatch(op, backend, algorithm, (xp.shape, w.shape, geom.stride, dtype), run, x.shape[0])
 
 
 def conv2d_backward(dy, x, w, stride=1, padding=0, *, compute_dx=True, backend="auto", algorithm="auto"):
@@ -199,7 +206,7 @@ def conv2d_backward(dy, x, w, stride=1, padding=0, *, compute_dx=True, backend="
     x, w and (F,); dx is None, and never computed, when ``compute_dx`` is
     false (a first layer, whose input is the data).
     """
-    op = "conv2d_backward"
+    op = op_table.CONV2D_BACKWARD.name
     x, w, geom = _conv_args(op, x, w, stride, padding)
     dy = _as_array(op, "dy", dy, 4, "(N, F, OH, OW)")
     _check_dy(op, dy, (x.shape[0], w.shape[0]) + geom.out)
@@ -216,7 +223,7 @@ def conv2d_backward(dy, x, w, stride=1, padding=0, *, compute_dx=True, backend="
 
     # compute_dx is part of the key: without dx another variant may be fastest.
     key = (xp.shape, w.shape, geom.stride, dtype, bool(compute_dx))
-    dxp, dw = _dispatch(op, backend, algorithm, key, run)
+    dxp, dw = _dispatch(op, backend, algorithm, key, run, x.shape[0])
     db = dy.sum(axis=(0, 2, 3))
     dx = np.ascontiguousarray(_crop(dxp, geom.padding)) if compute_dx else None
     return dx, dw, db
@@ -236,7 +243,7 @@ def _pool(op, pad_value, x, kernel_size, stride, padding, backend, algorithm):
         kernel(xp, *geom.kernel, *geom.stride, out)
         return out
 
-    return _dispatch(op, backend, algorithm, (xp.shape, geom.kernel, geom.stride, dtype), run)
+    return _dispatch(op, backend, algorithm, (xp.shape, geom.kernel, geom.stride, dtype), run, x.shape[0])
 
 
 def _pool_backward(op, pad_value, dy, x, kernel_size, stride, padding, backend, algorithm):
@@ -253,7 +260,7 @@ def _pool_backward(op, pad_value, dy, x, kernel_size, stride, padding, backend, 
         return dxp
 
     key = (xp.shape, geom.kernel, geom.stride, dtype)
-    dxp = _dispatch(op, backend, algorithm, key, run)
+    dxp = _dispatch(op, backend, algorithm, key, run, x.shape[0])
     return np.ascontiguousarray(_crop(dxp, geom.padding))
 
 
@@ -263,7 +270,7 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, *, backend="auto", algori
     kernel_size, stride (default: kernel_size) and padding (-inf, at most
     half the kernel) as an int or an (H, W) pair.
     """
-    return _pool("max_pool2d", -np.inf, x, kernel_size, stride, padding, backend, algorithm)
+    return _pool(op_table.MAX_POOL2D.name, -np.inf, x, kernel_size, stride, padding, backend, algorithm)
 
 
 def max_pool2d_backward(dy, x, kernel_size, stride=None, padding=0, *, backend="auto", algorithm="auto"):
@@ -271,21 +278,21 @@ def max_pool2d_backward(dy, x, kernel_size, stride=None, padding=0, *, backend="
     maximum of its window (row-major, as PyTorch), summed where windows
     overlap. Returns dx with the shape of x (N, C, H, W)."""
     return _pool_backward(
-        "max_pool2d_backward", -np.inf, dy, x, kernel_size, stride, padding, backend, algorithm
+        op_table.MAX_POOL2D_BACKWARD.name, -np.inf, dy, x, kernel_size, stride, padding, backend, algorithm
     )
 
 
 def avg_pool2d(x, kernel_size, stride=None, padding=0, *, backend="auto", algorithm="auto"):
     """Mean over each window, padded zeros included (PyTorch's default).
     x: (N, C, H, W) -> (N, C, OH, OW)."""
-    return _pool("avg_pool2d", 0, x, kernel_size, stride, padding, backend, algorithm)
+    return _pool(op_table.AVG_POOL2D.name, 0, x, kernel_size, stride, padding, backend, algorithm)
 
 
 def avg_pool2d_backward(dy, x, kernel_size, stride=None, padding=0, *, backend="auto", algorithm="auto"):
     """Gradient of :func:`avg_pool2d`: each dy (N, C, OH, OW) spread evenly over
     its window. Returns dx with the shape of x (N, C, H, W)."""
     return _pool_backward(
-        "avg_pool2d_backward", 0, dy, x, kernel_size, stride, padding, backend, algorithm
+        op_table.AVG_POOL2D_BACKWARD.name, 0, dy, x, kernel_size, stride, padding, backend, algorithm
     )
 
 
@@ -317,7 +324,7 @@ def conv2d_relu_maxpool2d(x, w, b=None, stride=1, padding=0, pool_size=2, pool_s
     offset in its window of the conv output that gets its gradient, or
     ``fastconv.kernels.NO_GRADIENT`` where the ReLU cut it.
     """
-    op = "conv2d_relu_maxpool2d"
+    op = op_table.FUSED.name
     x, w, conv, pool = _fused_args(op, x, w, stride, padding, pool_size, pool_stride)
     b = _bias(op, b, w)
     dtype = _float_dtype(op, x=x, w=w, b=b)
@@ -332,7 +339,7 @@ def conv2d_relu_maxpool2d(x, w, b=None, stride=1, padding=0, pool_size=2, pool_s
         return out, code
 
     key = (xp.shape, w.shape, conv.stride, pool.kernel, pool.stride, dtype)
-    return _dispatch(op, backend, algorithm, key, run)
+    return _dispatch(op, backend, algorithm, key, run, x.shape[0])
 
 
 def conv2d_relu_maxpool2d_backward(dy, code, x, w, stride=1, padding=0, pool_size=2, pool_stride=None,
@@ -343,7 +350,7 @@ def conv2d_relu_maxpool2d_backward(dy, code, x, w, stride=1, padding=0, pool_siz
     backward passes of the unfused chain; dx is None, and never computed,
     when ``compute_dx`` is false.
     """
-    op = "conv2d_relu_maxpool2d_backward"
+    op = op_table.FUSED_BACKWARD.name
     x, w, conv, pool = _fused_args(op, x, w, stride, padding, pool_size, pool_stride)
     out_shape = (x.shape[0], w.shape[0]) + pool.out
     dy = _as_array(op, "dy", dy, 4, "(N, F, PH, PW)")
@@ -370,6 +377,6 @@ def conv2d_relu_maxpool2d_backward(dy, code, x, w, stride=1, padding=0, pool_siz
         return dxp, dw, db
 
     key = (xp.shape, w.shape, conv.stride, pool.kernel, pool.stride, dtype, bool(compute_dx))
-    dxp, dw, db = _dispatch(op, backend, algorithm, key, run)
+    dxp, dw, db = _dispatch(op, backend, algorithm, key, run, x.shape[0])
     dx = np.ascontiguousarray(_crop(dxp, conv.padding)) if compute_dx else None
     return dx, dw, db

@@ -24,18 +24,25 @@ library reads them when it loads, so OpenBLAS misses them if NumPy was
 imported before fastconv.
 
 Numba's and OpenMP's counts hold for the thread that sets them, the one
-that calls the kernels. Numba fixes the size of its pool when it starts
-(``NUMBA_NUM_THREADS``, default: the cores); a larger request leaves Numba
-at that size.
+that calls the kernels: a server's worker thread starts at every core
+whatever the main thread set. So :func:`fastconv.ops` calls
+:func:`in_this_thread` before each kernel, which applies the count in force
+to a thread that has not had it yet (a dictionary look-up when it has).
+Numba fixes the size of its pool when it starts (``NUMBA_NUM_THREADS``,
+default: the cores); a larger request leaves Numba at that size.
 """
 from __future__ import annotations
 
 import os
+import threading
 
-ENV_VAR = "FASTCONV_NUM_THREADS"
+from fastconv import settings
+
+ENV_VAR = settings.NUM_THREADS
 
 _requested: int | None = None
 _blas_pools = None  # threadpoolctl's view of the BLAS libraries, made by apply()
+_applied = threading.local()  # .count: what apply() set in this thread
 
 
 IDLE_THREADS_SLEEP = {"OMP_WAIT_POLICY": "PASSIVE", "OPENBLAS_THREAD_TIMEOUT": "4"}
@@ -70,7 +77,7 @@ def num_threads() -> int:
     ``FASTCONV_NUM_THREADS``, else :func:`available_cores`."""
     if _requested is not None:
         return _requested
-    value = os.environ.get(ENV_VAR, "").strip()
+    value = settings.num_threads()
     return _parse(value, ENV_VAR) if value else available_cores()
 
 
@@ -96,6 +103,17 @@ def apply() -> None:
     numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
     threadpool_limits(limits=n)
     _blas_pools = None  # a library may have loaded since: look again
+    _applied.count = n
+
+
+def in_this_thread() -> int:
+    """The thread count in force, applied first (:func:`apply`) if the
+    calling thread has not had that count applied yet: a new thread, or
+    one that ran before :func:`set_num_threads` changed it."""
+    n = num_threads()
+    if getattr(_applied, "count", None) != n:
+        apply()
+    return n
 
 
 def single_threaded_blas():

@@ -109,3 +109,33 @@ def test_numba_gemm_never_runs_a_multithreaded_blas_in_its_threads(tmp_path):
     pools = json.loads(out.stdout)
     assert any("scipy" in path for path, _ in pools)
     assert {threads for _, threads in pools} == {1}
+
+
+def test_a_worker_thread_runs_kernels_at_the_count_in_force(tmp_path):
+    # Numba's and OpenMP's counts belong to the thread that set them: a
+    # server's worker thread started at every core whatever
+    # FASTCONV_NUM_THREADS said, and auto's key named a count that was not
+    # the one running.
+    script = (
+        "import json, threading, numba, numpy as np\n"
+        "from threadpoolctl import threadpool_info\n"
+        "from fastconv import ops\n"
+        "x, w = np.ones((4, 2, 8, 8), np.float32), np.ones((3, 2, 3, 3), np.float32)\n"
+        "ops.conv2d(x, w, backend='numba', algorithm='vectorized')  # loaded in the main thread, as a server does\n"
+        "ops.conv2d(x, w, backend='cython', algorithm='gemm')\n"
+        "seen = {}\n"
+        "def work():\n"
+        "    ops.conv2d(x, w, backend='numba', algorithm='vectorized')\n"
+        "    ops.conv2d(x, w, backend='cython', algorithm='gemm')\n"
+        "    seen['numba'] = numba.get_num_threads()\n"
+        "    seen['openmp'] = [p['num_threads'] for p in threadpool_info() if p['user_api'] == 'openmp']\n"
+        "thread = threading.Thread(target=work); thread.start(); thread.join()\n"
+        "print(json.dumps(seen))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path,
+                            env={**os.environ, "FASTCONV_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "2"},
+                            timeout=300)
+    assert result.returncode == 0, result.stderr
+    seen = json.loads(result.stdout)
+    assert seen["numba"] == 1
+    assert seen["openmp"] and set(seen["openmp"]) == {1}
