@@ -2,40 +2,57 @@
 remember the fastest, in memory and on disk.
 
 A choice is kept per (op, requested backend and algorithm, shapes, dtype,
-thread count) in ``autotune.json`` in ``$FASTCONV_CACHE`` if set, else in
-the per-user cache ``pooch.os_cache("fastconv")``. The file holds one
-section per machine fingerprint (CPU model, SIMD features, fastconv
-version, the installed kernels), so a shared home directory, a new CPU, an
-upgrade or a rebuild measures afresh. The file is replaced atomically;
-when it cannot be read or written the choices simply live in memory for
-the process.
+thread count) in ``autotune.json`` in the cache folder
+(:func:`fastconv.settings.cache_dir`). The file holds one section per
+machine fingerprint (CPU model, SIMD features, fastconv version, the
+installed kernels), so a shared home directory, a new CPU, an upgrade or a
+rebuild measures afresh. The file is replaced atomically, under a lock, so
+two processes tuning at once keep each other's choices; when it cannot be
+read or written the choices simply live in memory for the process.
+
+Which variants a first call times: when both backends may serve it
+(``backend="auto"``), only those compiled ahead of time (Cython's), which
+run at once; timing Numba's would first compile each of them, seconds of
+waiting on a new machine for a choice that differs little (the twins run
+the same algorithms). ``fastconv-bench --tune`` (:func:`tune`) compiles and
+times every variant, Numba's too, at the shapes of the built-in networks
+and saves those choices, which ``auto`` then uses. A call that asks for
+Numba by name times Numba's variants, compiling them once.
 
 ``FASTCONV_BACKEND`` and ``FASTCONV_ALGORITHM`` force a variant for every
 call that leaves ``backend`` or ``algorithm`` at ``"auto"``; an explicit
-argument wins over them.
+argument wins over them. ``FASTCONV_DEBUG=1`` logs every choice with the
+timings it rests on (logger ``fastconv.autotune``, on stderr).
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
-import os
-import platform
+import logging
 import time
 from pathlib import Path
 
 import fastconv
-from fastconv import registry, threads
-from fastconv.atomic import write_atomically
+from fastconv import cpu, registry, settings, threads
+from fastconv.atomic import locked, write_atomically
 
-BACKEND_ENV, ALGORITHM_ENV, CACHE_ENV = "FASTCONV_BACKEND", "FASTCONV_ALGORITHM", "FASTCONV_CACHE"
+BACKEND_ENV, ALGORITHM_ENV = settings.BACKEND, settings.ALGORITHM
 CACHE_FILE = "autotune.json"
 _FORMAT = 1
+
+AHEAD_OF_TIME = ("cython",)
+"""Backends whose kernels are compiled when fastconv is installed: timing
+them costs no compilation."""
+
+log = logging.getLogger(__name__)
 
 # SIMD feature names (as LLVM reports them) that decide which kernel is fastest.
 _SIMD_PREFIXES = ("sse", "ssse", "avx", "fma", "f16c", "neon", "asimd", "sve", "altivec", "vsx")
 
 _fastest: dict = {}
+_tuning = False  # inside tuning(): measure every backend, saved choices or not
 
 
 # ------------------------------------------------------------ what is asked
@@ -44,27 +61,29 @@ _fastest: dict = {}
 def forced(backend: str, algorithm: str) -> tuple[str, str]:
     """``backend``/``algorithm`` with each ``"auto"`` replaced by its
     environment variable when that is set (ValueError for unknown names)."""
-    if backend == "auto" and os.environ.get(BACKEND_ENV):
-        backend = os.environ[BACKEND_ENV]
+    if backend == "auto" and settings.forced_backend():
+        backend = settings.forced_backend()
         if backend not in registry.available_backends():
             raise ValueError(
                 f"{BACKEND_ENV}={backend!r} is not a backend; "
                 f"choose from {registry.available_backends()}"
             )
-    if algorithm == "auto" and os.environ.get(ALGORITHM_ENV):
-        algorithm = os.environ[ALGORITHM_ENV]
+    if algorithm == "auto" and settings.forced_algorithm():
+        algorithm = settings.forced_algorithm()
         known = registry.ALGORITHMS + (registry.REFERENCE[1],)
         if algorithm not in known:
             raise ValueError(f"{ALGORITHM_ENV}={algorithm!r} is not an algorithm; choose from {known}")
     return backend, algorithm
 
 
-def candidates(op, backend, algorithm):
+def candidates(op, backend, algorithm, *, ahead_of_time_only=False):
     """Variants of ``op`` matching ``backend``/``algorithm`` (either may be
     ``"auto"``). The NumPy reference and the naive loops take part only when
     asked for by name: they are the documentation versions, never the
     fastest on a real shape, and timing naive on a large batch would cost
-    seconds for nothing."""
+    seconds for nothing. ``ahead_of_time_only`` keeps only the
+    :data:`AHEAD_OF_TIME` backends' variants where ``backend`` is
+    ``"auto"`` (see the module docstring)."""
     found = [
         (b, a) for b, a in registry.variants(op, backend=backend) if algorithm in ("auto", a)
     ]
@@ -72,6 +91,8 @@ def candidates(op, backend, algorithm):
         found = [v for v in found if v[1] != "naive"] or found
     if backend == "auto" and algorithm == "auto":
         found = [v for v in found if v != registry.REFERENCE]
+    if backend == "auto" and ahead_of_time_only:
+        found = [v for v in found if v[0] in AHEAD_OF_TIME] or found
     if not found:
         raise ValueError(
             f"no variant of {op} matches backend={backend!r}, algorithm={algorithm!r}; "
@@ -81,17 +102,6 @@ def candidates(op, backend, algorithm):
 
 
 # ------------------------------------------------------------ the disk cache
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def kernels_digest() -> str:
@@ -120,7 +130,7 @@ def machine() -> dict:
 
     features = llvm.get_host_cpu_features()
     return {
-        "cpu": _cpu_model(),
+        "cpu": cpu.model_name(),
         "cython_build": isa.chosen(),
         "llvm_cpu": llvm.get_host_cpu_name(),
         "simd": sorted(f for f, on in features.items() if on and f.startswith(_SIMD_PREFIXES)),
@@ -136,12 +146,7 @@ def fingerprint(description: dict) -> str:
 
 def cache_path() -> Path:
     """Where the choices are kept (``FASTCONV_CACHE`` read on every call)."""
-    root = os.environ.get(CACHE_ENV)
-    if not root:
-        import pooch
-
-        root = pooch.os_cache("fastconv")
-    return Path(root) / CACHE_FILE
+    return settings.cache_dir() / CACHE_FILE
 
 
 class ChoiceStore:
@@ -179,15 +184,18 @@ class ChoiceStore:
         return tuple(choice) if valid else None
 
     def put(self, signature: str, choice) -> None:
-        """Save a choice, merged into the file as it is now, atomically."""
-        document = self._read() or {"format": _FORMAT, "machines": {}}
-        choices = self._choices(document)
-        choices[signature] = list(choice)
-        document["machines"][self.section] = {"machine": self.description, "choices": choices}
+        """Save a choice, merged into the file as it is now, atomically and
+        under the file's lock: another process's read-merge-write waits, so
+        neither loses the other's choices."""
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            write_atomically(self.path, lambda f: json.dump(document, f, indent=1, sort_keys=True),
-                             binary=False)
+            with locked(self.path):
+                document = self._read() or {"format": _FORMAT, "machines": {}}
+                choices = self._choices(document)
+                choices[signature] = list(choice)
+                document["machines"][self.section] = {"machine": self.description, "choices": choices}
+                write_atomically(self.path, lambda f: json.dump(document, f, indent=1, sort_keys=True),
+                                 binary=False)
         except OSError:
             pass  # an unwritable cache: the choice lives in memory only
 
@@ -218,7 +226,22 @@ def _measure(op, options, run):
         kernel = registry.kernel(op, *variant)
         run(kernel)  # warm-up: JIT compilation, first-touch of buffers
         timings[variant] = min(_seconds(lambda: run(kernel)) for _ in range(TIMED_RUNS))
-    return min(timings, key=timings.get)
+    choice = min(timings, key=timings.get)
+    if settings.debug():
+        _debug(f"{op}: timed " + ", ".join(f"{b}/{a} {t * 1e3:.3f} ms" for (b, a), t in timings.items())
+               + f"; chose {choice[0]}/{choice[1]}")
+    return choice
+
+
+def _debug(message: str) -> None:
+    """Log ``message`` for FASTCONV_DEBUG, on stderr unless the program
+    configured logging itself."""
+    if not log.handlers and not logging.getLogger().handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("fastconv auto: %(message)s"))
+        log.addHandler(handler)
+    log.setLevel(logging.DEBUG)
+    log.debug(message)
 
 
 def run_fastest(op, backend, algorithm, key, run):
@@ -233,18 +256,46 @@ def run_fastest(op, backend, algorithm, key, run):
     memo = (op, backend, algorithm, key, threads.num_threads())
     choice = _fastest.get(memo)
     if choice is None:
-        options = candidates(op, backend, algorithm)
-        if len(options) == 1:
-            choice = options[0]
-        else:
-            store = ChoiceStore(cache_path())
-            signature = _signature(memo)
-            choice = store.get(signature)
-            if choice not in options:  # none saved, or a variant that is gone
-                choice = _measure(op, options, run)
-                store.put(signature, choice)
+        choice = _choose(op, backend, algorithm, memo, run, every_backend=_tuning)
         _fastest[memo] = choice
     return run(registry.kernel(op, *choice))
+
+
+def _choose(op, backend, algorithm, memo, run, *, every_backend=False):
+    """The saved choice for ``memo``, else the fastest candidate, measured
+    and saved; ``every_backend`` measures Numba's variants too, and again
+    even when a choice is saved (:func:`tune`)."""
+    options = candidates(op, backend, algorithm)
+    if len(options) == 1:
+        return options[0]
+    store = ChoiceStore(cache_path())
+    signature = _signature(memo)
+    choice = None if every_backend else store.get(signature)
+    if choice in options:
+        if settings.debug():
+            _debug(f"{op}: {choice[0]}/{choice[1]}, as saved in {store.path} for {signature}")
+        return choice
+    # none saved, or a variant that is gone
+    if not every_backend:
+        options = candidates(op, backend, algorithm, ahead_of_time_only=True)
+    choice = _measure(op, options, run)
+    store.put(signature, choice)
+    return choice
+
+
+@contextlib.contextmanager
+def tuning():
+    """Within the ``with`` block, each ``auto`` call measures every
+    candidate of every backend (compiling Numba's first) and saves its
+    choice over any saved before; what :func:`fastconv.bench` runs for
+    ``--tune``. Choices held in memory are dropped first."""
+    global _tuning
+    forget()
+    _tuning = True
+    try:
+        yield
+    finally:
+        _tuning = False
 
 
 def chosen(op, backend="auto", algorithm="auto"):

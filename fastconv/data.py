@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import gzip
 import math
-import os
 import struct
 import zlib
 from dataclasses import dataclass, field
@@ -42,6 +41,8 @@ from pathlib import Path
 
 import numpy as np
 import pooch
+
+from fastconv import settings
 
 __all__ = ["DATASETS", "DataFileError", "Dataset", "load_dataset", "read_idx"]
 
@@ -67,7 +68,7 @@ class _Source:
 _SOURCES = {
     "mnist": _Source(
         title="MNIST",
-        url_variable="FASTCONV_MNIST_URL",
+        url_variable=settings.MNIST_URL,
         # The mirror PyTorch uses; it serves the original LeCun files. Their
         # published SHA-256 sums; the last three equal those of the files in
         # the project's shared data folder, whose train-images is a recompressed
@@ -83,7 +84,7 @@ _SOURCES = {
     ),
     "fashion-mnist": _Source(
         title="Fashion-MNIST",
-        url_variable="FASTCONV_FASHION_MNIST_URL",
+        url_variable=settings.FASHION_MNIST_URL,
         # Zalando's official bucket (HTTP only: it is an S3 website endpoint,
         # hence the checksums). MD5 sums as published in torchvision's
         # datasets/mnist.py (FashionMNIST.resources).
@@ -249,8 +250,7 @@ def _source(name: str) -> _Source:
 
 
 def _cache_dir(name: str) -> Path:
-    root = os.environ.get("FASTCONV_CACHE") or pooch.os_cache("fastconv")
-    return Path(root).expanduser() / name
+    return settings.cache_dir() / name
 
 
 def _find_files(directory: Path):
@@ -297,7 +297,7 @@ def _download(source: _Source, file_names, cache_dir: Path, progress: bool):
     registry before it is moved into place; returns {name: path}."""
     import requests  # pooch's HTTP client; imported here to keep import time low
 
-    base_url = (os.environ.get(source.url_variable) or source.default_url).rstrip("/") + "/"
+    base_url = (settings.download_url(source.url_variable) or source.default_url).rstrip("/") + "/"
     paths = {}
     for file_name in file_names:
         url = base_url + file_name
@@ -339,8 +339,8 @@ def load_dataset(name="mnist", data_dir=None, *, download=True, progress=True) -
     cache_dir = _cache_dir(name)
     if data_dir is not None:
         directory, named_by = Path(data_dir).expanduser(), "the data_dir argument (--data-dir)"
-    elif os.environ.get("FASTCONV_DATA"):
-        directory, named_by = Path(os.environ["FASTCONV_DATA"]).expanduser(), "$FASTCONV_DATA"
+    elif settings.data_dir() is not None:
+        directory, named_by = settings.data_dir(), "$FASTCONV_DATA"
     else:
         directory, named_by = cache_dir, None
 
