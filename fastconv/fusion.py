@@ -37,7 +37,7 @@ class ConvReluMaxPoolStep:
     def __init__(self, conv: Conv2D, relu: ReLU, pool: MaxPool2D):
         self.layers = (conv, relu, pool)
         self.name = f"{conv.name}+{relu.name}+{pool.name}"
-        self._x = self._code = None  # for backward
+        self._x = self._code = None  # for backward, from a training forward
 
     def _geometry(self):
         conv, _, pool = self.layers
@@ -48,7 +48,7 @@ class ConvReluMaxPoolStep:
         conv = self.layers[0]
         conv._require_params()
         y, code = ops.conv2d_relu_maxpool2d(x, conv.params["w"], conv.params["b"], **self._geometry())
-        self._x, self._code = x, code
+        self._x, self._code = (x, code) if training else (None, None)
         return y
 
     def backward(self, dy):

@@ -3,9 +3,13 @@ can chain them without knowing what they are.
 
 Every layer has
 
-* ``forward(x, training) -> y``: x is a batch (N, ...); the layer keeps what
-  its backward pass needs (its input, a mask) until the next forward call.
-* ``backward(dy) -> dx``: dy is the gradient of the loss with respect to y;
+* ``forward(x, training) -> y``: x is a batch (N, ...). In training the
+  layer keeps what its backward pass needs (its input, a mask) until the
+  next forward call; in evaluation (``training`` false) it keeps nothing,
+  so an evaluation pass pins no activations and threads may run one model
+  at once (only training changes a layer).
+* ``backward(dy) -> dx``: after a training forward; dy is the gradient of
+  the loss with respect to y;
   fills ``grads`` and returns the gradient with respect to x, or ``None``
   when ``needs_input_grad`` is false (the model sets it for the layers below
   which nothing is trained, so their input gradient is never computed).
@@ -100,8 +104,11 @@ class Layer:
             )
 
     def _cached(self, value):
+        """What the last forward kept for backward; RuntimeError if it kept
+        nothing (no forward yet, or one in evaluation mode)."""
         if value is None:
-            raise RuntimeError(f"{self._label()}: backward called before forward")
+            raise RuntimeError(f"{self._label()}: backward called before forward with training=True "
+                               "(evaluation keeps nothing for backward)")
         return value
 
 
@@ -197,7 +204,7 @@ class Conv2D(_WindowLayer):
     def forward(self, x, training):
         self._require_params()
         _check_shape(self, x.shape, (None, self.in_channels, None, None), f"(N, {self.in_channels}, H, W)")
-        self._x = x
+        self._x = x if training else None
         return ops.conv2d(x, self.params["w"], self.params["b"], self.stride, self.padding,
                           backend=self.backend, algorithm=self.algorithm)
 
@@ -245,7 +252,7 @@ class _Pool2D(_WindowLayer):
 
     def forward(self, x, training):
         _check_shape(self, x.shape, (None, None, None, None), "(N, C, H, W)")
-        self._x = x
+        self._x = x if training else None
         return self._forward_op(x, self.kernel_size, self.stride, self.padding,
                                 backend=self.backend, algorithm=self.algorithm)
 
@@ -289,7 +296,7 @@ class Flatten(Layer):
     def forward(self, x, training):
         if x.ndim < 2:
             raise ValueError(f"{self._label()}: expected input (N, ...), got {x.shape}")
-        self._x_shape = x.shape
+        self._x_shape = x.shape if training else None
         return x.reshape(x.shape[0], -1)
 
     def backward(self, dy):
@@ -330,7 +337,7 @@ class Dense(Layer):
     def forward(self, x, training):
         self._require_params()
         _check_shape(self, x.shape, (None, self.in_features), f"(N, {self.in_features})")
-        self._x = x
+        self._x = x if training else None
         y = x @ self.params["w"]
         y += self.params["b"]
         return y
@@ -355,8 +362,9 @@ class ReLU(Layer):
         self._y = None
 
     def forward(self, x, training):
-        self._y = np.maximum(x, 0)
-        return self._y
+        y = np.maximum(x, 0)
+        self._y = y if training else None
+        return y
 
     def backward(self, dy):
         y = self._cached(self._y)
@@ -377,14 +385,17 @@ class Dropout(Layer):
             raise ValueError(f"Dropout: p must be a probability in [0, 1), got {p!r}")
         self.p = float(p)
         self._rng = None
-        self._scaled_mask = None  # None after an evaluation-mode forward
+        self._scaled_mask = None  # of the last training forward; a scalar 1 when p is 0
 
     def initialize(self, rng, dtype=np.float32):
         self._rng = rng
 
     def forward(self, x, training):
-        if not training or self.p == 0:
+        if not training:
             self._scaled_mask = None
+            return x
+        if self.p == 0:
+            self._scaled_mask = x.dtype.type(1)
             return x
         if self._rng is None:
             raise RuntimeError(f"{self._label()}: no random generator; call initialize(rng)")
@@ -395,9 +406,8 @@ class Dropout(Layer):
         return x * self._scaled_mask
 
     def backward(self, dy):
-        if not self.needs_input_grad:
-            return None
-        return dy if self._scaled_mask is None else dy * self._scaled_mask
+        mask = self._cached(self._scaled_mask)
+        return dy * mask if self.needs_input_grad else None
 
     def config(self):
         return {"p": self.p, **super().config()}
@@ -434,8 +444,7 @@ class _BatchNorm(Layer):
         if not eps > 0:
             raise ValueError(f"{type(self).__name__}: eps must be > 0, got {eps!r}")
         self.momentum, self.eps = float(momentum), float(eps)
-        self._xhat = self._inv_std = None  # for backward
-        self._batch_statistics = False
+        self._xhat = self._inv_std = None  # for backward, from a training forward
 
     def param_shapes(self):
         return {"gamma": (self.num_features,), "beta": (self.num_features,)}
@@ -475,7 +484,7 @@ class _BatchNorm(Layer):
         else:
             inv_std = 1 / np.sqrt(self.buffers["running_var"] + x.dtype.type(self.eps))
             xhat = (x3 - self.buffers["running_mean"][:, None]) * inv_std[:, None]
-        self._xhat, self._inv_std, self._batch_statistics = xhat, inv_std, training
+        self._xhat, self._inv_std = (xhat, inv_std) if training else (None, None)
         y = xhat * gamma[:, None]
         y += beta[:, None]
         return y.reshape(x.shape)
@@ -488,8 +497,6 @@ class _BatchNorm(Layer):
         if not self.needs_input_grad:
             return None
         scale = self.params["gamma"] * self._inv_std
-        if not self._batch_statistics:  # the statistics were constants
-            return (dy3 * scale[:, None]).reshape(dy.shape)
         # the batch mean and variance depend on every input of the channel too
         values = xhat.shape[0] * xhat.shape[2]
         dx = xhat * (-self.grads["gamma"] / values)[:, None]

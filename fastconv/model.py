@@ -211,7 +211,7 @@ class Sequential:
         return out
 
     def backward(self, dlogits, *, input_grad=False):
-        """Back-propagate dlogits (N, K) through the last forward pass, filling
+        """Back-propagate dlogits (N, K) through the last training forward pass, filling
         every layer's ``grads``. Returns the gradient with respect to the
         input if ``input_grad`` (else None, and the first layers skip it)."""
         return self._backward(dlogits, input_grad, NO_CLOCK)

@@ -138,12 +138,14 @@ def test_output_shape_agrees_with_forward(channels, size, kernel, stride, pad):
 # --------------------------------------------------------------------- dropout
 
 
-def test_dropout_is_identity_in_evaluation():
+def test_dropout_is_identity_in_evaluation_and_with_p_zero():
     layer = initialized(Dropout(0.5), np.float32)
     x = np.random.default_rng(0).standard_normal((8, 5)).astype(np.float32)
     assert np.array_equal(layer.forward(x, training=False), x)
+    no_drop = initialized(Dropout(0.0), np.float32)
+    assert np.array_equal(no_drop.forward(x, training=True), x)
     dy = np.arange(40, dtype=np.float32).reshape(8, 5)
-    assert np.array_equal(layer.backward(dy), dy)
+    assert np.array_equal(no_drop.backward(dy), dy)
 
 
 @pytest.mark.parametrize("p", [0.2, 0.5])
