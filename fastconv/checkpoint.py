@@ -48,6 +48,10 @@ FORMAT_VERSION = 1
 _META_KEYS = ("architecture", "dtype", "seed", "rng_state", "history", "optimizer")
 _ARRAY_KEYS = ("meta", "input_shape", "epoch")
 _ZIP_MAGIC = b"PK\x03\x04"
+_FLOAT_TYPES = [np.dtype(code).name for code in np.typecodes["Float"]]
+# what a layer, optimiser or generator raises when it refuses a saved value:
+# a wrong type, a bad value, or an integer beyond the float range
+_REFUSALS = (TypeError, ValueError, OverflowError)
 
 
 class CheckpointError(ValueError):
@@ -171,8 +175,9 @@ def write(path, checkpoint: Checkpoint) -> None:
 
 def read(path) -> Checkpoint:
     """The checkpoint at ``path``, after checking that it is a complete,
-    undamaged fastconv checkpoint of a format this version reads, that every
-    layer and optimiser class is known and that every array is finite.
+    undamaged fastconv checkpoint of a format this version reads, that each
+    metadata value is of its kind (a list, an object, an integer, ...), that
+    every layer and optimiser class is known and that every array is finite.
     Whether the weights fit the architecture is checked by :func:`restore`.
     Raises :class:`CheckpointError`."""
     path = os.fspath(path)
@@ -186,28 +191,6 @@ def read(path) -> Checkpoint:
         raise CheckpointError(f"{path}: damaged checkpoint, 'epoch' must be an integer and 'input_shape' "
                               f"a row of integers, found {epoch.dtype} {epoch.shape} and "
                               f"{input_shape.dtype} {input_shape.shape}")
-    for key in _META_KEYS:
-        if key not in meta:
-            raise CheckpointError(f"{path}: damaged checkpoint, its metadata lacks {key!r}")
-    architecture = meta["architecture"]
-    if not isinstance(architecture, list) or not all(
-            isinstance(e, dict) and isinstance(e.get("config"), dict) for e in architecture):
-        raise CheckpointError(f"{path}: damaged checkpoint, its architecture is not a list of "
-                              "{\"class\", \"config\"} entries")
-    for entry in architecture:
-        if entry.get("class") not in LAYERS:
-            raise CheckpointError(f"{path}: unknown layer class {entry.get('class')!r} "
-                                  f"(this fastconv knows {', '.join(sorted(LAYERS))})")
-    optimizer = meta["optimizer"]
-    if optimizer is not None:
-        if optimizer.get("class") not in OPTIMIZERS:
-            raise CheckpointError(f"{path}: unknown optimizer class {optimizer.get('class')!r} "
-                                  f"(this fastconv knows {', '.join(sorted(OPTIMIZERS))})")
-        optimizer = dict(optimizer, slots={})
-        for key, value in arrays.items():
-            if key.startswith("optimizer/"):
-                _, slot, name = key.split("/", 2)
-                optimizer["slots"].setdefault(slot, {})[name] = value
     for key, value in arrays.items():
         if key.startswith(("params/", "buffers/", "optimizer/")):
             if value.dtype.kind != "f":
@@ -216,6 +199,16 @@ def read(path) -> Checkpoint:
             if bad:
                 raise CheckpointError(f"{path}: {key} holds {bad} non-finite value(s) (NaN or infinity) "
                                       f"of {value.size}; the model diverged or the file is damaged")
+    optimizer = meta["optimizer"]
+    if optimizer is not None:
+        optimizer = dict(optimizer, slots={})
+        for key, value in arrays.items():
+            if key.startswith("optimizer/"):
+                slot, _, name = key[len("optimizer/"):].partition("/")
+                if not slot or "/" not in name:
+                    raise CheckpointError(f"{path}: damaged checkpoint, the entry {key!r} is not named "
+                                          "optimizer/<state>/<layer>/<param>")
+                optimizer["slots"].setdefault(slot, {})[name] = value
     params = {k[len("params/"):]: v for k, v in arrays.items() if k.startswith("params/")}
     buffers = {k[len("buffers/"):]: v for k, v in arrays.items() if k.startswith("buffers/")}
     description = ModelDescription(architecture=meta["architecture"],
@@ -231,38 +224,49 @@ def restore(path, model_class, *, backend=None, algorithm=None):
     history and generator state. ``backend``/``algorithm``, when given,
     replace the saved ones in every conv and pool layer. Raises
     :class:`CheckpointError` if the file is unusable or its parts do not fit
-    together (a weight of the wrong shape, a missing parameter, ...)."""
+    together (a weight of the wrong shape or dtype, a missing parameter,
+    ...); the shapes are checked before the model allocates its own arrays."""
     path = os.fspath(path)
     saved = read(path)
     description = saved.model
-    try:
-        layers = description.layers(backend=backend, algorithm=algorithm)
-        model = model_class(layers, description.input_shape, seed=saved.seed, dtype=description.dtype)
-    except (TypeError, ValueError) as error:
-        raise CheckpointError(f"{path}: the saved architecture cannot be built: {error}") from None
-    _check_arrays(path, "saved weights", description.params, model.params)
-    _check_arrays(path, "saved running statistics", description.buffers, model.buffers)
+    dtype = np.dtype(description.dtype)
+    layers = _build(path, description.layers, backend=backend, algorithm=algorithm)
+    # before the model allocates its arrays: a damaged config can ask for any size
+    param_shapes = {f"{layer.name}/{k}": shape for layer in layers for k, shape in layer.param_shapes().items()}
+    buffer_shapes = {f"{layer.name}/{k}": shape for layer in layers for k, shape in layer.buffer_shapes().items()}
+    _check_arrays(path, "saved weights", description.params, param_shapes, dtype)
+    _check_arrays(path, "saved running statistics", description.buffers, buffer_shapes, dtype)
+    model = _build(path, model_class, layers, description.input_shape, seed=saved.seed, dtype=dtype)
     saved_arrays = description.arrays()
     for name, array in {**model.params, **model.buffers}.items():
         array[...] = saved_arrays[name]
     _restore_history(path, model.history, saved.history)
     try:
         model.rng.bit_generator.state = saved.rng_state
-    except (TypeError, ValueError, KeyError) as error:
+    except (*_REFUSALS, KeyError) as error:
         raise CheckpointError(f"{path}: damaged checkpoint, bad random generator state ({error})") from None
     model.epoch = saved.epoch
     if saved.optimizer is not None:
-        model.optimizer = _restore_optimizer(path, saved.optimizer, model.params)
+        model.optimizer = _restore_optimizer(path, saved.optimizer, model.params, dtype)
     return model
 
 
-def _restore_optimizer(path, saved: dict, params: dict):
+def _build(path, make, *args, **kwargs):
+    """``make(*args, **kwargs)`` (layers or the model, from their saved
+    arguments), their refusal of an argument raised as a CheckpointError."""
+    try:
+        return make(*args, **kwargs)
+    except _REFUSALS as error:
+        raise CheckpointError(f"{path}: the saved architecture cannot be built: {error}") from None
+
+
+def _restore_optimizer(path, saved: dict, params: dict, dtype: np.dtype):
     """The optimiser described by ``saved`` (see :class:`Checkpoint`), its
-    per-parameter state checked against the model's ``params``."""
+    per-parameter state checked against the model's ``params`` and ``dtype``."""
     name = saved["class"]
     try:
         optimizer = OPTIMIZERS[name](**saved["config"])
-    except (TypeError, ValueError) as error:
+    except _REFUSALS as error:
         raise CheckpointError(f"{path}: bad {name} settings {saved['config']}: {error}") from None
     if set(saved["slots"]) - set(optimizer.slot_names):
         raise CheckpointError(f"{path}: saved optimizer state {sorted(saved['slots'])} is not {name}'s "
@@ -270,7 +274,8 @@ def _restore_optimizer(path, saved: dict, params: dict):
     slots = {slot: saved["slots"].get(slot, {}) for slot in optimizer.slot_names}
     for slot, table in slots.items():
         if table:  # empty before the first step, then one array per parameter
-            _check_arrays(path, f"saved {name} state {slot!r}", table, params)
+            _check_arrays(path, f"saved {name} state {slot!r}", table, {k: p.shape for k, p in params.items()},
+                          dtype)
     try:
         optimizer.load_state_dict({"steps": saved["steps"], "slots": slots})
     except (TypeError, ValueError) as error:
@@ -278,18 +283,22 @@ def _restore_optimizer(path, saved: dict, params: dict):
     return optimizer
 
 
-def _check_arrays(path, what, saved: dict, expected: dict) -> None:
+def _check_arrays(path, what, saved: dict, shapes: dict, dtype: np.dtype) -> None:
     """Raise unless ``saved`` ({param name: array}, described by ``what``)
-    has exactly the names of ``expected`` and each array its shape."""
-    if saved.keys() != expected.keys():
-        missing, extra = sorted(expected.keys() - saved.keys()), sorted(saved.keys() - expected.keys())
+    has exactly the names of ``shapes`` ({param name: shape}), each array
+    its shape, and all the model's ``dtype``."""
+    if saved.keys() != shapes.keys():
+        missing, extra = sorted(shapes.keys() - saved.keys()), sorted(saved.keys() - shapes.keys())
         detail = "; ".join(f"{label} {', '.join(names)}" for label, names in
                            (("missing", missing), ("not in the architecture:", extra)) if names)
         raise CheckpointError(f"{path}: {what}: {detail}")
-    for name, array in expected.items():
-        if saved[name].shape != array.shape:
+    for name, shape in shapes.items():
+        if saved[name].shape != tuple(shape):
             raise CheckpointError(f"{path}: {what}: {name!r} has shape {saved[name].shape}, "
-                                  f"the architecture needs {array.shape}")
+                                  f"the architecture needs {tuple(shape)}")
+        if saved[name].dtype != dtype:
+            raise CheckpointError(f"{path}: {what}: {name!r} holds {saved[name].dtype} values, "
+                                  f"the model's dtype is {dtype}")
 
 
 def _restore_history(path, history, saved: dict) -> None:
@@ -301,7 +310,8 @@ def _restore_history(path, history, saved: dict) -> None:
     if (not isinstance(saved, dict) or set(saved) != set(fields)
             or not all(isinstance(v, list) for v in saved.values()) or len({len(v) for v in saved.values()}) > 1):
         raise CheckpointError(f"{path}: damaged checkpoint, its training history needs the lists "
-                              f"{', '.join(fields)} of equal length, found {sorted(saved)}")
+                              f"{', '.join(fields)} of equal length, found "
+                              f"{sorted(saved) if isinstance(saved, dict) else _shown(saved)}")
     for name, values in saved.items():
         getattr(history, name).extend(values)
 
@@ -334,7 +344,11 @@ def _read_arrays(path) -> dict:
 
 
 def _read_meta(path, arrays) -> dict:
-    """The ``meta`` entry as a dict, after checking the format name and version."""
+    """The ``meta`` entry as a dict, after checking the format name and
+    version and that each value is of the kind :func:`read` and
+    :func:`restore` use: architecture entries with a known class and a
+    config object, a floating-point dtype name, an optimiser entry that is
+    null or a known class with a config object and a step count."""
     if "meta" not in arrays:
         raise CheckpointError(f"{path} is not a fastconv checkpoint (a .npz archive without the 'meta' "
                               f"entry; it holds {', '.join(sorted(arrays)) or 'nothing'})")
@@ -353,4 +367,48 @@ def _read_meta(path, arrays) -> dict:
                               f"this version reads up to /{FORMAT_VERSION}): upgrade fastconv to load it")
     if int(version) < 1:
         raise CheckpointError(f"{path}: unknown format version {meta['format']!r}")
+    for key in _META_KEYS:
+        if key not in meta:
+            raise CheckpointError(f"{path}: damaged checkpoint, its metadata lacks {key!r}")
+    architecture = meta["architecture"]
+    if not isinstance(architecture, list) or not all(
+            isinstance(e, dict) and isinstance(e.get("config"), dict) for e in architecture):
+        raise CheckpointError(f"{path}: damaged checkpoint, its architecture is not a list of "
+                              "{\"class\", \"config\"} entries")
+    for entry in architecture:
+        _check_known(path, "layer", entry.get("class"), LAYERS)
+    if meta["dtype"] not in _FLOAT_TYPES:  # a list: any JSON value compares, none is hashed
+        raise CheckpointError(f"{path}: damaged checkpoint, its dtype {_shown(meta['dtype'])} is not the name "
+                              f"of a floating-point type ({', '.join(_FLOAT_TYPES)})")
+    optimizer = meta["optimizer"]
+    if optimizer is None:
+        return meta
+    if not isinstance(optimizer, dict):
+        raise CheckpointError(f"{path}: damaged checkpoint, its optimizer entry must be an object "
+                              f"{{\"class\", \"config\", \"steps\"}} or null, found {_shown(optimizer)}")
+    for key in ("class", "config", "steps"):
+        if key not in optimizer:
+            raise CheckpointError(f"{path}: damaged checkpoint, its optimizer entry lacks {key!r}")
+    _check_known(path, "optimizer", optimizer["class"], OPTIMIZERS)
+    if not isinstance(optimizer["config"], dict):
+        raise CheckpointError(f"{path}: damaged checkpoint, its optimizer config must be an object, "
+                              f"found {_shown(optimizer['config'])}")
+    steps = optimizer["steps"]
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise CheckpointError(f"{path}: damaged checkpoint, its optimizer step count must be a non-negative "
+                              f"integer, found {_shown(steps)}")
     return meta
+
+
+def _check_known(path, what, name, classes: dict) -> None:
+    """Raise unless ``name`` (from the metadata: any JSON value) is a key of
+    ``classes``, the layer or optimiser classes by name."""
+    if not isinstance(name, str) or name not in classes:
+        raise CheckpointError(f"{path}: unknown {what} class {_shown(name)} "
+                              f"(this fastconv knows {', '.join(sorted(classes))})")
+
+
+def _shown(value) -> str:
+    """``repr(value)`` for a message, cut short: a damaged file's JSON can hold anything."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

@@ -13,12 +13,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, note, settings
+from hypothesis import strategies as st
 
 from fastconv import checkpoint, cli, explain, viz
 from fastconv.checkpoint import CheckpointError
 from fastconv.layers import BatchNorm2D, Conv2D, Dense, Flatten
 from fastconv.model import Sequential
-from fastconv.optim import Adam
+from fastconv.optim import SGD, Adam
 
 
 def tiny_model():
@@ -89,7 +91,7 @@ DAMAGE = {
                     "saved weights: 'dense/w' has shape (3, 4), the architecture needs (4, 3)"),
     "wrong optimizer shape": (lambda p: rewrite(p, lambda a, m: a.__setitem__("optimizer/m/dense/b", np.zeros(7))),
                               "saved Adam state 'm': 'dense/b' has shape (7,), the architecture needs (3,)"),
-    "layers that do not fit": (lambda p: rewrite(p, lambda a, m: m["architecture"][1]["config"].update({"in_features": 5})),
+    "layers that do not fit": (lambda p: rewrite(p, lambda a, m: a.__setitem__("input_shape", np.array([1, 2, 3]))),
                                "the saved architecture cannot be built"),
     "newer format": (lambda p: rewrite(p, lambda a, m: m.update({"format": "fastconv.Sequential/2"})),
                      "was written by a newer fastconv (format fastconv.Sequential/2; this version reads up to /1)"),
@@ -122,6 +124,59 @@ def test_damaged_checkpoint_is_one_error_naming_the_file(saved, case):
     assert str(raised.value).startswith(str(saved))
     assert message in str(raised.value)
     assert "allow_pickle" not in str(raised.value)
+
+
+WRONG_KIND = {
+    "optimizer not an object": (lambda a, m: m.update({"optimizer": ["Adam"]}),
+                                r"its optimizer entry must be an object \{\"class\", \"config\", \"steps\"\} "
+                                r"or null, found \['Adam'\]"),
+    "optimizer without config": (lambda a, m: m["optimizer"].pop("config"), "its optimizer entry lacks 'config'"),
+    "optimizer without steps": (lambda a, m: m["optimizer"].pop("steps"), "its optimizer entry lacks 'steps'"),
+    "optimizer state without a layer": (lambda a, m: a.__setitem__("optimizer/m", np.zeros(3, np.float32)),
+                                        "the entry 'optimizer/m' is not named optimizer/<state>/<layer>/<param>"),
+    "optimizer state without a parameter": (
+        lambda a, m: a.__setitem__("optimizer/m/dense", np.zeros(3, np.float32)),
+        "the entry 'optimizer/m/dense' is not named optimizer/<state>/<layer>/<param>"),
+    "infinite step count": (lambda a, m: m["optimizer"].update({"steps": float("inf")}),
+                            "its optimizer step count must be a non-negative integer, found inf"),
+    "optimizer setting beyond float range": (lambda a, m: m["optimizer"]["config"].update({"lr": 10**400}),
+                                             "bad Adam settings .*: int too large to convert to float"),
+    "layer class not a string": (lambda a, m: m["architecture"][1].update({"class": ["Dense"]}),
+                                 r"unknown layer class \['Dense'\] \(this fastconv knows"),
+    "optimizer class not a string": (lambda a, m: m["optimizer"].update({"class": {"name": "Adam"}}),
+                                     r"unknown optimizer class \{'name': 'Adam'\} \(this fastconv knows"),
+    "history a list": (lambda a, m: m.update({"history": [1, "loss"]}),
+                       r"its training history needs the lists epoch, loss, .* found \[1, 'loss'\]"),
+    "history a number": (lambda a, m: m.update({"history": 3}),
+                         "its training history needs the lists epoch, loss, .* found 3"),
+    "random state out of range": (lambda a, m: m["rng_state"]["state"].update({"state": -1}),
+                                  "damaged checkpoint, bad random generator state"),
+    "dtype null": (lambda a, m: m.update({"dtype": None}),
+                   "its dtype None is not the name of a floating-point type"),
+    "dtype of integers": (lambda a, m: m.update({"dtype": "int64"}),
+                          "its dtype 'int64' is not the name of a floating-point type"),
+    "weights of another float type": (with_param("dense/b", np.zeros(3, np.float64)),
+                                      "saved weights: 'dense/b' holds float64 values, the model's dtype is float32"),
+    "optimizer state of another float type": (
+        lambda a, m: a.__setitem__("optimizer/v/dense/w", np.zeros((4, 3), np.float16)),
+        "saved Adam state 'v': 'dense/w' holds float16 values, the model's dtype is float32"),
+    "a layer too big for memory": (lambda a, m: m["architecture"][1]["config"].update({"out_features": 10**12}),
+                                   r"saved weights: 'dense/w' has shape \(4, 3\), the architecture needs "
+                                   r"\(4, 1000000000000\)"),
+}
+
+
+@pytest.mark.parametrize("case", WRONG_KIND)
+def test_an_entry_of_the_wrong_kind_is_a_checkpoint_error(saved, case):
+    """Damage that used to escape as AttributeError, KeyError, TypeError,
+    OverflowError, MemoryError or a bare ValueError, or to load a model
+    other than the one saved (a null dtype gave float64, float64 weights
+    were cast silently)."""
+    change, message = WRONG_KIND[case]
+    rewrite(saved, change)
+    with pytest.raises(CheckpointError, match=message) as raised:
+        Sequential.load(saved)
+    assert str(raised.value).startswith(f"{saved}: ")
 
 
 def test_missing_file_is_a_checkpoint_error(tmp_path):
@@ -196,6 +251,111 @@ def test_model_description_is_what_the_model_computes(saved):
     assert [entry["class"] for entry in description.architecture] == ["Flatten", "Dense"]
     assert description.input_shape == (1, 2, 2) and description.dtype == "float32"
     assert {name: p.shape for name, p in description.params.items()} == {"dense/w": (4, 3), "dense/b": (3,)}
+
+
+# ------------------------------------------------------- any damage at all
+
+
+@pytest.fixture(scope="module")
+def sound_entries(tmp_path_factory):
+    """The entries of two sound checkpoints, by model: Dense with Adam state,
+    and an untrained Conv2D + BatchNorm2D (running statistics) with an SGD
+    that has not stepped yet."""
+    untrained = Sequential([Conv2D(1, 2, 3, padding="same"), BatchNorm2D(2), Flatten(), Dense(8, 3)],
+                           input_shape=(1, 2, 2), seed=0)
+    untrained.optimizer = SGD(0.1, momentum=0.9)
+    folder = tmp_path_factory.mktemp("sound")
+    found = {}
+    for name, model in (("dense", tiny_model()), ("batch norm", untrained)):
+        model.save(folder / f"{name}.npz")
+        found[name] = entries(folder / f"{name}.npz")
+    return found
+
+
+@pytest.fixture(scope="module")
+def scratch(tmp_path_factory):
+    """Where each damaged checkpoint is written, one after the other."""
+    return tmp_path_factory.mktemp("damaged") / "model.npz"
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=4),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
+    max_leaves=4,
+)
+OTHER_DTYPES = ["float16", "float64", "int64", "uint8", "bool", "complex64", "U3", [("a", "<f4")]]
+# entry names from letters np.savez cannot mistake for its own arguments (file, allow_pickle)
+ENTRY_NAMES = st.text(alphabet="abdmnrsuvw_/", max_size=12)
+
+
+def damage_meta(meta, data):
+    """Delete, replace or rename one value somewhere in ``meta``, in place:
+    a top-level value, or (three times in four) one further down."""
+    parent, key = meta, data.draw(st.sampled_from(sorted(meta)))
+    path = [key]
+    while isinstance(parent[key], (dict, list)) and parent[key] and data.draw(st.integers(0, 3)) > 0:
+        parent = parent[key]
+        key = data.draw(st.sampled_from(sorted(parent) if isinstance(parent, dict) else range(len(parent))))
+        path.append(key)
+    how = data.draw(st.sampled_from(["delete", "replace", "rename"] if isinstance(parent, dict) else ["replace"]))
+    note(f"meta: {how} {path}")
+    if how == "replace":
+        parent[key] = data.draw(JSON_VALUES)
+    else:
+        value = parent.pop(key)
+        if how == "rename":
+            parent[data.draw(st.text(max_size=6))] = value
+
+
+def damage_entry(arrays, data):
+    """Delete, rename, retype or reshape one entry of ``arrays``, in place."""
+    key = data.draw(st.sampled_from(sorted(arrays)))
+    how = data.draw(st.sampled_from(["delete", "rename", "retype", "reshape"]))
+    value = arrays.pop(key)
+    note(f"entry: {how} {key}")
+    if how == "rename":
+        parts = key.split("/")
+        arrays[data.draw(st.sampled_from(["/".join(parts[:-1]), key + "/b", "/".join(parts[1:])]) | ENTRY_NAMES
+                         | st.sampled_from(sorted(arrays)))] = value
+    elif how == "retype":
+        dtype = np.dtype(data.draw(st.sampled_from(OTHER_DTYPES)))
+        try:
+            arrays[key] = value.astype(dtype)
+        except (TypeError, ValueError):  # text that is not a number
+            arrays[key] = np.zeros(value.shape, dtype)
+    elif how == "reshape":
+        flat = value.reshape(-1)
+        arrays[key] = data.draw(st.sampled_from([flat, value[None], value.T, flat[:0], flat[: max(flat.size // 2, 1)],
+                                                 flat[:1].reshape(()) if flat.size else value]))
+
+
+@pytest.mark.filterwarnings("ignore::numpy.exceptions.ComplexWarning")  # retyping complex to real
+@settings(max_examples=100)
+@given(data=st.data())
+def test_any_damage_is_a_checkpoint_error_or_a_sound_load(sound_entries, scratch, data):
+    """Whatever is deleted, renamed, retyped, reshaped or cut off, loading
+    either succeeds or raises CheckpointError naming the file: never any
+    other exception."""
+    model = data.draw(st.sampled_from(sorted(sound_entries)))
+    arrays = {key: value.copy() for key, value in sound_entries[model].items()}
+    meta = json.loads(arrays["meta"].item())
+    for _ in range(data.draw(st.integers(0, 2))):
+        if meta:
+            damage_meta(meta, data)
+    arrays["meta"] = np.array(json.dumps(meta))
+    for _ in range(data.draw(st.integers(0, 2))):
+        if arrays:
+            damage_entry(arrays, data)
+    path = scratch
+    np.savez(path, **arrays)
+    if data.draw(st.integers(0, 4)) == 4:  # one file in five, or so, cut short
+        size = data.draw(st.integers(0, path.stat().st_size - 1))
+        note(f"cut to {size} bytes")
+        path.write_bytes(path.read_bytes()[:size])
+    try:
+        Sequential.load(path)
+    except CheckpointError as error:
+        assert str(error).startswith(str(path))
 
 
 # ------------------------------------------------------- the commands
