@@ -40,6 +40,7 @@ import numbers
 import numpy as np
 
 from fastconv import ops
+from fastconv.integers import positive_int
 from fastconv.shapes import as_pair, conv_out_size
 
 
@@ -180,8 +181,8 @@ class Conv2D(_WindowLayer):
         if self.same_padding:
             padding = _same_padding(kernel_size, stride, padding)
         super().__init__(kernel_size, stride, padding, backend, algorithm, name)
-        self.in_channels = _positive_int(in_channels, "in_channels")
-        self.out_channels = _positive_int(out_channels, "out_channels")
+        self.in_channels = positive_int(in_channels, "in_channels")
+        self.out_channels = positive_int(out_channels, "out_channels")
 
     def param_shapes(self):
         return {
@@ -316,8 +317,8 @@ class Dense(Layer):
 
     def __init__(self, in_features, out_features, *, name=None):
         super().__init__(name)
-        self.in_features = _positive_int(in_features, "in_features")
-        self.out_features = _positive_int(out_features, "out_features")
+        self.in_features = positive_int(in_features, "in_features")
+        self.out_features = positive_int(out_features, "out_features")
         self._x = None
 
     def param_shapes(self):
@@ -435,7 +436,7 @@ class _BatchNorm(Layer):
 
     def __init__(self, num_features, momentum=0.1, eps=1e-5, *, name=None):
         super().__init__(name)
-        self.num_features = _positive_int(num_features, "num_features")
+        self.num_features = positive_int(num_features, "num_features")
         for what, value in (("momentum", momentum), ("eps", eps)):
             if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
                 raise ValueError(f"{type(self).__name__}: {what} must be a number, got {value!r}")
@@ -554,12 +555,6 @@ def name_layers(layers) -> None:
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise ValueError(f"Sequential: layer names must be unique, repeated: {duplicates}")
-
-
-def _positive_int(value, name):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return int(value)
 
 
 LAYERS = {cls.__name__: cls for cls in (Conv2D, MaxPool2D, AvgPool2D, Flatten, Dense, ReLU, Dropout,

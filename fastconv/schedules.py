@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 import numbers
 
+from fastconv.integers import positive_int
+
 
 def _number(schedule, what, value, minimum=0.0, strict=True):
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or (
@@ -18,21 +20,9 @@ def _number(schedule, what, value, minimum=0.0, strict=True):
     return float(value)
 
 
-def _counts(value) -> bool:
-    """Whether ``value`` is an int >= 1 (bools are not)."""
-    return not isinstance(value, bool) and isinstance(value, numbers.Integral) and value >= 1
-
-
-def _whole(schedule, what, value):
-    if not _counts(value):
-        raise ValueError(f"{schedule}: {what} must be an int >= 1, got {value!r}")
-    return int(value)
-
-
 def _epoch(schedule, epoch):
-    if not _counts(epoch):
-        raise ValueError(f"{schedule}: epochs are numbered from 1, got {epoch!r}")
-    return int(epoch)
+    """``epoch`` as an int (epochs are numbered from 1)."""
+    return positive_int(epoch, f"{schedule}: epoch")
 
 
 class ConstantLR:
@@ -56,7 +46,7 @@ class StepLR:
 
     def __init__(self, lr, step_epochs, gamma=0.1):
         self.base_lr = _number("StepLR", "lr", lr)
-        self.step_epochs = _whole("StepLR", "step_epochs", step_epochs)
+        self.step_epochs = positive_int(step_epochs, "StepLR: step_epochs")
         self.gamma = _number("StepLR", "gamma", gamma)
 
     def lr(self, epoch: int) -> float:
@@ -73,7 +63,7 @@ class CosineLR:
 
     def __init__(self, lr, epochs, min_lr=0.0):
         self.base_lr = _number("CosineLR", "lr", lr)
-        self.epochs = _whole("CosineLR", "epochs", epochs)
+        self.epochs = positive_int(epochs, "CosineLR: epochs")
         self.min_lr = _number("CosineLR", "min_lr", min_lr, strict=False)
         if self.min_lr > self.base_lr:
             raise ValueError(f"CosineLR: min_lr {min_lr!r} is above lr {lr!r}")

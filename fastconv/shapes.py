@@ -6,21 +6,23 @@ All sizes follow the convention of every framework (and of CS231n):
 """
 from __future__ import annotations
 
-import numbers
 from dataclasses import dataclass
+
+from fastconv.integers import is_integer, positive_int
 
 
 def as_pair(value, name: str, minimum: int) -> tuple[int, int]:
     """Normalise an int or a pair of ints to ``(vertical, horizontal)``.
 
-    Raises TypeError for non-integers (bools included) and ValueError for a
-    value below ``minimum``; the message names the argument.
+    Raises TypeError for non-integers (:func:`fastconv.integers.is_integer`:
+    bools and floats are not) and ValueError for a value below ``minimum``;
+    the message names the argument.
     """
     items = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
     if len(items) != 2:
         raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
     for item in items:
-        if isinstance(item, bool) or not isinstance(item, numbers.Integral):
+        if not is_integer(item):
             raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
         if item < minimum:
             raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
@@ -38,8 +40,7 @@ def conv_out_size(
     the stride does not tile it (the last rows would be silently skipped, as
     every framework does by default).
     """
-    if stride < 1:
-        raise ValueError(f"stride must be >= 1, got {stride}")
+    positive_int(stride, "stride")
     if padding < 0:
         raise ValueError(f"padding must be >= 0, got {padding}")
     padded = size + 2 * padding

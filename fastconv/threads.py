@@ -37,6 +37,7 @@ import os
 import threading
 
 from fastconv import settings
+from fastconv.integers import positive_int, positive_int_text
 
 ENV_VAR = settings.NUM_THREADS
 
@@ -62,30 +63,20 @@ def available_cores() -> int:
     return os.cpu_count() or 1
 
 
-def _parse(value, source) -> int:
-    try:
-        n = int(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{source} must be a positive integer, got {value!r}") from None
-    if n < 1:
-        raise ValueError(f"{source} must be a positive integer, got {value!r}")
-    return n
-
-
 def num_threads() -> int:
     """The thread count in force: the last :func:`set_num_threads`, else
     ``FASTCONV_NUM_THREADS``, else :func:`available_cores`."""
     if _requested is not None:
         return _requested
     value = settings.num_threads()
-    return _parse(value, ENV_VAR) if value else available_cores()
+    return positive_int_text(value, ENV_VAR) if value else available_cores()
 
 
 def set_num_threads(n: int | None) -> None:
     """Use ``n`` threads from now on, in Numba, OpenMP and BLAS alike
     (``None``: back to ``FASTCONV_NUM_THREADS`` or every core)."""
     global _requested
-    _requested = None if n is None else _parse(n, "number of threads")
+    _requested = None if n is None else positive_int(n, "number of threads")
     apply()
 
 

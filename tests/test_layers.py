@@ -340,9 +340,9 @@ def test_pool_rejects_non_image_input():
 
 
 def test_layer_arguments_are_checked():
-    with pytest.raises(ValueError, match="in_channels must be a positive int"):
+    with pytest.raises(ValueError, match="in_channels must be a positive integer, got 0"):
         Conv2D(0, 4, 3)
-    with pytest.raises(ValueError, match="out_features must be a positive int"):
+    with pytest.raises(ValueError, match="out_features must be a positive integer, got 2.5"):
         Dense(4, 2.5)
     with pytest.raises(ValueError, match="stride must be >= 1"):
         MaxPool2D(2, stride=0)

@@ -45,11 +45,11 @@ def test_fit_sets_each_epochs_rate_and_records_it():
 
 @pytest.mark.parametrize("make, message", [
     (lambda: ConstantLR(0), "lr must be a number > 0"),
-    (lambda: StepLR(0.1, 0), "step_epochs must be an int >= 1"),
+    (lambda: StepLR(0.1, 0), "StepLR: step_epochs must be a positive integer, got 0"),
     (lambda: StepLR(0.1, 2, gamma=-1), "gamma must be a number > 0"),
-    (lambda: CosineLR(0.1, 0), "epochs must be an int >= 1"),
+    (lambda: CosineLR(0.1, 0), "CosineLR: epochs must be a positive integer, got 0"),
     (lambda: CosineLR(0.1, 5, min_lr=0.2), "min_lr 0.2 is above lr 0.1"),
-    (lambda: CosineLR(0.1, 5).lr(0), "epochs are numbered from 1"),
+    (lambda: CosineLR(0.1, 5).lr(0), "CosineLR: epoch must be a positive integer, got 0"),
 ])
 def test_bad_settings_are_refused(make, message):
     with pytest.raises(ValueError, match=message):
