@@ -17,7 +17,7 @@ import sys
 
 from fastconv.command_args import add_data_options, load_checkpoint, load_data, positive_int
 from fastconv.data import DataFileError, load_dataset
-from fastconv.inference import LockedModel
+from fastconv.inference import InferenceModel
 
 MISSING_EXTRA = 'fastconv-serve needs the serve extra (Starlette and uvicorn): pip install "fastconv[serve]"'
 ERRORS_SHOWN = 12
@@ -77,7 +77,7 @@ def main(argv=None) -> int:
         print(f"fastconv-serve: error: {MISSING_EXTRA} ({error})", file=sys.stderr)
         return 1
     try:
-        inference = LockedModel(load_checkpoint(parser, args.checkpoint))
+        inference = InferenceModel(load_checkpoint(parser, args.checkpoint))
     except ValueError as error:  # a model that does not take drawn images
         parser.error(f"--checkpoint {args.checkpoint}: {error}")
     classes, errors = misclassified_test_digits(parser, args, inference)

@@ -26,7 +26,6 @@ import sys
 import numpy as np
 
 from fastconv import ops
-from fastconv.cli import confusion_matrix
 from fastconv.command_args import (
     add_data_options,
     add_kernel_options,
@@ -35,7 +34,7 @@ from fastconv.command_args import (
     non_negative_int,
     positive_int,
 )
-from fastconv.layers import AvgPool2D, Conv2D, MaxPool2D
+from fastconv.inspection import confusion_matrix, feature_maps, first_conv
 from fastconv.shapes import conv_out_size
 
 DPI = 100
@@ -144,14 +143,6 @@ def _symmetric_limit(a) -> float:
     return float(np.abs(a).max()) or 1.0
 
 
-def first_conv(model) -> Conv2D:
-    """The model's first Conv2D layer; ValueError if it has none."""
-    for layer in model.layers:
-        if isinstance(layer, Conv2D):
-            return layer
-    raise ValueError("the model has no Conv2D layer: filters and feature maps need a CNN (e.g. cnn, lenet5)")
-
-
 def filters_figure(model, size=DEFAULT_SIZES["filters"]):
     """The first conv layer's filters w (F, C, KH, KW), one tile per filter
     and input channel (filter-major), on one colour scale (red positive,
@@ -165,24 +156,6 @@ def filters_figure(model, size=DEFAULT_SIZES["filters"]):
     image = _draw_mosaic(ax, w.reshape(f * c, kh, kw), size, cmap="RdBu_r", vmin=-limit, vmax=limit)
     fig.colorbar(image, ax=ax, shrink=0.6)
     return fig
-
-
-def feature_maps(model, image) -> list:
-    """``[(layer, maps)]`` for each conv and pool layer: its output (C, H, W)
-    for one image (input_shape) in evaluation mode."""
-    image = np.asarray(image)
-    if image.shape != model.input_shape:
-        raise ValueError(f"feature_maps: image must have the model's input shape {model.input_shape}, "
-                         f"got {image.shape}")
-    out = image[None].astype(model.dtype)
-    maps = []
-    for layer in model.layers:
-        out = layer.forward(out, training=False)
-        if isinstance(layer, (Conv2D, MaxPool2D, AvgPool2D)):
-            maps.append((layer, out[0]))
-    if not maps:
-        raise ValueError("the model has no conv or pooling layer: feature maps need a CNN (e.g. cnn, lenet5)")
-    return maps
 
 
 def feature_maps_figure(layer, maps, image, caption, size=DEFAULT_SIZES["maps"]):
@@ -243,7 +216,7 @@ def curves_figure(epochs, title, test_accuracy=None, size=DEFAULT_SIZES["curves"
 
 def confusion_figure(matrix, class_names, size=DEFAULT_SIZES["confusion"]):
     """A confusion matrix (K, K) (row: true label, column: predicted; see
-    :func:`fastconv.cli.confusion_matrix`) with its counts in the cells."""
+    :func:`fastconv.inspection.confusion_matrix`) with its counts in the cells."""
     total = int(matrix.sum())
     fig = _figure(size, f"confusion on {total:,} test images, accuracy {np.trace(matrix) / total:.4f}")
     ax = fig.subplots()

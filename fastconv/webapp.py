@@ -7,7 +7,7 @@
                             the output of every conv and pool layer
 
 The application only parses and validates requests and shapes answers; the
-model runs through :class:`fastconv.inference.LockedModel`. Every bad request
+model runs through :class:`fastconv.inference.InferenceModel`. Every bad request
 gets a 4xx answer ``{"error": "..."}`` naming what was wrong: 400 for a body
 that is not JSON, 413 for a body over :data:`MAX_BODY_BYTES` (counted while
 reading, whatever Content-Length says), 422 for JSON that is not a valid
@@ -121,7 +121,7 @@ def _layer_maps(layer, maps) -> dict:
 def model_description(inference, classes, checkpoint, errors) -> dict:
     """What ``GET /api/model`` answers: the layers with their output shapes,
     the first conv layer's filters (input channel 0) and ``errors``
-    (:meth:`LockedModel.misclassified`, or ``{"note": why there are none}``)."""
+    (:meth:`InferenceModel.misclassified`, or ``{"note": why there are none}``)."""
     model = inference.model
     filters = inference.first_filters()
     return {
@@ -139,7 +139,7 @@ def model_description(inference, classes, checkpoint, errors) -> dict:
 
 
 def create_app(inference, *, classes, checkpoint, errors) -> Starlette:
-    """The application serving ``inference`` (a LockedModel); ``classes``
+    """The application serving ``inference`` (a InferenceModel); ``classes``
     names the labels, ``checkpoint`` is shown on the page, ``errors`` as in
     :func:`model_description`."""
     page = files("fastconv").joinpath("serve_page.html").read_text(encoding="utf-8")

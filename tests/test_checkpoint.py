@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, note, settings
 from hypothesis import strategies as st
 
-from fastconv import checkpoint, cli, explain, viz
+from fastconv import checkpoint, explain, train, viz
 from fastconv.checkpoint import CheckpointError
 from fastconv.layers import BatchNorm2D, Conv2D, Dense, Flatten
 from fastconv.model import Sequential
@@ -367,7 +367,7 @@ CLI_CASES = ["truncated", "bad CRC", "text file", "unknown layer", "wrong shape"
 @pytest.mark.parametrize("case", CLI_CASES)
 def test_train_resume_prints_one_line_and_exits_1(saved, case, capsys):
     DAMAGE[case][0](saved)
-    assert cli.main(["--resume", str(saved), "--quiet"]) == 1
+    assert train.main(["--resume", str(saved), "--quiet"]) == 1
     err = capsys.readouterr().err
     assert err == f"fastconv-train: error: {err.split(': error: ', 1)[1]}"
     assert err.count("\n") == 1 and str(saved) in err and DAMAGE[case][1] in err

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from fastconv import cli, models
+from fastconv import models, train
 from fastconv.optim import Adam
 from fastconv.profile import StepProfile
 
@@ -58,7 +58,7 @@ def test_fastconv_train_profile_prints_the_table_and_writes_it_to_the_metrics(tm
         x_test=rng.random((64, 1, 28, 28), dtype=np.float32), y_test=rng.integers(0, 10, 64),
         classes=[str(i) for i in range(10)], directory=tmp_path))
     monkeypatch.setattr(data, "load_dataset", lambda *args, **kwargs: fake)  # no files needed
-    code = cli.main(["--epochs", "1", "--validation", "0", "--save", "", "--quiet", "--profile",
+    code = train.main(["--epochs", "1", "--validation", "0", "--save", "", "--quiet", "--profile",
                      "--no-fuse", "--metrics-out", str(metrics)])
     assert code == 0
     out = capsys.readouterr().out

@@ -26,7 +26,7 @@ import pytest
 
 from fastconv import models
 from fastconv.data import load_dataset
-from fastconv.inference import LockedModel
+from fastconv.inference import InferenceModel
 from fastconv.losses import softmax
 from fastconv.model import Sequential
 
@@ -81,7 +81,7 @@ def webapp():
 def client(webapp, checkpoint, mnist):
     from starlette.testclient import TestClient
 
-    inference = LockedModel(Sequential.load(checkpoint))
+    inference = InferenceModel(Sequential.load(checkpoint))
     errors = inference.misclassified(mnist.x_test[:500, 0], mnist.y_test[:500], count=5)
     app = webapp.create_app(inference, classes=mnist.classes, checkpoint="cnn.npz", errors=errors)
     with TestClient(app) as test_client:
@@ -243,7 +243,7 @@ def test_without_test_data_the_page_says_so(webapp, checkpoint, tmp_path, monkey
 
     monkeypatch.setenv("FASTCONV_DATA", str(tmp_path))  # an empty folder
     args = serve.build_parser().parse_args(["--checkpoint", str(checkpoint)])
-    classes, errors = serve.misclassified_test_digits(None, args, LockedModel(Sequential.load(checkpoint)))
+    classes, errors = serve.misclassified_test_digits(None, args, InferenceModel(Sequential.load(checkpoint)))
     assert classes == tuple("0123456789")
     assert errors.keys() == {"note"} and "--data-dir" in errors["note"]
 

@@ -27,6 +27,7 @@ from fastconv.checkpoint import CheckpointError
 from fastconv.atomic import write_json_atomically
 from fastconv.command_args import (add_data_options, add_kernel_options, non_negative_int,
                                    positive_float, positive_int)
+from fastconv.inspection import confusion_matrix
 from fastconv.model import Sequential
 from fastconv.optim import SGD, Adam
 from fastconv.profile import StepProfile
@@ -193,13 +194,6 @@ def on_disk(path) -> str:
         return f"; the checkpoint {path} holds epoch {checkpoint.read(path).epoch}"
     except CheckpointError as error:
         return f"; no usable checkpoint ({error})"
-
-
-def confusion_matrix(labels, predicted, classes: int) -> np.ndarray:
-    """(classes, classes) counts: row = true label, column = prediction."""
-    matrix = np.zeros((classes, classes), dtype=np.int64)
-    np.add.at(matrix, (labels, predicted), 1)
-    return matrix
 
 
 def format_confusion(matrix, names) -> str:

@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fastconv import cli
+from fastconv import inspection, train
 from fastconv.model import Sequential
 
 
 def run(mnist_dir, *args):
-    return cli.main(["--data-dir", str(mnist_dir), "--quiet", "--validation", "500", *args])
+    return train.main(["--data-dir", str(mnist_dir), "--quiet", "--validation", "500", *args])
 
 
 def test_trains_saves_and_reports(mnist_dir, tmp_path, capsys):
@@ -39,7 +39,7 @@ def test_trains_saves_and_reports(mnist_dir, tmp_path, capsys):
 
 
 def test_summary_progress_and_confusion_matrix_when_not_quiet(mnist_dir, capsys):
-    code = cli.main(["--data-dir", str(mnist_dir), "--model", "logreg", "--limit", "1000",
+    code = train.main(["--data-dir", str(mnist_dir), "--model", "logreg", "--limit", "1000",
                      "--epochs", "1", "--validation", "0", "--save", ""])
     assert code == 0
     out = capsys.readouterr()
@@ -139,8 +139,8 @@ def test_ctrl_c_before_any_save_says_there_is_no_checkpoint(tmp_path, monkeypatc
         raise KeyboardInterrupt
 
     monkeypatch.setattr(Sequential, "fit", interrupt)
-    monkeypatch.setattr(cli.data, "load_dataset", lambda *args, **kwargs: _TinyData)
-    assert cli.main(["--quiet", "--validation", "2", "--save", str(checkpoint)]) == 130
+    monkeypatch.setattr(train.data, "load_dataset", lambda *args, **kwargs: _TinyData)
+    assert train.main(["--quiet", "--validation", "2", "--save", str(checkpoint)]) == 130
     assert f"interrupted during epoch 1; no usable checkpoint ({checkpoint}: no such checkpoint file)" \
         in capsys.readouterr().err
 
@@ -150,7 +150,7 @@ class _TinyData:
 
 
 def test_missing_data_is_a_clear_error(tmp_path, capsys):
-    code = cli.main(["--data-dir", str(tmp_path), "--quiet"])
+    code = train.main(["--data-dir", str(tmp_path), "--quiet"])
     assert code == 1
     err = capsys.readouterr().err
     assert "fastconv-train: error:" in err and "train-images-idx3-ubyte.gz" in err and str(tmp_path) in err
@@ -161,14 +161,14 @@ def test_truncated_data_file_is_a_clear_error(mnist_dir, tmp_path, capsys):
         shutil.copy(path, tmp_path / path.name)
     labels = tmp_path / "t10k-labels-idx1-ubyte.gz"
     labels.write_bytes(labels.read_bytes()[:1000])
-    assert cli.main(["--data-dir", str(tmp_path), "--quiet"]) == 1
+    assert train.main(["--data-dir", str(tmp_path), "--quiet"]) == 1
     err = capsys.readouterr().err
     assert "t10k-labels-idx1-ubyte.gz" in err and "Traceback" not in err
 
 
 def test_mnist_folder_is_refused_as_fashion_mnist(mnist_dir, monkeypatch, capsys):
     monkeypatch.setenv("FASTCONV_DATA", str(mnist_dir))
-    assert cli.main(["--dataset", "fashion-mnist", "--quiet"]) == 1
+    assert train.main(["--dataset", "fashion-mnist", "--quiet"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("fastconv-train: error: ") and err.count("\n") == 1
     assert "is the MNIST file train-labels-idx1-ubyte.gz" in err and "not Fashion-MNIST" in err
@@ -186,7 +186,7 @@ def test_mnist_folder_is_refused_as_fashion_mnist(mnist_dir, monkeypatch, capsys
 )
 def test_bad_arguments_are_usage_errors(args, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        cli.main(args)
+        train.main(args)
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
 
@@ -205,7 +205,7 @@ def test_console_script_is_installed():
 
 
 def test_confusion_matrix_counts():
-    matrix = cli.confusion_matrix(np.array([0, 1, 1, 2]), np.array([0, 2, 1, 2]), 3)
+    matrix = inspection.confusion_matrix(np.array([0, 1, 1, 2]), np.array([0, 2, 1, 2]), 3)
     np.testing.assert_array_equal(matrix, [[1, 0, 0], [0, 1, 1], [0, 0, 1]])
 
 
@@ -214,7 +214,7 @@ def test_confusion_matrix_counts():
 
 def test_help_shows_each_models_defaults(capsys):
     with pytest.raises(SystemExit):
-        cli.main(["--help"])
+        train.main(["--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "default: 12; cnn-deep: 20" in text
     assert "over --epochs); default: constant; cnn-deep: cosine" in text
@@ -222,19 +222,19 @@ def test_help_shows_each_models_defaults(capsys):
 
 
 def test_model_defaults_and_explicit_options():
-    parser = cli.build_parser()
-    deep = cli.settings(parser.parse_args(["--model", "cnn-deep"]), "cnn-deep")
+    parser = train.build_parser()
+    deep = train.settings(parser.parse_args(["--model", "cnn-deep"]), "cnn-deep")
     assert deep == {"epochs": 20, "lr_schedule": "cosine", "augment": True}
-    plain = cli.settings(parser.parse_args(["--model", "cnn"]), "cnn")
+    plain = train.settings(parser.parse_args(["--model", "cnn"]), "cnn")
     assert plain == {"epochs": 12, "lr_schedule": "constant", "augment": False}
-    chosen = cli.settings(parser.parse_args(["--model", "cnn-deep", "--no-augment", "--lr-schedule", "step",
+    chosen = train.settings(parser.parse_args(["--model", "cnn-deep", "--no-augment", "--lr-schedule", "step",
                                              "--epochs", "3"]), "cnn-deep")
     assert chosen == {"epochs": 3, "lr_schedule": "step", "augment": False}
 
 
 def test_cnn_deep_trains_with_schedule_and_augmentation_and_reports_them(mnist_dir, tmp_path, capsys):
     metrics_path, checkpoint = tmp_path / "m.json", tmp_path / "deep.npz"
-    code = cli.main(["--data-dir", str(mnist_dir), "--model", "cnn-deep", "--limit", "640", "--epochs", "2",
+    code = train.main(["--data-dir", str(mnist_dir), "--model", "cnn-deep", "--limit", "640", "--epochs", "2",
                      "--validation", "200", "--save", str(checkpoint), "--metrics-out", str(metrics_path)])
     assert code == 0
     out = capsys.readouterr().out
@@ -246,7 +246,7 @@ def test_cnn_deep_trains_with_schedule_and_augmentation_and_reports_them(mnist_d
     assert metrics["params"] == 897_610 and metrics["non_trainable_params"] == 704
     assert "epoch 2: lr 0.0005," in out
     # resumed, the checkpoint is recognised as cnn-deep and keeps its defaults
-    assert cli.named_model(Sequential.load(checkpoint)) == "cnn-deep"
+    assert train.named_model(Sequential.load(checkpoint)) == "cnn-deep"
 
 
 @pytest.mark.parametrize("args, message", [
