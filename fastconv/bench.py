@@ -6,6 +6,12 @@ first touch), then ``--repeat`` samples of enough calls to last a few
 milliseconds, and the median sample is reported. This is a report for a
 quick look; the pytest-benchmark suite in ``bench/`` is the benchmark.
 
+With ``--tune`` it compiles and times every variant, Numba's too, for
+``auto`` at the shapes the built-in models train and evaluate at (a
+training step at batch 64, evaluation at batches 1, 64 and 256) and saves
+the choices; ``auto`` on a new machine otherwise times only the Cython
+variants, which need no compiling (see :mod:`fastconv.autotune`).
+
 With ``--inference`` it times the reference CNN's whole forward pass
 instead: fastconv (``auto``, fused) and, when it is installed, onnxruntime
 running the model exported by :func:`fastconv.interop.save_onnx`, with as
@@ -27,9 +33,11 @@ import sys
 import timeit
 from dataclasses import asdict, dataclass
 
+import numpy as np
 from tqdm import tqdm
 
-from fastconv import autotune, isa, registry, threads
+from fastconv import autotune, isa, models, registry, threads
+from fastconv.optim import SGD
 from fastconv.state_dict import InteropError
 from fastconv.workloads import NETWORKS, workloads
 
@@ -201,6 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="one backend's variants only (default: all, the reference included)")
     parser.add_argument("--repeat", type=int, default=5, help="timed samples per variant (default: %(default)s)")
     parser.add_argument("--threads", type=int, help="threads (default: FASTCONV_NUM_THREADS or all cores)")
+    parser.add_argument("--tune", action="store_true",
+                        help="compile and time every variant, Numba's too, for auto at the shapes the built-in "
+                             "models train and evaluate at, save the choices and exit")
     parser.add_argument("--inference", action="store_true",
                         help="time the reference CNN's forward pass instead, fastconv beside onnxruntime "
                              "(when installed) on its ONNX export (default: the kernel table)")
@@ -235,10 +246,36 @@ def parse_args(argv):
     return args
 
 
+TUNED_MODELS = ("cnn", "cnn-deep", "lenet5")
+TUNED_TRAINING_BATCH = 64
+TUNED_EVALUATION_BATCHES = (1, 64, 256)
+
+
+def tune(model_names=TUNED_MODELS, progress=True) -> int:
+    """Run each model's training step and evaluation passes inside
+    :func:`fastconv.autotune.tuning`, so every ``auto`` call they make
+    measures every variant and saves its choice; returns how many choices
+    were made."""
+    rng = np.random.default_rng(0)
+    with autotune.tuning():
+        for name in tqdm(model_names, desc="tuning auto", unit="model", disable=not progress):
+            model = models.build(name)
+            x = rng.random((max(TUNED_EVALUATION_BATCHES), *model.input_shape), dtype=np.float32)
+            y = rng.integers(0, 10, len(x))
+            model.train_step(x[:TUNED_TRAINING_BATCH], y[:TUNED_TRAINING_BATCH], SGD(0.01))
+            for batch in TUNED_EVALUATION_BATCHES:
+                model.forward(x[:batch])
+        return sum(len(autotune.chosen(op)) for op in registry.OPS)
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.threads is not None:
         threads.set_num_threads(args.threads)
+    if args.tune:
+        count = tune()
+        print(f"tuned {count} auto choices at {threads.num_threads()} threads, saved in {autotune.cache_path()}")
+        return 0
     if args.inference:
         print(f"threads: {threads.num_threads()}, median of {args.repeat} samples, "
               f"{autotune.machine()['cpu']}; the reference CNN's forward pass")
