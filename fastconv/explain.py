@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from fastconv import models
 from fastconv.command_args import load_checkpoint
 from fastconv.layers import AvgPool2D, BatchNorm, BatchNorm2D, Conv2D, Dense, MaxPool2D, ReLU
+from fastconv.shapes import conv_flops, dense_flops
 
 FOOTER = """\
 FLOPs: forward pass, one image; a multiply-add counts 2 (conv: 2*C*KH*KW*OH*OW*F,
@@ -58,9 +59,9 @@ def forward_work(layer, output_shape) -> tuple[int, int]:
     defines them; ``output_shape`` is per sample, without the batch axis."""
     outputs = math.prod(output_shape)
     if isinstance(layer, Conv2D):
-        return 2 * layer.in_channels * math.prod(layer.kernel_size) * outputs, 0
+        return conv_flops(1, layer.out_channels, layer.in_channels, *layer.kernel_size, *output_shape[1:]), 0
     if isinstance(layer, Dense):
-        return 2 * layer.in_features * layer.out_features, 0
+        return dense_flops(1, layer.in_features, layer.out_features), 0
     if isinstance(layer, MaxPool2D):
         return 0, (math.prod(layer.kernel_size) - 1) * outputs
     if isinstance(layer, AvgPool2D):

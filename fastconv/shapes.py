@@ -1,8 +1,11 @@
-"""Output-size arithmetic shared by every kernel, layer and teaching tool.
+"""Output-size and work arithmetic shared by every kernel, layer, benchmark
+and teaching tool.
 
 All sizes follow the convention of every framework (and of CS231n):
 
     out = (in + 2 * padding - kernel) // stride + 1
+
+and a conv costs a multiply and an add per weight per output pixel.
 """
 from __future__ import annotations
 
@@ -56,6 +59,20 @@ def conv_out_size(
             "positions would be skipped"
         )
     return (padded - kernel) // stride + 1
+
+
+def conv_flops(n: int, f: int, c: int, kh: int, kw: int, oh: int, ow: int) -> int:
+    """Floating-point operations of a conv forward pass: x (N, C, H, W)
+    with w (F, C, KH, KW) to (N, F, OH, OW), a multiply and an add per
+    weight per output pixel: ``2*N*F*C*KH*KW*OH*OW``. Bias additions are not
+    counted; a backward pass (dx and dw) costs twice this."""
+    return 2 * n * f * c * kh * kw * oh * ow
+
+
+def dense_flops(n: int, in_features: int, out_features: int) -> int:
+    """Floating-point operations of a dense layer, x (N, in) @ w (in, out):
+    a 1x1 conv of a 1x1 image, ``2*N*in*out``."""
+    return conv_flops(n, out_features, in_features, 1, 1, 1, 1)
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
-"""Output-size and receptive-field arithmetic against hand-computed tables."""
+"""Output-size, FLOP and receptive-field arithmetic against hand-computed tables."""
 import pytest
 
-from fastconv.shapes import FieldRow, as_pair, conv_out_size, receptive_field
+from fastconv.shapes import FieldRow, as_pair, conv_flops, conv_out_size, dense_flops, receptive_field
 
 
 @pytest.mark.parametrize(
@@ -37,6 +37,19 @@ def test_exact_mode_rejects_a_stride_that_does_not_tile():
     assert conv_out_size(12, 2, 2, exact=True) == 6
     with pytest.raises(ValueError, match="does not tile"):
         conv_out_size(11, 2, 2, exact=True)
+
+
+def test_conv_flops_count_a_multiply_and_an_add_per_weight_per_output_pixel():
+    # reference CNN conv2 on one image: 64 filters of 32x3x3 at 11x11 positions
+    assert conv_flops(1, 64, 32, 3, 3, 11, 11) == 2 * 64 * 32 * 9 * 121 == 4_460_544
+    assert conv_flops(64, 64, 32, 3, 3, 11, 11) == 64 * 4_460_544
+    assert conv_flops(2, 3, 5, 7, 1, 4, 6) == 2 * 2 * 3 * 5 * 7 * 1 * 4 * 6  # every factor counts once
+    assert conv_flops(0, 32, 1, 3, 3, 26, 26) == 0  # an empty batch does no work
+
+
+def test_dense_flops_are_those_of_a_1x1_conv():
+    assert dense_flops(1, 1600, 128) == 2 * 1600 * 128 == 409_600
+    assert dense_flops(3, 128, 10) == 3 * 2 * 128 * 10 == conv_flops(3, 10, 128, 1, 1, 1, 1)
 
 
 def test_as_pair():
