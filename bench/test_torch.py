@@ -17,23 +17,24 @@ def same_threads(thread_count):
 def torch_call(work):
     """A no-argument function running ``work`` with torch."""
     a = {name: torch.from_numpy(array) for name, array in work.arrays.items()}
-    s = work.layer.stride
+    layer = work.layer
     if work.is_fused:
         inputs = (a["x"], a["w"], a["b"])
 
         def forward(x, w, b):
-            return functional.max_pool2d(functional.relu(functional.conv2d(x, w, b, s)), work.layer.pool)
+            conv = functional.conv2d(x, w, b, layer.stride, layer.padding)
+            return functional.max_pool2d(functional.relu(conv), layer.pool, layer.pool_stride)
     elif work.is_conv:
         inputs = (a["x"], a["w"], a["b"])
 
         def forward(x, w, b):
-            return functional.conv2d(x, w, b, s)
+            return functional.conv2d(x, w, b, layer.stride, layer.padding)
     else:
         inputs = (a["x"],)
-        pool = getattr(functional, work.layer.kind)
+        pool = getattr(functional, layer.kind)
 
         def forward(x):
-            return pool(x, work.layer.window, s)
+            return pool(x, layer.window, layer.stride, layer.padding)
 
     if work.direction == "forward":
 

@@ -1,11 +1,16 @@
 """What the benchmarks measure: the layer shapes of the reference networks,
 the work each op does on them, and ready-to-time calls.
 
+The shapes are read from the models of :mod:`fastconv.models` (each conv
+and pool layer's input, window, stride and padding, and the conv -> ReLU ->
+max-pool blocks the model's fusion plan runs as one op), so a benchmark
+times what training and inference run.
+
 Shared by the pytest-benchmark suite (``bench/``) and the ``fastconv-bench``
 report, so both time the same calls and count work the same way:
 
-- conv: ``2*N*F*C*KH*KW*OH*OW`` FLOPs forward (a multiply and an add per
-  weight per output pixel), twice that backward (dx and dw each cost one
+- conv: :func:`fastconv.shapes.conv_flops` forward (a multiply and an add
+  per weight per output pixel), twice that backward (dx and dw each cost one
   forward's worth);
 - pooling: bytes of the arrays the op must touch, each once (forward reads
   x and writes out; backward reads dy, and x too for max-pool, and writes dx).
@@ -15,26 +20,30 @@ algorithm, as a layer makes it (validation and output allocation included).
 """
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
 
-from fastconv import ops
-from fastconv.shapes import conv_out_size
+from fastconv import models, op_table, ops
+from fastconv.fusion import ConvReluMaxPoolStep
+from fastconv.layers import AvgPool2D, Conv2D, MaxPool2D
+from fastconv.shapes import conv_flops, conv_out_size
 
 DTYPE = np.dtype(np.float32)
 
 
 @dataclass(frozen=True)
 class Layer:
-    """One conv or pool layer of a benchmark network.
+    """One conv, pool or fused conv block of a benchmark network.
 
-    kind: "conv2d", "max_pool2d", "avg_pool2d" or "conv2d_relu_maxpool2d"
-    (a conv layer, its ReLU and its max-pool as one fused op); in_shape:
-    (C, H, W); window: (F, KH, KW) for conv, (KH, KW) for pooling; stride:
-    one int for both axes (the pool default: the window); pool: the fused
-    op's pool size (and stride). No padding.
+    kind: the op's name in :mod:`fastconv.op_table`: conv2d, max_pool2d,
+    avg_pool2d, or conv2d_relu_maxpool2d (a conv layer, its ReLU and its
+    max-pool as one fused op); in_shape: (C, H, W) of one image; window:
+    (F, KH, KW) for a conv, fused or not, (KH, KW) for a pool; stride and
+    padding (zeros on each side): (vertical, horizontal); pool and
+    pool_stride: the fused op's max-pool window and stride (None otherwise).
     """
 
     network: str
@@ -42,47 +51,67 @@ class Layer:
     kind: str
     in_shape: tuple[int, int, int]
     window: tuple[int, ...]
-    stride: int = 1
-    pool: int = 0
+    stride: tuple[int, int]
+    padding: tuple[int, int]
+    pool: tuple[int, int] | None = None
+    pool_stride: tuple[int, int] | None = None
 
     @property
     def label(self) -> str:
         return f"{self.network}.{self.name}"
 
-
-def _conv(network, name, in_shape, filters, size):
-    return Layer(network, name, "conv2d", in_shape, (filters, size, size))
-
-
-def _pool(network, name, kind, in_shape, size):
-    return Layer(network, name, kind, in_shape, (size, size), stride=size)
-
-
-def _block(network, name, in_shape, filters, size, pool):
-    return Layer(network, name, "conv2d_relu_maxpool2d", in_shape, (filters, size, size), pool=pool)
+    @property
+    def geometry(self) -> dict:
+        """The op's keyword arguments other than arrays and variant."""
+        geometry = {"stride": self.stride, "padding": self.padding}
+        if self.pool is not None:
+            geometry.update(pool_size=self.pool, pool_stride=self.pool_stride)
+        return geometry
 
 
-NETWORKS = {
-    # The MNIST reference CNN: conv 32@3x3, max-pool 2, conv 64@3x3, max-pool 2.
-    "cnn": (
-        _conv("cnn", "conv1", (1, 28, 28), 32, 3),
-        _pool("cnn", "pool1", "max_pool2d", (32, 26, 26), 2),
-        _conv("cnn", "conv2", (32, 13, 13), 64, 3),
-        _pool("cnn", "pool2", "max_pool2d", (64, 11, 11), 2),
-    ),
-    # The same CNN as the model runs it: each conv -> ReLU -> max-pool fused.
-    "cnn-fused": (
-        _block("cnn-fused", "block1", (1, 28, 28), 32, 3, 2),
-        _block("cnn-fused", "block2", (32, 13, 13), 64, 3, 2),
-    ),
-    # LeNet-5 on unpadded 28x28 digits: conv 6@5x5, avg-pool 2, conv 16@5x5, avg-pool 2.
-    "lenet5": (
-        _conv("lenet5", "conv1", (1, 28, 28), 6, 5),
-        _pool("lenet5", "pool1", "avg_pool2d", (6, 24, 24), 2),
-        _conv("lenet5", "conv2", (6, 12, 12), 16, 5),
-        _pool("lenet5", "pool2", "avg_pool2d", (16, 8, 8), 2),
-    ),
-}
+_TIMED = {Conv2D: (op_table.CONV2D, "conv"), MaxPool2D: (op_table.MAX_POOL2D, "pool"),
+          AvgPool2D: (op_table.AVG_POOL2D, "pool")}
+"""The model layers a benchmark times alone: the op each runs and the stem
+of its name (conv1, pool1, conv2, ...)."""
+
+
+def _window(layer) -> tuple[int, ...]:
+    return (layer.out_channels, *layer.kernel_size) if isinstance(layer, Conv2D) else layer.kernel_size
+
+
+def _networks(model_name: str) -> dict[str, tuple[Layer, ...]]:
+    """The benchmark networks of one model of :mod:`fastconv.models`:
+    ``model_name``, its conv and pool layers as separate ops, and, when its
+    fusion plan fuses conv -> ReLU -> max-pool blocks, ``<model_name>-fused``
+    with those blocks (block1, block2, ...)."""
+    # Built with the NumPy reference kernels, which have the fused op whatever
+    # FASTCONV_BACKEND and FASTCONV_ALGORITHM say: the plan fuses every block.
+    model = models.build(model_name, backend="numpy", algorithm="reference")
+    in_shapes = [model.input_shape, *model.output_shapes]  # in_shapes[i]: what model.layers[i] takes
+    separate, counts = [], Counter()
+    for layer, in_shape in zip(model.layers, in_shapes):
+        if type(layer) in _TIMED:
+            op, stem = _TIMED[type(layer)]
+            counts[stem] += 1
+            separate.append(Layer(model_name, f"{stem}{counts[stem]}", op.name, in_shape, _window(layer),
+                                  layer.stride, layer.padding))
+    fused_name, fused, first = f"{model_name}-fused", [], 0
+    for step in model.steps:
+        if isinstance(step, ConvReluMaxPoolStep):
+            conv, _, pool = step.layers
+            fused.append(Layer(fused_name, f"block{len(fused) + 1}", op_table.FUSED.name, in_shapes[first],
+                               _window(conv), conv.stride, conv.padding, pool.kernel_size, pool.stride))
+        first += len(step.layers)
+    return {model_name: tuple(separate), **({fused_name: tuple(fused)} if fused else {})}
+
+
+BENCHMARKED_MODELS = ("cnn", "lenet5", "cnn-deep")
+"""The models whose layers the benchmarks time."""
+
+NETWORKS = {name: layers for model in BENCHMARKED_MODELS for name, layers in _networks(model).items()}
+"""Benchmark networks by name: per model of :data:`BENCHMARKED_MODELS` its
+conv and pool layers (``cnn``: conv1, pool1, conv2, pool2) and, if it fuses
+any, its fused blocks as the model runs them (``cnn-fused``: block1, block2)."""
 BATCHES = (1, 64, 256)
 DIRECTIONS = ("forward", "backward")
 
@@ -97,17 +126,18 @@ class Workload:
 
     @property
     def op(self) -> str:
-        """The op's name in :mod:`fastconv.registry`."""
-        return self.layer.kind + ("_backward" if self.direction == "backward" else "")
+        """The op's name in :mod:`fastconv.op_table` (and the registry)."""
+        declared = op_table.op(self.layer.kind)
+        return declared.backward if self.direction == "backward" else declared.name
 
     @property
     def is_conv(self) -> bool:
         """A conv, fused or not: its work is counted in FLOPs."""
-        return self.layer.kind.startswith("conv2d")
+        return self.layer.kind in (op_table.CONV2D.name, op_table.FUSED.name)
 
     @property
     def is_fused(self) -> bool:
-        return self.layer.kind == "conv2d_relu_maxpool2d"
+        return self.layer.kind == op_table.FUSED.name
 
     @property
     def x_shape(self) -> tuple[int, int, int, int]:
@@ -117,16 +147,16 @@ class Workload:
     def window_out_shape(self) -> tuple[int, int, int, int]:
         """The output of the sliding window (for a fused op, of its conv)."""
         c, h, w = self.layer.in_shape
-        kh, kw = self.layer.window[-2:]
         channels = self.layer.window[0] if self.is_conv else c
-        s = self.layer.stride
-        return (self.batch, channels, conv_out_size(h, kh, s), conv_out_size(w, kw, s))
+        return (self.batch, channels, *map(conv_out_size, (h, w), self.layer.window[-2:], self.layer.stride,
+                                           self.layer.padding))
 
     @property
     def out_shape(self) -> tuple[int, int, int, int]:
         n, c, h, w = self.window_out_shape
-        p = self.layer.pool
-        return (n, c, conv_out_size(h, p, p), conv_out_size(w, p, p)) if self.is_fused else (n, c, h, w)
+        if not self.is_fused:
+            return (n, c, h, w)
+        return (n, c, *map(conv_out_size, (h, w), self.layer.pool, self.layer.pool_stride))
 
     @property
     def w_shape(self) -> tuple[int, int, int, int]:
@@ -149,7 +179,7 @@ class Workload:
         alone for a fused op: ReLU and pooling add under 1%)."""
         n, f, oh, ow = self.window_out_shape
         _, c, kh, kw = self.w_shape
-        forward = 2 * n * f * c * kh * kw * oh * ow
+        forward = conv_flops(n, f, c, kh, kw, oh, ow)
         return forward if self.direction == "forward" else 2 * forward
 
     def bytes_moved(self) -> int:
@@ -158,7 +188,7 @@ class Workload:
         if self.direction == "forward":
             elements = x + out
         else:  # dy in, dx out; max-pool also reads x to find the maxima
-            elements = out + x + (x if self.layer.kind == "max_pool2d" else 0)
+            elements = out + x + (x if self.layer.kind == op_table.MAX_POOL2D.name else 0)
         return int(elements) * DTYPE.itemsize
 
     def counts(self) -> dict:
@@ -186,35 +216,35 @@ class Workload:
 
     def call(self, backend: str, algorithm: str):
         """A no-argument function running this workload with one variant."""
-        a, fn, variant = self.arrays, getattr(ops, self.op), {"backend": backend, "algorithm": algorithm}
-        s = self.layer.stride
-        if self.is_fused:
-            pool = {"pool_size": self.layer.pool}
-            if self.direction == "forward":
-                return lambda: fn(a["x"], a["w"], a["b"], s, **pool, **variant)
-            _, code = ops.conv2d_relu_maxpool2d(a["x"], a["w"], a["b"], s, **pool, **variant)
-            return lambda: fn(a["dy"], code, a["x"], a["w"], s, **pool, **variant)
-        if self.op == "conv2d":
-            return lambda: fn(a["x"], a["w"], a["b"], s, **variant)
-        if self.op == "conv2d_backward":
-            return lambda: fn(a["dy"], a["x"], a["w"], s, **variant)
+        a, fn = self.arrays, getattr(ops, self.op)
+        kwargs = {**self.layer.geometry, "backend": backend, "algorithm": algorithm}
+        forward = self.direction == "forward"
+        if self.is_conv:
+            if forward:
+                return lambda: fn(a["x"], a["w"], a["b"], **kwargs)
+            if self.is_fused:  # its backward reads the code a forward pass wrote
+                _, code = ops.conv2d_relu_maxpool2d(a["x"], a["w"], a["b"], **kwargs)
+                return lambda: fn(a["dy"], code, a["x"], a["w"], **kwargs)
+            return lambda: fn(a["dy"], a["x"], a["w"], **kwargs)
         window = self.layer.window
-        if self.direction == "forward":
-            return lambda: fn(a["x"], window, s, **variant)
-        return lambda: fn(a["dy"], a["x"], window, s, **variant)
+        if forward:
+            return lambda: fn(a["x"], window, **kwargs)
+        return lambda: fn(a["dy"], a["x"], window, **kwargs)
 
     def unfused_call(self):
         """Fused ops only: the same work as three ops (conv2d, ReLU,
         max_pool2d and their backward passes), each with ``auto``."""
-        a, s, p = self.arrays, self.layer.stride, self.layer.pool
+        a, layer = self.arrays, self.layer
+        conv = {"stride": layer.stride, "padding": layer.padding}
         if self.direction == "forward":
-            return lambda: ops.max_pool2d(np.maximum(ops.conv2d(a["x"], a["w"], a["b"], s), 0), p)
-        relu = np.maximum(ops.conv2d(a["x"], a["w"], a["b"], s), 0)
+            return lambda: ops.max_pool2d(np.maximum(ops.conv2d(a["x"], a["w"], a["b"], **conv), 0), layer.pool,
+                                          layer.pool_stride)
+        relu = np.maximum(ops.conv2d(a["x"], a["w"], a["b"], **conv), 0)
 
         def backward():
-            drelu = ops.max_pool2d_backward(a["dy"], relu, p)
+            drelu = ops.max_pool2d_backward(a["dy"], relu, layer.pool, layer.pool_stride)
             drelu *= relu > 0
-            return ops.conv2d_backward(drelu, a["x"], a["w"], s)
+            return ops.conv2d_backward(drelu, a["x"], a["w"], **conv)
 
         return backward
 

@@ -2,8 +2,11 @@
 import numpy as np
 import pytest
 
-from fastconv import registry
-from fastconv.workloads import NETWORKS, Workload, workloads
+from fastconv import explain, fusion, models, op_table, registry
+from fastconv.layers import Conv2D
+from fastconv.workloads import BENCHMARKED_MODELS, NETWORKS, Workload, workloads
+
+REF = {"backend": "numpy", "algorithm": "reference"}
 
 
 def layer(network, name):
@@ -22,10 +25,108 @@ def layer(network, name):
         ("lenet5", "pool1", (6, 12, 12)),
         ("lenet5", "conv2", (16, 8, 8)),
         ("lenet5", "pool2", (16, 4, 4)),
+        ("cnn-fused", "block1", (32, 13, 13)),
+        ("cnn-fused", "block2", (64, 5, 5)),
+        ("cnn-deep", "conv1", (32, 28, 28)),  # "same" padding keeps 28x28
+        ("cnn-deep", "pool1", (32, 14, 14)),
+        ("cnn-deep", "conv2", (64, 14, 14)),
+        ("cnn-deep", "pool2", (64, 7, 7)),
+        ("cnn-deep", "conv3", (128, 7, 7)),
+        ("cnn-deep-fused", "block1", (32, 14, 14)),
+        ("cnn-deep-fused", "block2", (64, 7, 7)),
     ],
 )
 def test_output_shapes(network, name, out_chw):
     assert Workload(layer(network, name), 7, "forward").out_shape == (7,) + out_chw
+
+
+def test_networks_and_their_layer_names():
+    assert {network: [l.name for l in layers] for network, layers in NETWORKS.items()} == {
+        "cnn": ["conv1", "pool1", "conv2", "pool2"],
+        "cnn-fused": ["block1", "block2"],
+        "lenet5": ["conv1", "pool1", "conv2", "pool2"],
+        "cnn-deep": ["conv1", "pool1", "conv2", "pool2", "conv3"],
+        "cnn-deep-fused": ["block1", "block2"],  # conv3 is followed by batch norm, not a pool: not fused
+    }
+    assert {l.kind for layers in NETWORKS.values() for l in layers} == {
+        op.name for op in (op_table.CONV2D, op_table.MAX_POOL2D, op_table.AVG_POOL2D, op_table.FUSED)}
+    assert fusion.FUSED_OP == op_table.FUSED.name
+
+
+def shapes_seen_running(model_name):
+    """{(network, layer name): (input, output) per image} recorded while one
+    image runs through the model step by step, as the benchmarks name them."""
+    model = models.build(model_name, **REF)
+    x = np.random.default_rng(0).random((1, *model.input_shape), dtype=np.float32)
+    seen, counts = {}, {}
+
+    def record(network, stem, x, y):
+        counts[network, stem] = counts.get((network, stem), 0) + 1
+        seen[network, f"{stem}{counts[network, stem]}"] = (x.shape[1:], y.shape[1:])
+
+    for step in model.steps:
+        if isinstance(step, fusion.ConvReluMaxPoolStep):
+            inner = x
+            for layer in step.layers:  # as the unfused network times them
+                out = layer.forward(inner, training=False)
+                if layer.kind != "relu":
+                    record(model_name, "conv" if isinstance(layer, Conv2D) else "pool", inner, out)
+                inner = out
+            y = step.forward(x, training=False)
+            assert y.shape == inner.shape
+            record(f"{model_name}-fused", "block", x, y)
+        else:
+            (layer,) = step.layers
+            y = step.forward(x, training=False)
+            if layer.kind in op_table.OPS:
+                record(model_name, "conv" if isinstance(layer, Conv2D) else "pool", x, y)
+        x = y
+    return seen
+
+
+@pytest.mark.parametrize("model_name", BENCHMARKED_MODELS)
+def test_layer_shapes_are_those_the_model_computes(model_name):
+    seen = shapes_seen_running(model_name)
+    derived = {(l.network, l.name): (l.in_shape, Workload(l, 1, "forward").out_shape[1:])
+               for network in (model_name, f"{model_name}-fused") for l in NETWORKS.get(network, ())}
+    assert derived == seen
+
+
+def test_cnn_deep_convs_are_same_padded_and_run_through_ops():
+    for conv in (l for l in NETWORKS["cnn-deep"] if l.kind == op_table.CONV2D.name):
+        assert conv.padding == (1, 1) and conv.window[1:] == (3, 3)
+    for layer in NETWORKS["cnn-deep"] + NETWORKS["cnn-deep-fused"]:
+        forward, backward = Workload(layer, 2, "forward"), Workload(layer, 2, "backward")
+        out = forward.call(*registry.REFERENCE)()
+        out = out[0] if forward.is_fused else out  # the fused op also returns its code
+        assert out.shape == forward.out_shape, layer.label
+        grads = backward.call(*registry.REFERENCE)()
+        dx = grads[0] if backward.is_conv else grads
+        assert dx.shape == backward.x_shape, layer.label
+
+
+def test_a_compiled_variant_agrees_with_the_reference_on_a_padded_conv():
+    work = Workload(dict((l.name, l) for l in NETWORKS["cnn-deep"])["conv2"], 2, "forward")
+    backend, algorithm = next(v for v in registry.variants(work.op) if v != registry.REFERENCE)
+    np.testing.assert_allclose(work.call(backend, algorithm)(), work.call(*registry.REFERENCE)(),
+                               rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("model_name", BENCHMARKED_MODELS)
+def test_conv_flops_agree_with_explain_layer_by_layer(model_name):
+    model = models.build(model_name, **REF)
+    explained = [cost.flops for layer, cost in zip(model.layers, explain.layer_costs(model))
+                 if isinstance(layer, Conv2D)]
+    convs = [l for l in NETWORKS[model_name] if l.kind == op_table.CONV2D.name]
+    assert [Workload(l, 1, "forward").flops() for l in convs] == explained
+    # a fused block counts the work of its conv alone
+    blocks = NETWORKS.get(f"{model_name}-fused", ())
+    assert [Workload(b, 1, "forward").flops() for b in blocks] == explained[:len(blocks)]
+
+
+def test_cnn_deep_conv_flops_per_image():
+    per_image = [Workload(l, 1, "forward").flops() for l in NETWORKS["cnn-deep"] if l.kind == "conv2d"]
+    assert per_image == [2 * 32 * 1 * 9 * 28 * 28, 2 * 64 * 32 * 9 * 14 * 14, 2 * 128 * 64 * 9 * 7 * 7]
 
 
 def test_each_layer_feeds_the_next_after_pooling():
