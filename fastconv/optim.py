@@ -21,6 +21,11 @@ import math
 import numpy as np
 
 from fastconv.kernels import optim_numba
+from fastconv.waiting import FirstCallNotice
+
+_COMPILING = "compiling Numba's {} update for this CPU, once (Numba caches it on disk for later runs)"
+_sgd_update = FirstCallNotice(optim_numba.sgd_update, _COMPILING.format("SGD"))
+_adam_update = FirstCallNotice(optim_numba.adam_update, _COMPILING.format("Adam"))
 
 
 class Optimizer:
@@ -138,7 +143,7 @@ class SGD(Optimizer):
 
     def _update(self, scalar, names, ps, gs):
         velocities = self._slots("velocity", names) if self.momentum else None
-        optim_numba.sgd_update(ps, gs, velocities, scalar(self.lr), scalar(self.momentum), self.nesterov,
+        _sgd_update(ps, gs, velocities, scalar(self.lr), scalar(self.momentum), self.nesterov,
                                scalar(self.weight_decay))
 
 
@@ -169,7 +174,7 @@ class Adam(Optimizer):
         beta1, beta2 = self.betas
         correction1 = 1 - beta1**self.steps
         correction2 = 1 - beta2**self.steps
-        optim_numba.adam_update(ps, gs, self._slots("m", names), self._slots("v", names),
+        _adam_update(ps, gs, self._slots("m", names), self._slots("v", names),
                                 scalar(self.lr / correction1), scalar(beta1), scalar(beta2),
                                 scalar(self.eps), scalar(1 / math.sqrt(correction2)),
                                 scalar(self.weight_decay))

@@ -24,6 +24,14 @@ def said_if_slow(message: str, after: float = NOTICE_AFTER_SECONDS):
         timer.cancel()
 
 
+def _kind(arg):
+    """What decides which compiled version runs: an array's dtype, a list's
+    first element's, or whether the argument is None."""
+    if isinstance(arg, (list, tuple)) and arg:
+        return ("sequence", _kind(arg[0]))
+    return getattr(arg, "dtype", arg is None)
+
+
 class FirstCallNotice:
     """A kernel whose first call with each kind of arguments (dtypes, and
     which are None) may compile it: that call runs under
@@ -35,7 +43,7 @@ class FirstCallNotice:
         self.__wrapped__ = kernel
 
     def __call__(self, *args):
-        kind = tuple(getattr(a, "dtype", a is None) for a in args)
+        kind = tuple(_kind(a) for a in args)
         if kind in self._seen:
             return self.kernel(*args)
         with said_if_slow(self.message):
