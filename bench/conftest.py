@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from fastconv import autotune, threads
+from fastconv import autotune, settings, threads
 
 MIN_ROUNDS, MAX_ROUNDS = 3, 100
 MIN_ROUND_SECONDS = 1e-3
@@ -46,7 +46,7 @@ def fresh_autotune_cache(tmp_path_factory):
     """``auto`` measures its choices in this run, not in an earlier one
     (whose saved choices may date from another load or build)."""
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv(autotune.CACHE_ENV, str(tmp_path_factory.mktemp("autotune")))
+        patch.setenv(settings.CACHE, str(tmp_path_factory.mktemp("autotune")))
         yield
 
 
