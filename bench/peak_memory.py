@@ -10,7 +10,6 @@ and are not counted. Memory, not time: safe to run on a busy machine.
 """
 import tracemalloc
 
-from fastconv import registry
 from fastconv.workloads import workloads
 
 
@@ -29,7 +28,7 @@ def extra_bytes(call):
 def main():
     print(f"{'workload':28s} {'variant':20s} {'extra MB':>9s}")
     for work in workloads(networks=("cnn",), batches=(64,), op_names=("conv2d", "conv2d_backward")):
-        for backend, algorithm in registry.variants(work.op):
+        for backend, algorithm in work.variants():
             call = work.call(backend, algorithm)
             call()  # compile and settle before measuring
             print(f"{work.label:28s} {backend + '/' + algorithm:20s} {extra_bytes(call) / 1e6:9.3f}")

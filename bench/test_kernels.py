@@ -7,11 +7,10 @@ table lines up the variants of one workload.
 """
 import pytest
 
-from fastconv import registry
 from fastconv.workloads import workloads
 
 WORKLOADS = workloads()
-VARIANTS = [(work, variant) for work in WORKLOADS for variant in registry.variants(work.op)]
+VARIANTS = [(work, variant) for work in WORKLOADS for variant in work.variants()]
 
 
 @pytest.mark.parametrize(

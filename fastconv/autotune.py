@@ -76,16 +76,17 @@ def forced(backend: str, algorithm: str) -> tuple[str, str]:
     return backend, algorithm
 
 
-def candidates(op, backend, algorithm, *, ahead_of_time_only=False):
+def candidates(op, backend, algorithm, *, ahead_of_time_only=False, excluded=()):
     """Variants of ``op`` matching ``backend``/``algorithm`` (either may be
     ``"auto"``). The NumPy reference and the naive loops take part only when
     asked for by name: they are the documentation versions, never the
     fastest on a real shape, and timing naive on a large batch would cost
     seconds for nothing. ``ahead_of_time_only`` keeps only the
     :data:`AHEAD_OF_TIME` backends' variants where ``backend`` is
-    ``"auto"`` (see the module docstring)."""
+    ``"auto"`` (see the module docstring). ``excluded`` algorithms cannot
+    compute the call (Winograd for a 5x5 kernel) and take no part."""
     found = [
-        (b, a) for b, a in registry.variants(op, backend=backend) if algorithm in ("auto", a)
+        (b, a) for b, a in registry.variants(op, backend=backend) if algorithm in ("auto", a) and a not in excluded
     ]
     if algorithm == "auto":
         found = [v for v in found if v[1] != "naive"] or found
@@ -244,28 +245,29 @@ def _debug(message: str) -> None:
     log.debug(message)
 
 
-def run_fastest(op, backend, algorithm, key, run):
+def run_fastest(op, backend, algorithm, key, run, excluded=()):
     """Return ``run(kernel)`` for the fastest candidate variant.
 
     ``key`` describes the call (shapes, geometry, dtype). The first call of
     a signature in a process reads the disk cache, or else runs every
     candidate (once to compile and warm up, then the best of
-    :data:`TIMED_RUNS` timed calls) and saves the fastest.
+    :data:`TIMED_RUNS` timed calls) and saves the fastest. ``excluded``
+    algorithms do not apply to this call (see :func:`candidates`).
     """
     backend, algorithm = forced(backend, algorithm)
     memo = (op, backend, algorithm, key, threads.num_threads())
     choice = _fastest.get(memo)
     if choice is None:
-        choice = _choose(op, backend, algorithm, memo, run, every_backend=_tuning)
+        choice = _choose(op, backend, algorithm, memo, run, excluded, every_backend=_tuning)
         _fastest[memo] = choice
     return run(registry.kernel(op, *choice))
 
 
-def _choose(op, backend, algorithm, memo, run, *, every_backend=False):
+def _choose(op, backend, algorithm, memo, run, excluded, *, every_backend=False):
     """The saved choice for ``memo``, else the fastest candidate, measured
     and saved; ``every_backend`` measures Numba's variants too, and again
     even when a choice is saved (:func:`tune`)."""
-    options = candidates(op, backend, algorithm)
+    options = candidates(op, backend, algorithm, excluded=excluded)
     if len(options) == 1:
         return options[0]
     store = ChoiceStore(cache_path())
@@ -277,7 +279,7 @@ def _choose(op, backend, algorithm, memo, run, *, every_backend=False):
         return choice
     # none saved, or a variant that is gone
     if not every_backend:
-        options = candidates(op, backend, algorithm, ahead_of_time_only=True)
+        options = candidates(op, backend, algorithm, ahead_of_time_only=True, excluded=excluded)
     choice = _measure(op, options, run)
     store.put(signature, choice)
     return choice

@@ -26,11 +26,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
-import statistics
 import sys
-import timeit
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -39,19 +36,9 @@ from tqdm import tqdm
 from fastconv import autotune, isa, models, registry, threads
 from fastconv.optim import SGD
 from fastconv.state_dict import InteropError
-from fastconv.workloads import NETWORKS, workloads
+from fastconv.workloads import NETWORKS, median_seconds, workloads
 
 GEMM = ("numpy", "gemm")
-MIN_SAMPLE_SECONDS = 2e-3
-
-
-def median_seconds(fn, repeat: int) -> float:
-    """Median seconds of one ``fn()`` over ``repeat`` samples."""
-    fn()
-    timer = timeit.Timer(fn)
-    once = timer.timeit(1)
-    number = max(1, math.ceil(MIN_SAMPLE_SECONDS / max(once, 1e-9)))
-    return statistics.median(t / number for t in timer.repeat(repeat, number))
 
 
 @dataclass
@@ -75,7 +62,7 @@ def measure(works, backend, repeat, quiet=False) -> list[Row]:
     jobs = [
         (work, variant)
         for work in works
-        for variant in registry.variants(work.op, backend=backend) + ([GEMM] if work.is_conv else [])
+        for variant in work.variants(backend) + ([GEMM] if work.is_conv else [])
     ]
     rows, seconds = [], {}
     progress = tqdm(jobs, desc="fastconv-bench", unit="variant", disable=True if quiet else None)

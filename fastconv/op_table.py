@@ -18,10 +18,10 @@ from typing import Callable
 
 from fastconv import reference
 
-ALGORITHMS = ("naive", "im2col", "vectorized", "gemm")
+ALGORITHMS = ("naive", "im2col", "vectorized", "gemm", "winograd")
 """Every compiled algorithm, in the order tables and reports list them."""
 
-SCHEDULED_ALGORITHMS = ("gemm",)
+SCHEDULED_ALGORITHMS = ("gemm", "winograd")
 """Algorithms whose kernels take two trailing arguments after the
 contract's: ``n_chunks`` (how many threads share the batch) and
 ``cache_bytes`` (the cache one thread's working set should fit in), and call

@@ -28,7 +28,7 @@ from fastconv.kernels import NO_GRADIENT
 from fastconv.registry import variants  # noqa: F401  (public API)
 from fastconv.shapes import as_pair, conv_out_size
 
-__all__ = [*op_table.OPS, "variants"]  # one function per declared op, named for it
+__all__ = [*op_table.OPS, "variants", "inapplicable_algorithms"]  # one function per declared op, named for it
 
 
 # ---------------------------------------------------------------- validation
@@ -154,11 +154,37 @@ def _no_work(*args):
     already right (empty, or zero-filled gradients)."""
 
 
-def _dispatch(op, backend, algorithm, key, run, batch):
+WINOGRAD = "winograd"
+
+
+def inapplicable_algorithms(kernel_size, stride=1) -> dict:
+    """``{algorithm: why}`` for the conv algorithms that cannot compute a
+    conv with this kernel (KH, KW) and stride (an int or an (H, W) pair):
+    Winograd F(2x2, 3x3) is for 3x3 kernels at stride 1. Asked for by name
+    they are refused with that reason; ``auto`` passes them over."""
+    kernel, stride = as_pair(kernel_size, "kernel_size", 1), as_pair(stride, "stride", 1)
+    if kernel == (3, 3) and stride == (1, 1):
+        return {}
+    return {WINOGRAD: f"it computes 3x3 kernels at stride 1 only, got kernel "
+                      f"{kernel[0]}x{kernel[1]} at stride {stride}"}
+
+
+def _inapplicable(geom: Geometry) -> dict:
+    return inapplicable_algorithms(geom.kernel, geom.stride)
+
+
+def _dispatch(op, backend, algorithm, key, run, batch, inapplicable=None):
     """Run ``run(kernel)`` with the variant chosen by ``backend``/``algorithm``
-    (``auto`` measured once per ``key``) and return its result; for an
-    empty ``batch``, with no kernel at all (the names asked for are still
-    checked)."""
+    (``auto`` measured once per ``key``, among the algorithms that apply)
+    and return its result; for an empty ``batch``, with no kernel at all
+    (the names asked for are still checked). ``inapplicable`` maps an
+    algorithm that cannot compute this call to why: asked for by name, or
+    through FASTCONV_ALGORITHM, it is refused with that reason."""
+    inapplicable = inapplicable or {}
+    if inapplicable:
+        asked = autotune.forced(backend, algorithm)[1]
+        if asked in inapplicable:
+            raise ValueError(f"{op}: algorithm {asked!r} does not apply: {inapplicable[asked]}")
     if batch == 0:
         if backend != "auto" and algorithm != "auto":
             registry.kernel(op, backend, algorithm)
@@ -168,7 +194,7 @@ def _dispatch(op, backend, algorithm, key, run, batch):
     threads.in_this_thread()
     if backend != "auto" and algorithm != "auto":
         return run(registry.kernel(op, backend, algorithm))
-    return autotune.run_fastest(op, backend, algorithm, key, run)
+    return autotune.run_fastest(op, backend, algorithm, key, run, excluded=tuple(inapplicable))
 
 
 # ------------------------------------------------------------------- conv2d
@@ -195,7 +221,8 @@ def conv2d(x, w, b=None, stride=1, padding=0, *, backend="auto", algorithm="auto
         kernel(xp, w, b, *geom.stride, out)
         return out
 
-    return _dispatch(op, backend, algorithm, (xp.shape, w.shape, geom.stride, dtype), run, x.shape[0])
+    return _dispatch(op, backend, algorithm, (xp.shape, w.shape, geom.stride, dtype), run, x.shape[0],
+                     _inapplicable(geom))
 
 
 def conv2d_backward(dy, x, w, stride=1, padding=0, *, compute_dx=True, backend="auto", algorithm="auto"):
@@ -223,7 +250,7 @@ def conv2d_backward(dy, x, w, stride=1, padding=0, *, compute_dx=True, backend="
 
     # compute_dx is part of the key: without dx another variant may be fastest.
     key = (xp.shape, w.shape, geom.stride, dtype, bool(compute_dx))
-    dxp, dw = _dispatch(op, backend, algorithm, key, run, x.shape[0])
+    dxp, dw = _dispatch(op, backend, algorithm, key, run, x.shape[0], _inapplicable(geom))
     db = dy.sum(axis=(0, 2, 3))
     dx = np.ascontiguousarray(_crop(dxp, geom.padding)) if compute_dx else None
     return dx, dw, db

@@ -20,18 +20,33 @@ algorithm, as a layer makes it (validation and output allocation included).
 """
 from __future__ import annotations
 
+import math
+import statistics
+import timeit
 from collections import Counter
 from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
 
-from fastconv import models, op_table, ops
+from fastconv import models, op_table, ops, registry
 from fastconv.fusion import ConvReluMaxPoolStep
 from fastconv.layers import AvgPool2D, Conv2D, MaxPool2D
 from fastconv.shapes import conv_flops, conv_out_size
 
 DTYPE = np.dtype(np.float32)
+MIN_SAMPLE_SECONDS = 2e-3
+
+
+def median_seconds(fn, repeat: int) -> float:
+    """Median seconds of one ``fn()`` over ``repeat`` samples, as ``timeit``
+    times: one warm-up call (JIT compilation, first touch), then samples of
+    enough calls to last a few milliseconds each."""
+    fn()
+    timer = timeit.Timer(fn)
+    once = timer.timeit(1)
+    number = max(1, math.ceil(MIN_SAMPLE_SECONDS / max(once, 1e-9)))
+    return statistics.median(t / number for t in timer.repeat(repeat, number))
 
 
 @dataclass(frozen=True)
@@ -139,6 +154,16 @@ class Workload:
     def is_fused(self) -> bool:
         return self.layer.kind == op_table.FUSED.name
 
+    def variants(self, backend: str = "auto") -> list[tuple[str, str]]:
+        """The registry's variants of this op (``backend``'s only, unless
+        ``"auto"``) that can compute this layer: a conv leaves out the
+        algorithms its kernel and stride rule out (Winograd for a 5x5)."""
+        found = registry.variants(self.op, backend=backend)
+        if self.is_conv:
+            ruled_out = ops.inapplicable_algorithms(self.layer.window[-2:], self.layer.stride)
+            found = [v for v in found if v[1] not in ruled_out]
+        return found
+
     @property
     def x_shape(self) -> tuple[int, int, int, int]:
         return (self.batch,) + self.layer.in_shape
@@ -223,7 +248,11 @@ class Workload:
             if forward:
                 return lambda: fn(a["x"], a["w"], a["b"], **kwargs)
             if self.is_fused:  # its backward reads the code a forward pass wrote
-                _, code = ops.conv2d_relu_maxpool2d(a["x"], a["w"], a["b"], **kwargs)
+                # by the same variant, or by the reference where it has no forward (a user variant)
+                forward = (backend, algorithm) if (backend, algorithm) in ops.variants(self.layer.kind) else \
+                    ("numpy", "reference")
+                _, code = ops.conv2d_relu_maxpool2d(a["x"], a["w"], a["b"], **{
+                    **kwargs, "backend": forward[0], "algorithm": forward[1]})
                 return lambda: fn(a["dy"], code, a["x"], a["w"], **kwargs)
             return lambda: fn(a["dy"], a["x"], a["w"], **kwargs)
         window = self.layer.window

@@ -845,6 +845,331 @@ def _backward_gemm(const floating[:, :, :, ::1] dy, const unsigned char[:, :, :,
                 db[f] += db_parts[t, f]
 
 
+# ----------------------------------------------------------------- winograd
+#
+# F(2x2, 3x3) (Lavin and Gray, CVPR 2016): each 2x2 block of the output,
+# a tile, comes from the 4x4 input patch under it as Y = A^T [U * V] A,
+# with U = G g G^T the filter and V = B^T d B the patch transformed: 16
+# multiplications per tile and input channel instead of 36. The 16
+# products of a tile are 16 independent matrix products over the
+# channels, so a group of images runs as 16 GEMMs M[e] (tiles, F) =
+# V[e] (tiles, C) @ U[e] (C, F), e = 4*a + b. The transforms run on
+# channel-last copies of the images, vectors over the channels (input) or
+# filters (output), so their innermost loops are contiguous; the groups,
+# chunks and BLAS calls are gemm's (above). 3x3 kernels at stride 1 only
+# (fastconv.ops refuses the rest). The backward pass is the transposed
+# algorithm: Z = A dY A^T of each tile's output gradient, then dU[e] =
+# V[e]^T Z[e] and dV[e] = Z[e] U[e]^T, and the adjoints of the transforms,
+# dg = G^T dU G and a patch gradient B dV B^T added where the patches
+# overlap.
+#
+#   B^T = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]]
+#   G   = [[1, 0, 0], [1/2, 1/2, 1/2], [1/2, -1/2, 1/2], [0, 0, 1]]
+#   A^T = [[1, 1, 1, 0], [0, 1, -1, -1]]
+
+
+def _tiles(oh, ow):
+    """Tiles down and across an OH x OW output (a last one half outside)."""
+    return (oh + 1) // 2, (ow + 1) // 2
+
+
+cdef void _filter_transform(const floating[:, :, :, ::1] w, floating[:, :, ::1] u) noexcept nogil:
+    """u (16, C, F): u[4*a + b, c, f] = (G w[f, c] G^T)[a, b]."""
+    cdef Py_ssize_t n_filt = w.shape[0], n_chan = w.shape[1], f, c, j, a
+    cdef floating gw[4][3]
+    cdef floating g0, g1, g2
+    for f in range(n_filt):
+        for c in range(n_chan):
+            for j in range(3):
+                g0, g1, g2 = w[f, c, 0, j], w[f, c, 1, j], w[f, c, 2, j]
+                gw[0][j] = g0
+                gw[1][j] = (g0 + g1 + g2) * 0.5
+                gw[2][j] = (g0 - g1 + g2) * 0.5
+                gw[3][j] = g2
+            for a in range(4):
+                g0, g1, g2 = gw[a][0], gw[a][1], gw[a][2]
+                u[4 * a, c, f] = g0
+                u[4 * a + 1, c, f] = (g0 + g1 + g2) * 0.5
+                u[4 * a + 2, c, f] = (g0 - g1 + g2) * 0.5
+                u[4 * a + 3, c, f] = g2
+
+
+cdef void _filter_gradient(const floating[:, :, ::1] du, floating[:, :, :, ::1] dw) noexcept nogil:
+    """dw[f, c] += G^T dU G, dU (4, 4) = du[:, c, f]: the adjoint of
+    _filter_transform."""
+    cdef Py_ssize_t n_chan = du.shape[1], n_filt = du.shape[2], c, f, a, j
+    cdef floating gd[4][3]
+    cdef floating d0, d1, d2, d3
+    for c in range(n_chan):
+        for f in range(n_filt):
+            for a in range(4):
+                d0, d1, d2, d3 = du[4 * a, c, f], du[4 * a + 1, c, f], du[4 * a + 2, c, f], du[4 * a + 3, c, f]
+                gd[a][0] = d0 + (d1 + d2) * 0.5
+                gd[a][1] = (d1 - d2) * 0.5
+                gd[a][2] = (d1 + d2) * 0.5 + d3
+            for j in range(3):
+                d0, d1, d2, d3 = gd[0][j], gd[1][j], gd[2][j], gd[3][j]
+                dw[f, c, 0, j] += d0 + (d1 + d2) * 0.5
+                dw[f, c, 1, j] += (d1 - d2) * 0.5
+                dw[f, c, 2, j] += (d1 + d2) * 0.5 + d3
+
+
+cdef void _channels_last(const floating[:, :, ::1] image, floating[:, :, ::1] hwc) noexcept nogil:
+    """hwc (H', W', C) = image (C, H, W) with the channels innermost, zeros
+    past H and W (where a last tile's patch reaches)."""
+    cdef Py_ssize_t c, y, x
+    memset(&hwc[0, 0, 0], 0, hwc.shape[0] * hwc.shape[1] * hwc.shape[2] * sizeof(floating))
+    for c in range(image.shape[0]):
+        for y in range(image.shape[1]):
+            for x in range(image.shape[2]):
+                hwc[y, x, c] = image[c, y, x]
+
+
+cdef void _add_channels_first(const floating[:, :, ::1] hwc, floating[:, :, ::1] image) noexcept nogil:
+    """image (C, H, W) += hwc (H', W', C), the part inside H and W."""
+    cdef Py_ssize_t c, y, x
+    for c in range(image.shape[0]):
+        for y in range(image.shape[1]):
+            for x in range(image.shape[2]):
+                image[c, y, x] += hwc[y, x, c]
+
+
+cdef void _input_transform(const floating[:, :, ::1] hwc, Py_ssize_t tiles_h, Py_ssize_t tiles_w,
+                           floating[:, :, ::1] v, Py_ssize_t first, floating[:, :, ::1] bd) noexcept nogil:
+    """v[4*a + b, first + ty*TW + tx] = (B^T d B)[a, b] of each patch
+    d = hwc[2ty:2ty+4, 2tx:2tx+4], vectors over the C channels; bd (4, 4, C)
+    is scratch for B^T d."""
+    cdef Py_ssize_t n_chan = hwc.shape[2], ty, tx, p, j, a, c
+    cdef const floating *d0
+    cdef const floating *d1
+    cdef const floating *d2
+    cdef const floating *d3
+    cdef floating *v0
+    cdef floating *v1
+    cdef floating *v2
+    cdef floating *v3
+    for ty in range(tiles_h):
+        for tx in range(tiles_w):
+            p = first + ty * tiles_w + tx
+            for j in range(4):
+                d0, d1, d2, d3 = &hwc[2 * ty, 2 * tx + j, 0], &hwc[2 * ty + 1, 2 * tx + j, 0], &hwc[2 * ty + 2, 2 * tx + j, 0], &hwc[2 * ty + 3, 2 * tx + j, 0]
+                for c in range(n_chan):
+                    bd[0, j, c] = d0[c] - d2[c]
+                    bd[1, j, c] = d1[c] + d2[c]
+                    bd[2, j, c] = d2[c] - d1[c]
+                    bd[3, j, c] = d1[c] - d3[c]
+            for a in range(4):
+                v0, v1, v2, v3 = &v[4 * a, p, 0], &v[4 * a + 1, p, 0], &v[4 * a + 2, p, 0], &v[4 * a + 3, p, 0]
+                for c in range(n_chan):
+                    v0[c] = bd[a, 0, c] - bd[a, 2, c]
+                    v1[c] = bd[a, 1, c] + bd[a, 2, c]
+                    v2[c] = bd[a, 2, c] - bd[a, 1, c]
+                    v3[c] = bd[a, 1, c] - bd[a, 3, c]
+
+
+cdef void _patch_gradient(const floating[:, :, ::1] dv, Py_ssize_t first, Py_ssize_t tiles_h, Py_ssize_t tiles_w,
+                          floating[:, :, ::1] hwc, floating[:, :, ::1] bdv) noexcept nogil:
+    """hwc = the sum over tiles of B dV B^T placed at its patch, dV (4, 4)
+    the vectors dv[:, first + ty*TW + tx] over the C channels: the adjoint
+    of _input_transform. bdv (4, 4, C) is scratch for dV B^T."""
+    cdef Py_ssize_t n_chan = hwc.shape[2], ty, tx, p, j, a, c
+    cdef const floating *v0
+    cdef const floating *v1
+    cdef const floating *v2
+    cdef const floating *v3
+    cdef floating *d0
+    cdef floating *d1
+    cdef floating *d2
+    cdef floating *d3
+    memset(&hwc[0, 0, 0], 0, hwc.shape[0] * hwc.shape[1] * hwc.shape[2] * sizeof(floating))
+    for ty in range(tiles_h):
+        for tx in range(tiles_w):
+            p = first + ty * tiles_w + tx
+            for a in range(4):
+                v0, v1, v2, v3 = &dv[4 * a, p, 0], &dv[4 * a + 1, p, 0], &dv[4 * a + 2, p, 0], &dv[4 * a + 3, p, 0]
+                for c in range(n_chan):
+                    bdv[a, 0, c] = v0[c]
+                    bdv[a, 1, c] = v1[c] - v2[c] + v3[c]
+                    bdv[a, 2, c] = v1[c] + v2[c] - v0[c]
+                    bdv[a, 3, c] = -v3[c]
+            for j in range(4):
+                d0, d1, d2, d3 = &hwc[2 * ty, 2 * tx + j, 0], &hwc[2 * ty + 1, 2 * tx + j, 0], &hwc[2 * ty + 2, 2 * tx + j, 0], &hwc[2 * ty + 3, 2 * tx + j, 0]
+                for c in range(n_chan):
+                    d0[c] += bdv[0, j, c]
+                    d1[c] += bdv[1, j, c] - bdv[2, j, c] + bdv[3, j, c]
+                    d2[c] += bdv[1, j, c] + bdv[2, j, c] - bdv[0, j, c]
+                    d3[c] -= bdv[3, j, c]
+
+
+cdef void _output_transform(const floating[:, :, ::1] m, Py_ssize_t first, Py_ssize_t tiles_h, Py_ssize_t tiles_w,
+                            const floating[::1] b, floating[:, :, ::1] hwf, floating[:, :, ::1] am) noexcept nogil:
+    """hwf[2ty + i, 2tx + j] = (A^T M A)[i, j] + b of each tile's M (4, 4),
+    the vectors m[:, first + ty*TW + tx] over the F filters; am (2, 4, F)
+    is scratch for A^T M."""
+    cdef Py_ssize_t n_filt = m.shape[2], ty, tx, p, j, i, f
+    cdef const floating *m0
+    cdef const floating *m1
+    cdef const floating *m2
+    cdef const floating *m3
+    cdef floating *y0
+    cdef floating *y1
+    for ty in range(tiles_h):
+        for tx in range(tiles_w):
+            p = first + ty * tiles_w + tx
+            for j in range(4):
+                m0, m1, m2, m3 = &m[j, p, 0], &m[4 + j, p, 0], &m[8 + j, p, 0], &m[12 + j, p, 0]
+                for f in range(n_filt):
+                    am[0, j, f] = m0[f] + m1[f] + m2[f]
+                    am[1, j, f] = m1[f] - m2[f] - m3[f]
+            for i in range(2):
+                y0, y1 = &hwf[2 * ty + i, 2 * tx, 0], &hwf[2 * ty + i, 2 * tx + 1, 0]
+                for f in range(n_filt):
+                    y0[f] = am[i, 0, f] + am[i, 1, f] + am[i, 2, f] + b[f]
+                    y1[f] = am[i, 1, f] - am[i, 2, f] - am[i, 3, f] + b[f]
+
+
+cdef void _gradient_transform(const floating[:, :, ::1] hwf, Py_ssize_t tiles_h, Py_ssize_t tiles_w,
+                              floating[:, :, ::1] z, Py_ssize_t first, floating[:, :, ::1] ag) noexcept nogil:
+    """z[4*a + b, first + ty*TW + tx] = (A dY A^T)[a, b] of each tile's
+    output gradient dY = hwf[2ty:2ty+2, 2tx:2tx+2], vectors over the F
+    filters: the adjoint of _output_transform. ag (4, 2, F) is scratch for
+    A dY."""
+    cdef Py_ssize_t n_filt = hwf.shape[2], ty, tx, p, j, a, f
+    cdef const floating *g0
+    cdef const floating *g1
+    cdef floating *z0
+    cdef floating *z1
+    cdef floating *z2
+    cdef floating *z3
+    for ty in range(tiles_h):
+        for tx in range(tiles_w):
+            p = first + ty * tiles_w + tx
+            for j in range(2):
+                g0, g1 = &hwf[2 * ty, 2 * tx + j, 0], &hwf[2 * ty + 1, 2 * tx + j, 0]
+                for f in range(n_filt):
+                    ag[0, j, f] = g0[f]
+                    ag[1, j, f] = g0[f] + g1[f]
+                    ag[2, j, f] = g0[f] - g1[f]
+                    ag[3, j, f] = -g1[f]
+            for a in range(4):
+                z0, z1, z2, z3 = &z[4 * a, p, 0], &z[4 * a + 1, p, 0], &z[4 * a + 2, p, 0], &z[4 * a + 3, p, 0]
+                for f in range(n_filt):
+                    z0[f] = ag[a, 0, f]
+                    z1[f] = ag[a, 0, f] + ag[a, 1, f]
+                    z2[f] = ag[a, 0, f] - ag[a, 1, f]
+                    z3[f] = -ag[a, 1, f]
+
+
+cdef void _add_matrix(const floating[:, ::1] source, floating[:, ::1] target) noexcept nogil:
+    """target += source, two (rows, columns) arrays."""
+    cdef Py_ssize_t i, j
+    for i in range(source.shape[0]):
+        for j in range(source.shape[1]):
+            target[i, j] += source[i, j]
+
+
+def _conv2d_winograd(xp, w, b, Py_ssize_t sh, Py_ssize_t sw, out, Py_ssize_t n_chunks, Py_ssize_t cache_bytes):
+    n_filt, n_chan = w.shape[0], w.shape[1]
+    tiles_h, tiles_w = _tiles(out.shape[2], out.shape[3])
+    n_tiles = tiles_h * tiles_w
+    group = _images_per_gemm(16 * (n_chan + n_filt) * n_tiles * out.itemsize, xp.shape[0], n_chunks, cache_bytes)
+    u = np.empty((16, n_chan, n_filt), out.dtype)
+    _winograd_forward_groups(xp, w, u, b, out, n_chunks, group, tiles_h, tiles_w)
+
+
+def _winograd_forward_groups(const floating[:, :, :, ::1] xp, const floating[:, :, :, ::1] w, floating[:, :, ::1] u,
+                             const floating[::1] b, floating[:, :, :, ::1] out, Py_ssize_t n_chunks,
+                             Py_ssize_t group, Py_ssize_t tiles_h, Py_ssize_t tiles_w):
+    cdef Py_ssize_t n_img = xp.shape[0], n_chan = u.shape[1], n_filt = u.shape[2]
+    cdef Py_ssize_t n_tiles = tiles_h * tiles_w
+    cdef Py_ssize_t t, first, last, g, n, m_img, k, e, f, y, x
+    dtype = np.asarray(out).dtype
+    cdef floating[:, :, :, ::1] v = np.empty((n_chunks, 16, group * n_tiles, n_chan), dtype)
+    cdef floating[:, :, :, ::1] m = np.empty((n_chunks, 16, group * n_tiles, n_filt), dtype)
+    cdef floating[:, :, :, ::1] hwc = np.empty((n_chunks, 2 * tiles_h + 2, 2 * tiles_w + 2, n_chan), dtype)
+    cdef floating[:, :, :, ::1] hwf = np.empty((n_chunks, 2 * tiles_h, 2 * tiles_w, n_filt), dtype)
+    cdef floating[:, :, :, ::1] bd = np.empty((n_chunks, 4, 4, n_chan), dtype)
+    cdef floating[:, :, :, ::1] am = np.empty((n_chunks, 2, 4, n_filt), dtype)
+    with nogil:
+        _filter_transform(w, u)
+        for t in prange(n_chunks, schedule="static", num_threads=n_chunks):
+            first, last = t * n_img // n_chunks, (t + 1) * n_img // n_chunks
+            for g in range((last - first + group - 1) // group):
+                n = first + g * group
+                m_img = min(group, last - n)
+                for k in range(m_img):
+                    _channels_last(xp[n + k], hwc[t])
+                    _input_transform(hwc[t], tiles_h, tiles_w, v[t], k * n_tiles, bd[t])
+                for e in range(16):
+                    # M[e] (m*tiles, F) = V[e] (m*tiles, C) @ U[e] (C, F)
+                    _matmul(False, False, m_img * n_tiles, n_filt, n_chan, &v[t, e, 0, 0], n_chan,
+                            &u[e, 0, 0], n_filt, 0, &m[t, e, 0, 0], n_filt)
+                for k in range(m_img):
+                    _output_transform(m[t], k * n_tiles, tiles_h, tiles_w, b, hwf[t], am[t])
+                    for f in range(n_filt):
+                        for y in range(out.shape[2]):
+                            for x in range(out.shape[3]):
+                                out[n + k, f, y, x] = hwf[t, y, x, f]
+
+
+def _conv2d_backward_winograd(dy, xp, w, Py_ssize_t sh, Py_ssize_t sw, dxp, dw, Py_ssize_t n_chunks,
+                              Py_ssize_t cache_bytes):
+    n_filt, n_chan = w.shape[0], w.shape[1]
+    tiles_h, tiles_w = _tiles(dy.shape[2], dy.shape[3])
+    n_tiles = tiles_h * tiles_w
+    group = _images_per_gemm(16 * (2 * n_chan + n_filt) * n_tiles * dw.itemsize, xp.shape[0], n_chunks,
+                             cache_bytes)
+    u = np.empty((16, n_chan, n_filt), dw.dtype)
+    du = np.zeros((n_chunks, 16, n_chan, n_filt), dw.dtype)
+    _winograd_backward_groups(dy, xp, w, u, dxp, du, dw, n_chunks, group, tiles_h, tiles_w)
+
+
+def _winograd_backward_groups(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::1] xp,
+                              const floating[:, :, :, ::1] w, floating[:, :, ::1] u, floating[:, :, :, ::1] dxp,
+                              floating[:, :, :, ::1] du, floating[:, :, :, ::1] dw, Py_ssize_t n_chunks,
+                              Py_ssize_t group, Py_ssize_t tiles_h, Py_ssize_t tiles_w):
+    cdef Py_ssize_t n_img = xp.shape[0], n_chan = u.shape[1], n_filt = u.shape[2]
+    cdef Py_ssize_t n_tiles = tiles_h * tiles_w
+    cdef Py_ssize_t t, first, last, g, n, m_img, k, e
+    cdef bint compute_dx = dxp is not None
+    dtype = np.asarray(dw).dtype
+    cdef floating[:, :, :, ::1] v = np.empty((n_chunks, 16, group * n_tiles, n_chan), dtype)
+    cdef floating[:, :, :, ::1] z = np.empty((n_chunks, 16, group * n_tiles, n_filt), dtype)
+    cdef floating[:, :, :, ::1] dv = np.empty((n_chunks, 16, group * n_tiles, n_chan), dtype)
+    cdef floating[:, :, :, ::1] hwc = np.empty((n_chunks, 2 * tiles_h + 2, 2 * tiles_w + 2, n_chan), dtype)
+    cdef floating[:, :, :, ::1] hwf = np.empty((n_chunks, 2 * tiles_h, 2 * tiles_w, n_filt), dtype)
+    cdef floating[:, :, :, ::1] bd = np.empty((n_chunks, 4, 4, n_chan), dtype)
+    cdef floating[:, :, :, ::1] ag = np.empty((n_chunks, 4, 2, n_filt), dtype)
+    with nogil:
+        _filter_transform(w, u)
+        for t in prange(n_chunks, schedule="static", num_threads=n_chunks):
+            first, last = t * n_img // n_chunks, (t + 1) * n_img // n_chunks
+            for g in range((last - first + group - 1) // group):
+                n = first + g * group
+                m_img = min(group, last - n)
+                for k in range(m_img):
+                    _channels_last(xp[n + k], hwc[t])
+                    _input_transform(hwc[t], tiles_h, tiles_w, v[t], k * n_tiles, bd[t])
+                    _channels_last(dy[n + k], hwf[t])
+                    _gradient_transform(hwf[t], tiles_h, tiles_w, z[t], k * n_tiles, ag[t])
+                for e in range(16):
+                    # dU[e] (C, F) += V[e]^T (C, m*tiles) @ Z[e] (m*tiles, F)
+                    _matmul(True, False, n_chan, n_filt, m_img * n_tiles, &v[t, e, 0, 0], n_chan,
+                            &z[t, e, 0, 0], n_filt, 1, &du[t, e, 0, 0], n_filt)
+                    if compute_dx:
+                        # dV[e] (m*tiles, C) = Z[e] (m*tiles, F) @ U[e]^T (F, C)
+                        _matmul(False, True, m_img * n_tiles, n_chan, n_filt, &z[t, e, 0, 0], n_filt,
+                                &u[e, 0, 0], n_filt, 0, &dv[t, e, 0, 0], n_chan)
+                if compute_dx:
+                    for k in range(m_img):
+                        _patch_gradient(dv[t], k * n_tiles, tiles_h, tiles_w, hwc[t], bd[t])
+                        _add_channels_first(hwc[t], dxp[n + k])
+        for t in range(1, n_chunks):
+            for e in range(16):
+                _add_matrix(du[t, e], du[0, e])
+        _filter_gradient(du[0], dw)
+
+
 KERNELS = {
     ("conv2d", "naive"): conv2d_naive,
     ("conv2d_backward", "naive"): conv2d_backward_naive,
@@ -852,6 +1177,8 @@ KERNELS = {
     ("conv2d_backward", "vectorized"): conv2d_backward_vectorized,
     ("conv2d", "gemm"): _conv2d_gemm,
     ("conv2d_backward", "gemm"): _conv2d_backward_gemm,
+    ("conv2d", "winograd"): _conv2d_winograd,
+    ("conv2d_backward", "winograd"): _conv2d_backward_winograd,
     ("conv2d_relu_maxpool2d", "naive"): conv2d_relu_maxpool2d_naive,
     ("conv2d_relu_maxpool2d_backward", "naive"): conv2d_relu_maxpool2d_backward_naive,
     ("conv2d_relu_maxpool2d", "vectorized"): conv2d_relu_maxpool2d_vectorized,

@@ -764,6 +764,291 @@ def _backward_groups(dy, code, xp, w, sh, sw, pkh, pkw, psh, psw, dxp, dw, db, n
             db += db_parts[t]
 
 
+# ----------------------------------------------------------------- winograd
+#
+# F(2x2, 3x3) (Lavin and Gray, CVPR 2016): each 2x2 block of the output,
+# a tile, comes from the 4x4 input patch under it as Y = A^T [U * V] A,
+# with U = G g G^T the filter and V = B^T d B the patch transformed: 16
+# multiplications per tile and input channel instead of 36. The 16
+# products of a tile are 16 independent matrix products over the
+# channels, so a group of images runs as 16 GEMMs M[e] (tiles, F) =
+# V[e] (tiles, C) @ U[e] (C, F), e = 4*a + b. The transforms run on
+# channel-last copies of the images, vectors over the channels (input) or
+# filters (output), so their innermost loops are contiguous; the groups,
+# chunks and BLAS calls are gemm's (above). 3x3 kernels at stride 1 only
+# (fastconv.ops refuses the rest). The backward pass is the transposed
+# algorithm: Z = A dY A^T of each tile's output gradient, then dU[e] =
+# V[e]^T Z[e] and dV[e] = Z[e] U[e]^T, and the adjoints of the transforms,
+# dg = G^T dU G and a patch gradient B dV B^T added where the patches
+# overlap.
+#
+#   B^T = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]]
+#   G   = [[1, 0, 0], [1/2, 1/2, 1/2], [1/2, -1/2, 1/2], [0, 0, 1]]
+#   A^T = [[1, 1, 1, 0], [0, 1, -1, -1]]
+
+
+def _tiles(oh, ow):
+    """Tiles down and across an OH x OW output (a last one half outside)."""
+    return (oh + 1) // 2, (ow + 1) // 2
+
+
+@njit(cache=True)
+def _filter_transform(w, u):
+    """u (16, C, F): u[4*a + b, c, f] = (G w[f, c] G^T)[a, b]."""
+    n_filt, n_chan = w.shape[0], w.shape[1]
+    gw = np.empty((4, 3), u.dtype)
+    for f in range(n_filt):
+        for c in range(n_chan):
+            for j in range(3):
+                g0, g1, g2 = w[f, c, 0, j], w[f, c, 1, j], w[f, c, 2, j]
+                gw[0, j] = g0
+                gw[1, j] = (g0 + g1 + g2) * 0.5
+                gw[2, j] = (g0 - g1 + g2) * 0.5
+                gw[3, j] = g2
+            for a in range(4):
+                g0, g1, g2 = gw[a, 0], gw[a, 1], gw[a, 2]
+                u[4 * a, c, f] = g0
+                u[4 * a + 1, c, f] = (g0 + g1 + g2) * 0.5
+                u[4 * a + 2, c, f] = (g0 - g1 + g2) * 0.5
+                u[4 * a + 3, c, f] = g2
+
+
+@njit(cache=True)
+def _filter_gradient(du, dw):
+    """dw[f, c] += G^T dU G, dU (4, 4) = du[:, c, f]: the adjoint of
+    _filter_transform."""
+    n_chan, n_filt = du.shape[1], du.shape[2]
+    gd = np.empty((4, 3), du.dtype)
+    for c in range(n_chan):
+        for f in range(n_filt):
+            for a in range(4):
+                d0, d1, d2, d3 = du[4 * a, c, f], du[4 * a + 1, c, f], du[4 * a + 2, c, f], du[4 * a + 3, c, f]
+                gd[a, 0] = d0 + (d1 + d2) * 0.5
+                gd[a, 1] = (d1 - d2) * 0.5
+                gd[a, 2] = (d1 + d2) * 0.5 + d3
+            for j in range(3):
+                d0, d1, d2, d3 = gd[0, j], gd[1, j], gd[2, j], gd[3, j]
+                dw[f, c, 0, j] += d0 + (d1 + d2) * 0.5
+                dw[f, c, 1, j] += (d1 - d2) * 0.5
+                dw[f, c, 2, j] += (d1 + d2) * 0.5 + d3
+
+
+@njit(cache=True)
+def _channels_last(image, hwc):
+    """hwc (H', W', C) = image (C, H, W) with the channels innermost, zeros
+    past H and W (where a last tile's patch reaches)."""
+    hwc[:] = 0
+    for c in range(image.shape[0]):
+        for y in range(image.shape[1]):
+            for x in range(image.shape[2]):
+                hwc[y, x, c] = image[c, y, x]
+
+
+@njit(cache=True)
+def _add_channels_first(hwc, image):
+    """image (C, H, W) += hwc (H', W', C), the part inside H and W."""
+    for c in range(image.shape[0]):
+        for y in range(image.shape[1]):
+            for x in range(image.shape[2]):
+                image[c, y, x] += hwc[y, x, c]
+
+
+@njit(cache=True)
+def _input_transform(hwc, tiles_h, tiles_w, v, first, bd):
+    """v[4*a + b, first + ty*TW + tx] = (B^T d B)[a, b] of each patch
+    d = hwc[2ty:2ty+4, 2tx:2tx+4], vectors over the C channels; bd (4, 4, C)
+    is scratch for B^T d."""
+    n_chan = hwc.shape[2]
+    for ty in range(tiles_h):
+        for tx in range(tiles_w):
+            p = first + ty * tiles_w + tx
+            for j in range(4):
+                d0, d1, d2, d3 = hwc[2 * ty, 2 * tx + j], hwc[2 * ty + 1, 2 * tx + j], hwc[2 * ty + 2, 2 * tx + j], hwc[2 * ty + 3, 2 * tx + j]
+                for c in range(n_chan):
+                    bd[0, j, c] = d0[c] - d2[c]
+                    bd[1, j, c] = d1[c] + d2[c]
+                    bd[2, j, c] = d2[c] - d1[c]
+                    bd[3, j, c] = d1[c] - d3[c]
+            for a in range(4):
+                v0, v1, v2, v3 = v[4 * a, p], v[4 * a + 1, p], v[4 * a + 2, p], v[4 * a + 3, p]
+                for c in range(n_chan):
+                    v0[c] = bd[a, 0, c] - bd[a, 2, c]
+                    v1[c] = bd[a, 1, c] + bd[a, 2, c]
+                    v2[c] = bd[a, 2, c] - bd[a, 1, c]
+                    v3[c] = bd[a, 1, c] - bd[a, 3, c]
+
+
+@njit(cache=True)
+def _patch_gradient(dv, first, tiles_h, tiles_w, hwc, bdv):
+    """hwc = the sum over tiles of B dV B^T placed at its patch, dV (4, 4)
+    the vectors dv[:, first + ty*TW + tx] over the C channels: the adjoint
+    of _input_transform. bdv (4, 4, C) is scratch for dV B^T."""
+    n_chan = hwc.shape[2]
+    hwc[:] = 0
+    for ty in range(tiles_h):
+        for tx in range(tiles_w):
+            p = first + ty * tiles_w + tx
+            for a in range(4):
+                v0, v1, v2, v3 = dv[4 * a, p], dv[4 * a + 1, p], dv[4 * a + 2, p], dv[4 * a + 3, p]
+                for c in range(n_chan):
+                    bdv[a, 0, c] = v0[c]
+                    bdv[a, 1, c] = v1[c] - v2[c] + v3[c]
+                    bdv[a, 2, c] = v1[c] + v2[c] - v0[c]
+                    bdv[a, 3, c] = -v3[c]
+            for j in range(4):
+                d0, d1, d2, d3 = hwc[2 * ty, 2 * tx + j], hwc[2 * ty + 1, 2 * tx + j], hwc[2 * ty + 2, 2 * tx + j], hwc[2 * ty + 3, 2 * tx + j]
+                for c in range(n_chan):
+                    d0[c] += bdv[0, j, c]
+                    d1[c] += bdv[1, j, c] - bdv[2, j, c] + bdv[3, j, c]
+                    d2[c] += bdv[1, j, c] + bdv[2, j, c] - bdv[0, j, c]
+                    d3[c] -= bdv[3, j, c]
+
+
+@njit(cache=True)
+def _output_transform(m, first, tiles_h, tiles_w, b, hwf, am):
+    """hwf[2ty + i, 2tx + j] = (A^T M A)[i, j] + b of each tile's M (4, 4),
+    the vectors m[:, first + ty*TW + tx] over the F filters; am (2, 4, F)
+    is scratch for A^T M."""
+    n_filt = m.shape[2]
+    for ty in range(tiles_h):
+        for tx in range(tiles_w):
+            p = first + ty * tiles_w + tx
+            for j in range(4):
+                m0, m1, m2, m3 = m[j, p], m[4 + j, p], m[8 + j, p], m[12 + j, p]
+                for f in range(n_filt):
+                    am[0, j, f] = m0[f] + m1[f] + m2[f]
+                    am[1, j, f] = m1[f] - m2[f] - m3[f]
+            for i in range(2):
+                y0, y1 = hwf[2 * ty + i, 2 * tx], hwf[2 * ty + i, 2 * tx + 1]
+                for f in range(n_filt):
+                    y0[f] = am[i, 0, f] + am[i, 1, f] + am[i, 2, f] + b[f]
+                    y1[f] = am[i, 1, f] - am[i, 2, f] - am[i, 3, f] + b[f]
+
+
+@njit(cache=True)
+def _gradient_transform(hwf, tiles_h, tiles_w, z, first, ag):
+    """z[4*a + b, first + ty*TW + tx] = (A dY A^T)[a, b] of each tile's
+    output gradient dY = hwf[2ty:2ty+2, 2tx:2tx+2], vectors over the F
+    filters: the adjoint of _output_transform. ag (4, 2, F) is scratch for
+    A dY."""
+    n_filt = hwf.shape[2]
+    for ty in range(tiles_h):
+        for tx in range(tiles_w):
+            p = first + ty * tiles_w + tx
+            for j in range(2):
+                g0, g1 = hwf[2 * ty, 2 * tx + j], hwf[2 * ty + 1, 2 * tx + j]
+                for f in range(n_filt):
+                    ag[0, j, f] = g0[f]
+                    ag[1, j, f] = g0[f] + g1[f]
+                    ag[2, j, f] = g0[f] - g1[f]
+                    ag[3, j, f] = -g1[f]
+            for a in range(4):
+                z0, z1, z2, z3 = z[4 * a, p], z[4 * a + 1, p], z[4 * a + 2, p], z[4 * a + 3, p]
+                for f in range(n_filt):
+                    z0[f] = ag[a, 0, f]
+                    z1[f] = ag[a, 0, f] + ag[a, 1, f]
+                    z2[f] = ag[a, 0, f] - ag[a, 1, f]
+                    z3[f] = -ag[a, 1, f]
+
+
+@njit(cache=True)
+def _add_matrix(source, target):
+    """target += source, two (rows, columns) arrays."""
+    for i in range(source.shape[0]):
+        for j in range(source.shape[1]):
+            target[i, j] += source[i, j]
+
+
+def _conv2d_winograd(xp, w, b, sh, sw, out, n_chunks, cache_bytes):
+    n_filt, n_chan = w.shape[0], w.shape[1]
+    tiles_h, tiles_w = _tiles(out.shape[2], out.shape[3])
+    n_tiles = tiles_h * tiles_w
+    group = _images_per_gemm(16 * (n_chan + n_filt) * n_tiles * out.itemsize, xp.shape[0], n_chunks, cache_bytes)
+    u = np.empty((16, n_chan, n_filt), out.dtype)
+    _winograd_forward_groups(xp, w, u, b, out, n_chunks, group, tiles_h, tiles_w)
+
+
+@njit(parallel=True, cache=True)
+def _winograd_forward_groups(xp, w, u, b, out, n_chunks, group, tiles_h, tiles_w):
+    n_img, n_chan, n_filt = xp.shape[0], u.shape[1], u.shape[2]
+    n_tiles = tiles_h * tiles_w
+    v = np.empty((n_chunks, 16, group * n_tiles, n_chan), out.dtype)
+    m = np.empty((n_chunks, 16, group * n_tiles, n_filt), out.dtype)
+    hwc = np.empty((n_chunks, 2 * tiles_h + 2, 2 * tiles_w + 2, n_chan), out.dtype)
+    hwf = np.empty((n_chunks, 2 * tiles_h, 2 * tiles_w, n_filt), out.dtype)
+    bd = np.empty((n_chunks, 4, 4, n_chan), out.dtype)
+    am = np.empty((n_chunks, 2, 4, n_filt), out.dtype)
+    _filter_transform(w, u)
+    for t in prange(n_chunks):
+        first, last = t * n_img // n_chunks, (t + 1) * n_img // n_chunks
+        for g in range((last - first + group - 1) // group):
+            n = first + g * group
+            m_img = min(group, last - n)
+            for k in range(m_img):
+                _channels_last(xp[n + k], hwc[t])
+                _input_transform(hwc[t], tiles_h, tiles_w, v[t], k * n_tiles, bd[t])
+            for e in range(16):
+                # M[e] (m*tiles, F) = V[e] (m*tiles, C) @ U[e] (C, F)
+                np.dot(v[t, e, :m_img * n_tiles], u[e], m[t, e, :m_img * n_tiles])
+            for k in range(m_img):
+                _output_transform(m[t], k * n_tiles, tiles_h, tiles_w, b, hwf[t], am[t])
+                for f in range(n_filt):
+                    for y in range(out.shape[2]):
+                        for x in range(out.shape[3]):
+                            out[n + k, f, y, x] = hwf[t, y, x, f]
+
+
+def _conv2d_backward_winograd(dy, xp, w, sh, sw, dxp, dw, n_chunks, cache_bytes):
+    n_filt, n_chan = w.shape[0], w.shape[1]
+    tiles_h, tiles_w = _tiles(dy.shape[2], dy.shape[3])
+    n_tiles = tiles_h * tiles_w
+    group = _images_per_gemm(16 * (2 * n_chan + n_filt) * n_tiles * dw.itemsize, xp.shape[0], n_chunks,
+                             cache_bytes)
+    u = np.empty((16, n_chan, n_filt), dw.dtype)
+    du = np.zeros((n_chunks, 16, n_chan, n_filt), dw.dtype)
+    _winograd_backward_groups(dy, xp, w, u, dxp, du, dw, n_chunks, group, tiles_h, tiles_w)
+
+
+@njit(parallel=True, cache=True)
+def _winograd_backward_groups(dy, xp, w, u, dxp, du, dw, n_chunks, group, tiles_h, tiles_w):
+    n_img, n_chan, n_filt = xp.shape[0], u.shape[1], u.shape[2]
+    n_tiles = tiles_h * tiles_w
+    v = np.empty((n_chunks, 16, group * n_tiles, n_chan), dw.dtype)
+    z = np.empty((n_chunks, 16, group * n_tiles, n_filt), dw.dtype)
+    dv = np.empty((n_chunks, 16, group * n_tiles, n_chan), dw.dtype)
+    hwc = np.empty((n_chunks, 2 * tiles_h + 2, 2 * tiles_w + 2, n_chan), dw.dtype)
+    hwf = np.empty((n_chunks, 2 * tiles_h, 2 * tiles_w, n_filt), dw.dtype)
+    bd = np.empty((n_chunks, 4, 4, n_chan), dw.dtype)
+    ag = np.empty((n_chunks, 4, 2, n_filt), dw.dtype)
+    product = np.empty((n_chunks, n_chan, n_filt), dw.dtype)  # np.dot has no beta: dU sums go through it
+    _filter_transform(w, u)
+    for t in prange(n_chunks):
+        first, last = t * n_img // n_chunks, (t + 1) * n_img // n_chunks
+        for g in range((last - first + group - 1) // group):
+            n = first + g * group
+            m_img = min(group, last - n)
+            for k in range(m_img):
+                _channels_last(xp[n + k], hwc[t])
+                _input_transform(hwc[t], tiles_h, tiles_w, v[t], k * n_tiles, bd[t])
+                _channels_last(dy[n + k], hwf[t])
+                _gradient_transform(hwf[t], tiles_h, tiles_w, z[t], k * n_tiles, ag[t])
+            for e in range(16):
+                # dU[e] (C, F) += V[e]^T (C, m*tiles) @ Z[e] (m*tiles, F)
+                np.dot(v[t, e, :m_img * n_tiles].T, z[t, e, :m_img * n_tiles], product[t])
+                _add_matrix(product[t], du[t, e])
+                if dxp is not None:
+                    # dV[e] (m*tiles, C) = Z[e] (m*tiles, F) @ U[e]^T (F, C)
+                    np.dot(z[t, e, :m_img * n_tiles], u[e].T, dv[t, e, :m_img * n_tiles])
+            if dxp is not None:
+                for k in range(m_img):
+                    _patch_gradient(dv[t], k * n_tiles, tiles_h, tiles_w, hwc[t], bd[t])
+                    _add_channels_first(hwc[t], dxp[n + k])
+    for t in range(1, n_chunks):
+        for e in range(16):
+            _add_matrix(du[t, e], du[0, e])
+    _filter_gradient(du[0], dw)
+
+
 KERNELS = {
     ("conv2d", "naive"): conv2d_naive,
     ("conv2d_backward", "naive"): conv2d_backward_naive,
@@ -771,6 +1056,8 @@ KERNELS = {
     ("conv2d_backward", "vectorized"): conv2d_backward_vectorized,
     ("conv2d", "gemm"): _conv2d_gemm,
     ("conv2d_backward", "gemm"): _conv2d_backward_gemm,
+    ("conv2d", "winograd"): _conv2d_winograd,
+    ("conv2d_backward", "winograd"): _conv2d_backward_winograd,
     ("conv2d_relu_maxpool2d", "naive"): conv2d_relu_maxpool2d_naive,
     ("conv2d_relu_maxpool2d_backward", "naive"): conv2d_relu_maxpool2d_backward_naive,
     ("conv2d_relu_maxpool2d", "vectorized"): conv2d_relu_maxpool2d_vectorized,

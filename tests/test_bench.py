@@ -39,7 +39,7 @@ def expected_rows():
     """(layer, N, op, direction, variant) of every variant, GEMM for conv."""
     rows = set()
     for work in workloads(NETWORKS, [BATCH]):
-        names = ["/".join(v) for v in registry.variants(work.op)] + (["numpy/gemm"] if work.is_conv else [])
+        names = ["/".join(v) for v in work.variants()] + (["numpy/gemm"] if work.is_conv else [])
         base = work.op.removesuffix("_backward")
         rows |= {(work.layer.label, str(BATCH), base, work.direction, name) for name in names}
     return rows

@@ -46,6 +46,12 @@ def random_case(seed, x_shape, w_shape, out_shape, dtype=np.float64):
     return x, w, b, dy
 
 
+def refused(algorithm, w_shape, stride) -> bool:
+    """Whether ``algorithm`` cannot compute a conv of this geometry (and so
+    must refuse it): Winograd F(2x2, 3x3) is for 3x3 kernels at stride 1."""
+    return algorithm == "winograd" and (tuple(w_shape[2:]) != (3, 3) or tuple(stride) != (1, 1))
+
+
 def reference_forward(x, w, b, stride=1, padding=0):
     return ops.conv2d(x, w, b, stride, padding, backend="numpy", algorithm="reference")
 
@@ -131,6 +137,10 @@ def geometry_case(geometry, seed):
 @random_geometries
 def test_forward_matches_reference_on_random_geometry(backend, algorithm, geometry, seed):
     x, w, b, _, stride, padding = geometry_case(geometry, seed)
+    if refused(algorithm, w.shape, stride):
+        with pytest.raises(ValueError, match=f"conv2d: algorithm '{algorithm}' does not apply: it computes 3x3"):
+            ops.conv2d(x, w, b, stride, padding, backend=backend, algorithm=algorithm)
+        return
     out = ops.conv2d(x, w, b, stride, padding, backend=backend, algorithm=algorithm)
     assert_close(out, reference_forward(x, w, b, stride, padding), RTOL[np.float64])
 
@@ -139,6 +149,10 @@ def test_forward_matches_reference_on_random_geometry(backend, algorithm, geomet
 @random_geometries
 def test_backward_matches_reference_on_random_geometry(backend, algorithm, geometry, seed):
     x, w, _, dy, stride, padding = geometry_case(geometry, seed)
+    if refused(algorithm, w.shape, stride):
+        with pytest.raises(ValueError, match=f"conv2d_backward: algorithm '{algorithm}' does not apply"):
+            ops.conv2d_backward(dy, x, w, stride, padding, backend=backend, algorithm=algorithm)
+        return
     grads = ops.conv2d_backward(dy, x, w, stride, padding, backend=backend, algorithm=algorithm)
     for got, want in zip(grads, reference_backward(dy, x, w, stride, padding)):
         assert_close(got, want, RTOL[np.float64])
@@ -170,6 +184,8 @@ def test_backward_without_dx_on_mnist_conv1(backend, algorithm):
 @random_geometries
 def test_backward_without_dx_on_random_geometry(backend, algorithm, geometry, seed):
     x, w, _, dy, stride, padding = geometry_case(geometry, seed)
+    if refused(algorithm, w.shape, stride):
+        return  # refused as test_backward_matches_reference_on_random_geometry checks
     assert_same_weight_grads_without_dx(backend, algorithm, dy, x, w, stride, padding)
 
 
@@ -182,8 +198,8 @@ GRADCHECK_CASES = [  # (x shape, w shape, stride, padding)
 ]
 
 
-@pytest.mark.parametrize("x_shape, w_shape, stride, padding", GRADCHECK_CASES)
-@pytest.mark.parametrize("backend, algorithm", BACKWARD)
+@pytest.mark.parametrize("backend, algorithm, x_shape, w_shape, stride, padding", [
+    (*variant, *case) for variant in BACKWARD for case in GRADCHECK_CASES if not refused(variant[1], case[1], case[2])])
 def test_backward_matches_numerical_gradient(backend, algorithm, x_shape, w_shape, stride, padding):
     out_shape = reference_forward(np.zeros(x_shape), np.zeros(w_shape), None, stride, padding).shape
     x, w, b, dy = random_case(2, x_shape, w_shape, out_shape)
@@ -201,7 +217,7 @@ def test_backward_matches_numerical_gradient(backend, algorithm, x_shape, w_shap
 
 
 def small_case(dtype=np.float64):
-    return random_case(3, (3, 2, 7, 6), (4, 2, 3, 2), (3, 4, 5, 5), dtype)
+    return random_case(3, (3, 2, 7, 6), (4, 2, 3, 3), (3, 4, 5, 4), dtype)
 
 
 def read_only(*arrays):
@@ -265,3 +281,50 @@ def test_backward_dtypes(backend, algorithm):
         grads = ops.conv2d_backward(*args, backend=backend, algorithm=algorithm)
         for got, want in zip(grads, reference_backward(dy64, x64, w64)):
             assert_close(got, want, RTOL[np.float64])
+
+
+# ------------------------------------------------------------- winograd
+
+WINOGRAD = [v for v in FORWARD if v[1] == "winograd"]
+WINOGRAD_RTOL = {np.float32: 1e-4, np.float64: 1e-10}
+"""Winograd's bound, as every variant's: error relative to the largest
+reference magnitude (float32: measured on MNIST activations, see
+docs/concepts.md, well inside it)."""
+
+
+@st.composite
+def winograd_geometries(draw):
+    """3x3 kernels at stride 1, padding 0 or 1 (same-padding), odd and even
+    sizes, 1 to 130 channels, batch 1 to 3."""
+    n, c, f = draw(st.integers(1, 3)), draw(st.integers(1, 130)), draw(st.integers(1, 130))
+    ph, pw = draw(st.integers(0, 1)), draw(st.integers(0, 1))
+    h, w = draw(st.integers(3 - 2 * ph, 12)), draw(st.integers(3 - 2 * pw, 12))
+    return (n, c, h, w), (f, c, 3, 3), (ph, pw), draw(st.sampled_from([np.float32, np.float64]))
+
+
+@pytest.mark.parametrize("backend, algorithm", WINOGRAD)
+@given(geometry=winograd_geometries(), seed=st.integers(0, 2**32 - 1))
+@example(geometry=((1, 1, 3, 3), (1, 1, 3, 3), (0, 0), np.float64), seed=0)  # one tile, half of it outside
+@example(geometry=((2, 130, 5, 4), (3, 130, 3, 3), (1, 1), np.float32), seed=0)
+def test_winograd_matches_reference_forward_and_backward(backend, algorithm, geometry, seed):
+    x_shape, w_shape, padding, dtype = geometry
+    out_shape = reference_forward(np.zeros(x_shape), np.zeros(w_shape), None, 1, padding).shape
+    x, w, b, dy = random_case(seed, x_shape, w_shape, out_shape, dtype)
+    exact = [a.astype(np.float64) for a in (x, w, b, dy)]
+    out = ops.conv2d(x, w, b, 1, padding, backend=backend, algorithm=algorithm)
+    assert_close(out, reference_forward(*exact[:3], 1, padding).astype(dtype), WINOGRAD_RTOL[dtype])
+    grads = ops.conv2d_backward(dy, x, w, 1, padding, backend=backend, algorithm=algorithm)
+    expected = reference_backward(exact[3], *exact[:2], 1, padding)
+    for got, want in zip(grads, expected):
+        assert_close(got, want.astype(dtype), WINOGRAD_RTOL[dtype])
+
+
+@pytest.mark.parametrize("backend, algorithm", WINOGRAD)
+@pytest.mark.parametrize("w_shape, stride", [((2, 1, 5, 5), 1), ((2, 1, 3, 3), 2), ((2, 1, 3, 1), 1)])
+def test_winograd_refuses_what_it_cannot_compute_and_auto_passes_it_over(backend, algorithm, w_shape, stride):
+    x = np.ones((2, 1, 8, 8), np.float32)
+    w = np.ones(w_shape, np.float32)
+    with pytest.raises(ValueError, match=r"algorithm 'winograd' does not apply: it computes 3x3 kernels at "
+                                         r"stride 1 only, got kernel \d+x\d+ at stride \(\d, \d\)"):
+        ops.conv2d(x, w, stride=stride, backend=backend, algorithm=algorithm)
+    assert_close(ops.conv2d(x, w, stride=stride, backend=backend), reference_forward(x, w, None, stride), 1e-6)

@@ -47,18 +47,18 @@ def test_a_forced_build_that_cannot_run_fails_with_a_message_not_a_crash():
 
 def _cases():
     """(op name, ops function, its arguments): every op at one small shape
-    with stride and padding, float64, so any build's result is exact to
-    rounding."""
+    with padding (and stride, for pooling), float64, so any build's result
+    is exact to rounding."""
     rng = np.random.default_rng(0)
     x, w, b = rng.standard_normal((3, 4, 9, 8)), rng.standard_normal((5, 4, 3, 3)), rng.standard_normal(5)
-    conv_dy = rng.standard_normal((3, 5, 5, 4))  # conv at stride 2, padding 1
+    conv_dy = rng.standard_normal((3, 5, 9, 8))  # conv at stride 1 (Winograd's), padding 1
     pool_dy = rng.standard_normal((3, 4, 5, 4))  # 3x3 pool, stride 2, padding 1
     fused_y, code = ops.conv2d_relu_maxpool2d(x, w, b, 1, 1, 2, backend="numpy", algorithm="reference")
     fused_dy = rng.standard_normal(fused_y.shape)
     pool = dict(kernel_size=3, stride=2, padding=1)
     return {
-        "conv2d": (ops.conv2d, (x, w, b, 2, 1), {}),
-        "conv2d_backward": (ops.conv2d_backward, (conv_dy, x, w, 2, 1), {}),
+        "conv2d": (ops.conv2d, (x, w, b, 1, 1), {}),
+        "conv2d_backward": (ops.conv2d_backward, (conv_dy, x, w, 1, 1), {}),
         "max_pool2d": (ops.max_pool2d, (x,), pool),
         "max_pool2d_backward": (ops.max_pool2d_backward, (pool_dy, x), pool),
         "avg_pool2d": (ops.avg_pool2d, (x,), pool),

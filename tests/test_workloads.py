@@ -211,3 +211,11 @@ def test_label_and_slug_name_the_workload():
     work = Workload(layer("cnn", "conv2"), 64, "backward")
     assert work.label == "cnn.conv2 N=64 backward"
     assert work.slug == "cnn.conv2-N64-backward"
+
+
+def test_a_workload_offers_only_the_variants_that_can_compute_it():
+    lenet = {w.layer.name: w for w in workloads(["lenet5"], [1], directions=["forward"])}
+    cnn = {w.layer.name: w for w in workloads(["cnn"], [1], directions=["forward"])}
+    assert "winograd" not in {a for _, a in lenet["conv1"].variants()}  # 5x5
+    assert {("cython", "winograd"), ("numba", "winograd")} <= set(cnn["conv2"].variants())
+    assert cnn["conv2"].variants("numba") == [v for v in cnn["conv2"].variants() if v[0] == "numba"]
