@@ -49,7 +49,7 @@ from pathlib import Path
 
 import pytest
 
-from fastconv import bench, cli, compare, data, explain, interop_cli, models, serve, viz
+from fastconv import bench, compare, data, explain, interop_cli, models, serve, train, viz
 
 REPO = Path(__file__).resolve().parents[1]
 MNIST = REPO.parent / "shared" / "data" / "mnist"
@@ -59,7 +59,7 @@ PAGES = ("README.md", *sorted(str(p.relative_to(REPO)) for p in (REPO / "docs").
 LANGUAGES = {"bash": "bash", "sh": "bash", "python": "python"}
 
 PARSE = {
-    "fastconv-train": cli.build_parser().parse_args,
+    "fastconv-train": train.build_parser().parse_args,
     "fastconv-explain": explain.build_parser().parse_args,
     "fastconv-viz": viz.build_parser()[0].parse_args,
     "fastconv-compare": compare.build_parser().parse_args,
