@@ -39,3 +39,16 @@ __version__ = "0.1.0"
 
 # Before NumPy and Numba start their thread pools (see fastconv.threads).
 _threads.wait_quietly()
+
+_USER_VARIANT_API = ("register_variant", "unregister_variant")
+
+
+def __getattr__(name):
+    """``fastconv.register_variant`` and ``fastconv.unregister_variant``
+    (:mod:`fastconv.user_variants`), imported on first use so that
+    ``import fastconv`` stays light and comes before NumPy."""
+    if name in _USER_VARIANT_API:
+        from fastconv import user_variants
+
+        return getattr(user_variants, name)
+    raise AttributeError(f"module 'fastconv' has no attribute {name!r}")

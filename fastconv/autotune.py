@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 
 import fastconv
-from fastconv import cpu, registry, settings, threads
+from fastconv import cpu, registry, settings, threads, user_variants
 from fastconv.atomic import locked, write_atomically
 
 BACKEND_ENV, ALGORITHM_ENV = settings.BACKEND, settings.ALGORITHM
@@ -81,13 +81,17 @@ def candidates(op, backend, algorithm, *, ahead_of_time_only=False, excluded=())
     ``"auto"``). The NumPy reference and the naive loops take part only when
     asked for by name: they are the documentation versions, never the
     fastest on a real shape, and timing naive on a large batch would cost
-    seconds for nothing. ``ahead_of_time_only`` keeps only the
+    seconds for nothing. A learner's variant (backend ``"user"``) takes part
+    only when asked for by its name or with ``backend="user"``: ``auto``
+    never picks one. ``ahead_of_time_only`` keeps only the
     :data:`AHEAD_OF_TIME` backends' variants where ``backend`` is
     ``"auto"`` (see the module docstring). ``excluded`` algorithms cannot
     compute the call (Winograd for a 5x5 kernel) and take no part."""
     found = [
         (b, a) for b, a in registry.variants(op, backend=backend) if algorithm in ("auto", a) and a not in excluded
     ]
+    if algorithm == "auto" and backend != user_variants.BACKEND:
+        found = [v for v in found if v[0] != user_variants.BACKEND]
     if algorithm == "auto":
         found = [v for v in found if v[1] != "naive"] or found
     if backend == "auto" and algorithm == "auto":
@@ -97,7 +101,7 @@ def candidates(op, backend, algorithm, *, ahead_of_time_only=False, excluded=())
     if not found:
         raise ValueError(
             f"no variant of {op} matches backend={backend!r}, algorithm={algorithm!r}; "
-            f"available: {registry.variants(op)}"
+            f"available: {registry.variants(op)}{user_variants.hint(op, algorithm)}"
         )
     return found
 

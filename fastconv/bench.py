@@ -12,6 +12,10 @@ training step at batch 64, evaluation at batches 1, 64 and 256) and saves
 the choices; ``auto`` on a new machine otherwise times only the Cython
 variants, which need no compiling (see :mod:`fastconv.autotune`).
 
+With ``--user-variant OP=FILE.py:FUNCTION`` it times your own function
+(:mod:`fastconv.user_variants`) as the variant ``user/FUNCTION`` beside the
+built-ins.
+
 With ``--inference`` it times the reference CNN's whole forward pass
 instead: fastconv (``auto``, fused) and, when it is installed, onnxruntime
 running the model exported by :func:`fastconv.interop.save_onnx`, with as
@@ -33,7 +37,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from tqdm import tqdm
 
-from fastconv import autotune, isa, models, registry, threads
+from fastconv import autotune, isa, models, registry, threads, user_variants
 from fastconv.optim import SGD
 from fastconv.state_dict import InteropError
 from fastconv.workloads import NETWORKS, median_seconds, workloads
@@ -192,8 +196,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="whose layer shapes to run (default: cnn)")
     parser.add_argument("--batch", nargs="+", type=int, default=[64], help="batch sizes (default: 64)")
     parser.add_argument("--ops", nargs="+", choices=registry.OPS, help="ops to run (default: all)")
-    parser.add_argument("--backend", choices=("auto",) + registry.available_backends(), default="auto",
-                        help="one backend's variants only (default: all, the reference included)")
+    parser.add_argument("--backend", choices=("auto",) + registry.available_backends() + (user_variants.BACKEND,),
+                        default="auto", help="one backend's variants only (user: those of --user-variant; "
+                                             "default: all, the reference included)")
+    parser.add_argument("--user-variant", action="append", default=[], metavar="OP=FILE.py:FUNCTION",
+                        help="time your own function as a variant of OP, named after the function, beside the "
+                             "built-ins; repeat for more (default: none)")
     parser.add_argument("--repeat", type=int, default=5, help="timed samples per variant (default: %(default)s)")
     parser.add_argument("--threads", type=int, help="threads (default: FASTCONV_NUM_THREADS or all cores)")
     parser.add_argument("--tune", action="store_true",
@@ -226,6 +234,14 @@ def parse_args(argv):
     args = parser.parse_args(argv)
     if args.repeat < 1 or min(args.batch) < 1 or (args.threads is not None and args.threads < 1):
         parser.error("--repeat, --batch and --threads must be >= 1")
+    for spec in args.user_variant:
+        op, _, target = spec.partition("=")
+        try:
+            if op not in registry.OPS:
+                raise ValueError(f"unknown op {op!r}; choose from {', '.join(registry.OPS)}")
+            user_variants.register_variant(op, user_variants.load_function(target))
+        except (ValueError, TypeError, user_variants.LoadError) as error:
+            parser.error(f"--user-variant {spec}: {error}")
     for option, path in (("--markdown", args.markdown), ("--json", args.json)):
         reason = path and unwritable(path)
         if reason:

@@ -9,11 +9,12 @@ continues exactly where the saved one stopped.
 from __future__ import annotations
 
 import dataclasses
+import html
 import sys
 import time
 
 import numpy as np
-from tqdm import tqdm
+from tqdm.auto import tqdm  # a text bar on a terminal, a widget in Jupyter
 
 from fastconv import checkpoint, fusion
 from fastconv.layers import name_layers
@@ -157,18 +158,24 @@ class Sequential:
             fields = list(zip(*per_axis))
         return fields + [None] * (len(self.layers) - len(fields))
 
-    def summary(self, file=None, receptive_field=False) -> None:
-        """Print a Keras-style table: layer (type), output shape, values held
-        (trainable and not, as Keras counts them), and with
-        ``receptive_field`` the input pixels (H x W) one output pixel
-        of the layer sees (blank once the image is flattened)."""
-        file = sys.stdout if file is None else file
+    def _summary_rows(self) -> list[tuple[str, str, str, str]]:
+        """The summary table, a header and a row per layer: layer (type),
+        output shape, values held, receptive field (H x W, or blank)."""
         rows = [("Layer (type)", "Output Shape", "Param #", "Receptive field")]
         rows.append(("input", _batch_shape(self.input_shape), "0", "1x1" if len(self.input_shape) == 3 else ""))
         for layer, shape, field in zip(self.layers, self.output_shapes, self.receptive_fields()):
             rows.append((f"{layer.name} ({type(layer).__name__})", _batch_shape(shape),
                          f"{layer.param_count() + layer.buffer_count():,}",
                          "" if field is None else f"{field[0].receptive_field}x{field[1].receptive_field}"))
+        return rows
+
+    def summary(self, file=None, receptive_field=False) -> None:
+        """Print a Keras-style table: layer (type), output shape, values held
+        (trainable and not, as Keras counts them), and with
+        ``receptive_field`` the input pixels (H x W) one output pixel
+        of the layer sees (blank once the image is flattened)."""
+        file = sys.stdout if file is None else file
+        rows = self._summary_rows()
         columns = 4 if receptive_field else 3
         widths = [max(len(row[i]) for row in rows) + 3 for i in range(columns)]
         rule = "-" * sum(widths)
@@ -188,6 +195,20 @@ class Sequential:
         print(f"Trainable params: {trainable:,}", file=file)
         print(f"Non-trainable params: {fixed:,}", file=file)
         print(rule, file=file)
+
+    def _repr_html_(self) -> str:
+        """The :meth:`summary` table as HTML, receptive fields included:
+        what Jupyter shows for a model at the end of a cell."""
+        header, *rows = self._summary_rows()
+
+        def row(cells, tag):
+            return "<tr>" + "".join(f"<{tag}>{html.escape(cell)}</{tag}>" for cell in cells) + "</tr>"
+
+        trainable, fixed = self.param_count(), self.buffer_count()
+        caption = (f'Model: "sequential" ({self.dtype.name}): {trainable + fixed:,} params, '
+                   f"{trainable:,} trainable, {fixed:,} non-trainable")
+        return (f"<table><caption>{html.escape(caption)}</caption><thead>{row(header, 'th')}</thead>"
+                f"<tbody>{''.join(row(cells, 'td') for cells in rows)}</tbody></table>")
 
     # ------------------------------------------------------- forward/backward
 

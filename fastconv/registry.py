@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 import importlib
 
-from fastconv import cpu, isa, op_table, threads
+from fastconv import cpu, isa, op_table, threads, user_variants
 from fastconv.waiting import FirstCallNotice
 from fastconv.op_table import ALGORITHMS, OPS  # noqa: F401  (re-exported)
 
@@ -84,21 +84,26 @@ def variants(op: str, *, include_reference: bool = True, backend: str = "auto") 
 
     ``backend`` other than ``"auto"`` keeps only that backend's variants (and
     loads no other). The NumPy reference comes first unless
-    ``include_reference`` is false.
+    ``include_reference`` is false; a learner's variants
+    (:mod:`fastconv.user_variants`, backend ``"user"``) come last.
     """
     declared = op_table.op(op)
-    if backend not in ("auto",) + available_backends():
+    if backend not in ("auto", user_variants.BACKEND) + available_backends():
         raise ValueError(f"unknown backend {backend!r}; choose from {available_backends()}")
     found = [REFERENCE] if include_reference and backend in ("auto", REFERENCE[0]) else []
     for name in COMPILED_BACKENDS:
         if backend in ("auto", name):
             table = family_kernels(name, declared.family)
             found += [(name, alg) for alg in ALGORITHMS if (op, alg) in table]
+    if backend in ("auto", user_variants.BACKEND):
+        found += user_variants.variants(op)
     return found
 
 
 def kernel(op: str, backend: str, algorithm: str):
     """The kernel function for one variant; ValueError if there is none."""
+    if backend == user_variants.BACKEND:
+        return user_variants.kernel(op, algorithm)
     table = family_kernels(backend, op_table.op(op).family)
     try:
         return table[(op, algorithm)]

@@ -2,8 +2,9 @@
 
 Each ``*_figure`` function returns a matplotlib ``Figure`` of an exact size in
 pixels (``size=(width, height)``), drawn on the Agg canvas directly: no
-pyplot, no window, no change to matplotlib's global backend. The command
-writes them as PNG files and prints their paths:
+pyplot, no window, no change to matplotlib's global backend; in Jupyter a
+cell that ends with one shows it. The command writes them as PNG files and
+prints their paths:
 
     fastconv-viz filters   --checkpoint PATH --out DIR   first-layer filters as a grid
     fastconv-viz maps      --checkpoint PATH --out DIR   feature maps of each conv/pool layer
@@ -18,6 +19,7 @@ when a figure is drawn.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import math
 import os
@@ -73,11 +75,15 @@ def _matplotlib():
 
 
 def _figure(size, title=None):
-    """An empty Figure of ``size`` = (width, height) pixels on an Agg canvas."""
+    """An empty Figure of ``size`` = (width, height) pixels on an Agg canvas,
+    which Jupyter shows inline at that size when a cell ends with it."""
     Figure, FigureCanvasAgg = _matplotlib()
     width, height = size
     fig = Figure(figsize=(width / DPI, height / DPI), dpi=DPI, layout="constrained")
     FigureCanvasAgg(fig)
+    # Jupyter shows pyplot's figures only (through the inline backend); a
+    # Figure made without pyplot is shown by the PNG it gives here.
+    fig._repr_png_ = lambda: png_bytes(fig)
     if title:
         fig.suptitle(title)
     return fig
@@ -86,6 +92,13 @@ def _figure(size, title=None):
 def save_png(fig, path) -> None:
     """Write ``fig`` to ``path`` as PNG at its own pixel size."""
     fig.savefig(path, format="png", dpi=DPI)
+
+
+def png_bytes(fig) -> bytes:
+    """``fig`` as PNG at its own pixel size, in memory."""
+    buffer = io.BytesIO()
+    save_png(fig, buffer)
+    return buffer.getvalue()
 
 
 def _tile_grid(fig, count):

@@ -21,8 +21,9 @@ How each command line is proved; this is the whole classification:
     (a benchmark) and ``fastconv-serve`` (a server: it runs until stopped).
     A parsed-only training leaves an untrained model of its architecture
     where it would have saved, so the commands after it run.
-* ``python -c "..."``: run. ``python SCRIPT`` and ``pytest PATH``: the
-  files named must exist (running the suites is their own business).
+* ``python -c "..."``: run. ``python SCRIPT``, ``pytest PATH`` and
+  ``jupyter lab PATH``: the files named must exist (running the suites is
+  their own business; tests/test_notebooks.py runs the notebooks).
 * Set-up (``pip``, ``python3 -m venv``, ``.``, ``apt-get``, ``export``):
   not run; this test runs inside the set-up.
 * Python blocks: run, each in a fresh namespace. The blocks listed in
@@ -323,6 +324,10 @@ def run_command(command: Command, monkeypatch) -> str:
         for path in _pytest_paths(words[1:]):
             assert (REPO / path).exists(), f"{command.where}: `{command}` names {path}, which does not exist"
         return "the paths it names exist"
+    elif words[:2] == ["jupyter", "lab"]:
+        for path in words[2:]:
+            assert (REPO / path).exists(), f"{command.where}: `{command}` names {path}, which does not exist"
+        return "a server: the paths it names exist"
     else:
         pytest.fail(f"{command.where}: `{command}`: this test does not know how to prove {words[0]}; "
                     "teach it (see the module docstring)")
