@@ -65,7 +65,7 @@ def _pool_ops(kind: str, forward: Callable, backward: Callable) -> tuple[Op, Op]
 
 
 _POOL_ALGORITHMS = ("naive", "im2col", "vectorized")  # pooling multiplies nothing: no GEMM
-_FUSED_ALGORITHMS = ("naive", "vectorized", "gemm")  # im2col's unfold has no fused form
+_FUSED_ALGORITHMS = ("naive", "vectorized", "gemm", "winograd")  # im2col's unfold has no fused form
 
 _DECLARED = (
     Op("conv2d", "conv", ("xp", "w", "b", "sh", "sw", "out"), "conv2d_backward", reference.conv2d_forward),

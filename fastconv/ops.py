@@ -366,7 +366,7 @@ def conv2d_relu_maxpool2d(x, w, b=None, stride=1, padding=0, pool_size=2, pool_s
         return out, code
 
     key = (xp.shape, w.shape, conv.stride, pool.kernel, pool.stride, dtype)
-    return _dispatch(op, backend, algorithm, key, run, x.shape[0])
+    return _dispatch(op, backend, algorithm, key, run, x.shape[0], _inapplicable(conv))
 
 
 def conv2d_relu_maxpool2d_backward(dy, code, x, w, stride=1, padding=0, pool_size=2, pool_stride=None,
@@ -404,6 +404,6 @@ def conv2d_relu_maxpool2d_backward(dy, code, x, w, stride=1, padding=0, pool_siz
         return dxp, dw, db
 
     key = (xp.shape, w.shape, conv.stride, pool.kernel, pool.stride, dtype, bool(compute_dx))
-    dxp, dw, db = _dispatch(op, backend, algorithm, key, run, x.shape[0])
+    dxp, dw, db = _dispatch(op, backend, algorithm, key, run, x.shape[0], _inapplicable(conv))
     dx = np.ascontiguousarray(_crop(dxp, conv.padding)) if compute_dx else None
     return dx, dw, db

@@ -1002,8 +1002,8 @@ cdef void _patch_gradient(const floating[:, :, ::1] dv, Py_ssize_t first, Py_ssi
 
 
 cdef void _output_transform(const floating[:, :, ::1] m, Py_ssize_t first, Py_ssize_t tiles_h, Py_ssize_t tiles_w,
-                            const floating[::1] b, floating[:, :, ::1] hwf, floating[:, :, ::1] am) noexcept nogil:
-    """hwf[2ty + i, 2tx + j] = (A^T M A)[i, j] + b of each tile's M (4, 4),
+                            floating[:, :, ::1] hwf, floating[:, :, ::1] am) noexcept nogil:
+    """hwf[2ty + i, 2tx + j] = (A^T M A)[i, j] of each tile's M (4, 4),
     the vectors m[:, first + ty*TW + tx] over the F filters; am (2, 4, F)
     is scratch for A^T M."""
     cdef Py_ssize_t n_filt = m.shape[2], ty, tx, p, j, i, f
@@ -1024,8 +1024,8 @@ cdef void _output_transform(const floating[:, :, ::1] m, Py_ssize_t first, Py_ss
             for i in range(2):
                 y0, y1 = &hwf[2 * ty + i, 2 * tx, 0], &hwf[2 * ty + i, 2 * tx + 1, 0]
                 for f in range(n_filt):
-                    y0[f] = am[i, 0, f] + am[i, 1, f] + am[i, 2, f] + b[f]
-                    y1[f] = am[i, 1, f] - am[i, 2, f] - am[i, 3, f] + b[f]
+                    y0[f] = am[i, 0, f] + am[i, 1, f] + am[i, 2, f]
+                    y1[f] = am[i, 1, f] - am[i, 2, f] - am[i, 3, f]
 
 
 cdef void _gradient_transform(const floating[:, :, ::1] hwf, Py_ssize_t tiles_h, Py_ssize_t tiles_w,
@@ -1068,26 +1068,52 @@ cdef void _add_matrix(const floating[:, ::1] source, floating[:, ::1] target) no
             target[i, j] += source[i, j]
 
 
+cdef void _rows_channels_last(const floating[:, ::1] conv, Py_ssize_t ow, floating[:, :, ::1] hwf) noexcept nogil:
+    """hwf (H', W', F) = conv (F, OH*OW) with the filters innermost, zeros
+    past OH and OW."""
+    cdef Py_ssize_t f, at
+    memset(&hwf[0, 0, 0], 0, hwf.shape[0] * hwf.shape[1] * hwf.shape[2] * sizeof(floating))
+    for f in range(conv.shape[0]):
+        for at in range(conv.shape[1]):
+            hwf[at // ow, at % ow, f] = conv[f, at]
+
+
 def _conv2d_winograd(xp, w, b, Py_ssize_t sh, Py_ssize_t sw, out, Py_ssize_t n_chunks, Py_ssize_t cache_bytes):
+    _winograd_forward(xp, w, b, sh, sw, 1, 1, 1, 1, out, None, n_chunks, cache_bytes)
+
+
+def _conv2d_backward_winograd(dy, xp, w, Py_ssize_t sh, Py_ssize_t sw, dxp, dw, Py_ssize_t n_chunks,
+                              Py_ssize_t cache_bytes):
+    _winograd_backward(dy, None, xp, w, sh, sw, 1, 1, 1, 1, dxp, dw, None, n_chunks, cache_bytes)
+
+
+def _winograd_forward(xp, w, b, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t pkh, Py_ssize_t pkw, Py_ssize_t psh,
+                      Py_ssize_t psw, out, code, Py_ssize_t n_chunks, Py_ssize_t cache_bytes):
+    """The forward pass of the fused op: out and code pooled from the conv
+    output; with code None, of the conv: out is the conv output itself."""
     n_filt, n_chan = w.shape[0], w.shape[1]
-    tiles_h, tiles_w = _tiles(out.shape[2], out.shape[3])
+    tiles_h, tiles_w = _tiles(xp.shape[2] - 2, xp.shape[3] - 2)
     n_tiles = tiles_h * tiles_w
     group = _images_per_gemm(16 * (n_chan + n_filt) * n_tiles * out.itemsize, xp.shape[0], n_chunks, cache_bytes)
     u = np.empty((16, n_chan, n_filt), out.dtype)
-    _winograd_forward_groups(xp, w, u, b, out, n_chunks, group, tiles_h, tiles_w)
+    _winograd_forward_groups(xp, w, u, b, pkh, pkw, psh, psw, out, code, n_chunks, group, tiles_h, tiles_w)
 
 
 def _winograd_forward_groups(const floating[:, :, :, ::1] xp, const floating[:, :, :, ::1] w, floating[:, :, ::1] u,
-                             const floating[::1] b, floating[:, :, :, ::1] out, Py_ssize_t n_chunks,
+                             const floating[::1] b, Py_ssize_t pkh, Py_ssize_t pkw, Py_ssize_t psh, Py_ssize_t psw,
+                             floating[:, :, :, ::1] out, unsigned char[:, :, :, ::1] code, Py_ssize_t n_chunks,
                              Py_ssize_t group, Py_ssize_t tiles_h, Py_ssize_t tiles_w):
     cdef Py_ssize_t n_img = xp.shape[0], n_chan = u.shape[1], n_filt = u.shape[2]
+    cdef Py_ssize_t oh = xp.shape[2] - 2, ow = xp.shape[3] - 2
     cdef Py_ssize_t n_tiles = tiles_h * tiles_w
     cdef Py_ssize_t t, first, last, g, n, m_img, k, e, f, y, x
+    cdef bint pooled = code is not None
     dtype = np.asarray(out).dtype
     cdef floating[:, :, :, ::1] v = np.empty((n_chunks, 16, group * n_tiles, n_chan), dtype)
     cdef floating[:, :, :, ::1] m = np.empty((n_chunks, 16, group * n_tiles, n_filt), dtype)
     cdef floating[:, :, :, ::1] hwc = np.empty((n_chunks, 2 * tiles_h + 2, 2 * tiles_w + 2, n_chan), dtype)
     cdef floating[:, :, :, ::1] hwf = np.empty((n_chunks, 2 * tiles_h, 2 * tiles_w, n_filt), dtype)
+    cdef floating[:, :, ::1] conv = np.empty((n_chunks, n_filt, oh * ow), dtype)
     cdef floating[:, :, :, ::1] bd = np.empty((n_chunks, 4, 4, n_chan), dtype)
     cdef floating[:, :, :, ::1] am = np.empty((n_chunks, 2, 4, n_filt), dtype)
     with nogil:
@@ -1105,39 +1131,56 @@ def _winograd_forward_groups(const floating[:, :, :, ::1] xp, const floating[:, 
                     _matmul(False, False, m_img * n_tiles, n_filt, n_chan, &v[t, e, 0, 0], n_chan,
                             &u[e, 0, 0], n_filt, 0, &m[t, e, 0, 0], n_filt)
                 for k in range(m_img):
-                    _output_transform(m[t], k * n_tiles, tiles_h, tiles_w, b, hwf[t], am[t])
+                    _output_transform(m[t], k * n_tiles, tiles_h, tiles_w, hwf[t], am[t])
+                    if pooled:
+                        for f in range(n_filt):
+                            for y in range(oh):
+                                for x in range(ow):
+                                    conv[t, f, y * ow + x] = hwf[t, y, x, f]
+                        _relu_maxpool_image(conv[t], b, ow, pkh, pkw, psh, psw, out[n + k], code[n + k])
+                        continue
                     for f in range(n_filt):
-                        for y in range(out.shape[2]):
-                            for x in range(out.shape[3]):
-                                out[n + k, f, y, x] = hwf[t, y, x, f]
+                        for y in range(oh):
+                            for x in range(ow):
+                                out[n + k, f, y, x] = hwf[t, y, x, f] + b[f]
 
 
-def _conv2d_backward_winograd(dy, xp, w, Py_ssize_t sh, Py_ssize_t sw, dxp, dw, Py_ssize_t n_chunks,
-                              Py_ssize_t cache_bytes):
+def _winograd_backward(dy, code, xp, w, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t pkh, Py_ssize_t pkw,
+                       Py_ssize_t psh, Py_ssize_t psw, dxp, dw, db, Py_ssize_t n_chunks, Py_ssize_t cache_bytes):
+    """The backward pass of the conv, and of the fused op: there dy is the
+    pooled gradient, which code routes back to the conv output, and db is
+    the fused op's; with code and db None, dy is the conv output's gradient
+    itself."""
     n_filt, n_chan = w.shape[0], w.shape[1]
-    tiles_h, tiles_w = _tiles(dy.shape[2], dy.shape[3])
+    tiles_h, tiles_w = _tiles(xp.shape[2] - 2, xp.shape[3] - 2)
     n_tiles = tiles_h * tiles_w
     group = _images_per_gemm(16 * (2 * n_chan + n_filt) * n_tiles * dw.itemsize, xp.shape[0], n_chunks,
                              cache_bytes)
     u = np.empty((16, n_chan, n_filt), dw.dtype)
     du = np.zeros((n_chunks, 16, n_chan, n_filt), dw.dtype)
-    _winograd_backward_groups(dy, xp, w, u, dxp, du, dw, n_chunks, group, tiles_h, tiles_w)
+    _winograd_backward_groups(dy, code, xp, w, u, pkw, psh, psw, dxp, du, dw, db, n_chunks, group, tiles_h,
+                              tiles_w)
 
 
-def _winograd_backward_groups(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::1] xp,
-                              const floating[:, :, :, ::1] w, floating[:, :, ::1] u, floating[:, :, :, ::1] dxp,
-                              floating[:, :, :, ::1] du, floating[:, :, :, ::1] dw, Py_ssize_t n_chunks,
-                              Py_ssize_t group, Py_ssize_t tiles_h, Py_ssize_t tiles_w):
+def _winograd_backward_groups(const floating[:, :, :, ::1] dy, const unsigned char[:, :, :, ::1] code,
+                              const floating[:, :, :, ::1] xp, const floating[:, :, :, ::1] w,
+                              floating[:, :, ::1] u, Py_ssize_t pkw, Py_ssize_t psh, Py_ssize_t psw,
+                              floating[:, :, :, ::1] dxp, floating[:, :, :, ::1] du, floating[:, :, :, ::1] dw,
+                              floating[::1] db, Py_ssize_t n_chunks, Py_ssize_t group, Py_ssize_t tiles_h,
+                              Py_ssize_t tiles_w):
     cdef Py_ssize_t n_img = xp.shape[0], n_chan = u.shape[1], n_filt = u.shape[2]
+    cdef Py_ssize_t oh = xp.shape[2] - 2, ow = xp.shape[3] - 2
     cdef Py_ssize_t n_tiles = tiles_h * tiles_w
-    cdef Py_ssize_t t, first, last, g, n, m_img, k, e
-    cdef bint compute_dx = dxp is not None
+    cdef Py_ssize_t t, first, last, g, n, m_img, k, e, f
+    cdef bint compute_dx = dxp is not None, routed = code is not None
     dtype = np.asarray(dw).dtype
     cdef floating[:, :, :, ::1] v = np.empty((n_chunks, 16, group * n_tiles, n_chan), dtype)
     cdef floating[:, :, :, ::1] z = np.empty((n_chunks, 16, group * n_tiles, n_filt), dtype)
     cdef floating[:, :, :, ::1] dv = np.empty((n_chunks, 16, group * n_tiles, n_chan), dtype)
     cdef floating[:, :, :, ::1] hwc = np.empty((n_chunks, 2 * tiles_h + 2, 2 * tiles_w + 2, n_chan), dtype)
     cdef floating[:, :, :, ::1] hwf = np.empty((n_chunks, 2 * tiles_h, 2 * tiles_w, n_filt), dtype)
+    cdef floating[:, :, ::1] dconv = np.empty((n_chunks, n_filt, oh * ow), dtype)
+    cdef floating[:, ::1] db_parts = np.zeros((n_chunks, n_filt), dtype)
     cdef floating[:, :, :, ::1] bd = np.empty((n_chunks, 4, 4, n_chan), dtype)
     cdef floating[:, :, :, ::1] ag = np.empty((n_chunks, 4, 2, n_filt), dtype)
     with nogil:
@@ -1150,7 +1193,13 @@ def _winograd_backward_groups(const floating[:, :, :, ::1] dy, const floating[:,
                 for k in range(m_img):
                     _channels_last(xp[n + k], hwc[t])
                     _input_transform(hwc[t], tiles_h, tiles_w, v[t], k * n_tiles, bd[t])
-                    _channels_last(dy[n + k], hwf[t])
+                    if routed:
+                        for f in range(n_filt):
+                            memset(&dconv[t, f, 0], 0, oh * ow * sizeof(floating))
+                        _unpool_image(dy[n + k], code[n + k], ow, pkw, psh, psw, dconv[t], db_parts[t])
+                        _rows_channels_last(dconv[t], ow, hwf[t])
+                    else:
+                        _channels_last(dy[n + k], hwf[t])
                     _gradient_transform(hwf[t], tiles_h, tiles_w, z[t], k * n_tiles, ag[t])
                 for e in range(16):
                     # dU[e] (C, F) += V[e]^T (C, m*tiles) @ Z[e] (m*tiles, F)
@@ -1168,6 +1217,10 @@ def _winograd_backward_groups(const floating[:, :, :, ::1] dy, const floating[:,
             for e in range(16):
                 _add_matrix(du[t, e], du[0, e])
         _filter_gradient(du[0], dw)
+    if db is not None:
+        for t in range(n_chunks):
+            for f in range(n_filt):
+                db[f] += db_parts[t, f]
 
 
 KERNELS = {
@@ -1185,4 +1238,6 @@ KERNELS = {
     ("conv2d_relu_maxpool2d_backward", "vectorized"): conv2d_relu_maxpool2d_backward_vectorized,
     ("conv2d_relu_maxpool2d", "gemm"): _forward_gemm,
     ("conv2d_relu_maxpool2d_backward", "gemm"): _backward_gemm,
+    ("conv2d_relu_maxpool2d", "winograd"): _winograd_forward,
+    ("conv2d_relu_maxpool2d_backward", "winograd"): _winograd_backward,
 }

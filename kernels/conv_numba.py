@@ -905,8 +905,8 @@ def _patch_gradient(dv, first, tiles_h, tiles_w, hwc, bdv):
 
 
 @njit(cache=True)
-def _output_transform(m, first, tiles_h, tiles_w, b, hwf, am):
-    """hwf[2ty + i, 2tx + j] = (A^T M A)[i, j] + b of each tile's M (4, 4),
+def _output_transform(m, first, tiles_h, tiles_w, hwf, am):
+    """hwf[2ty + i, 2tx + j] = (A^T M A)[i, j] of each tile's M (4, 4),
     the vectors m[:, first + ty*TW + tx] over the F filters; am (2, 4, F)
     is scratch for A^T M."""
     n_filt = m.shape[2]
@@ -921,8 +921,8 @@ def _output_transform(m, first, tiles_h, tiles_w, b, hwf, am):
             for i in range(2):
                 y0, y1 = hwf[2 * ty + i, 2 * tx], hwf[2 * ty + i, 2 * tx + 1]
                 for f in range(n_filt):
-                    y0[f] = am[i, 0, f] + am[i, 1, f] + am[i, 2, f] + b[f]
-                    y1[f] = am[i, 1, f] - am[i, 2, f] - am[i, 3, f] + b[f]
+                    y0[f] = am[i, 0, f] + am[i, 1, f] + am[i, 2, f]
+                    y1[f] = am[i, 1, f] - am[i, 2, f] - am[i, 3, f]
 
 
 @njit(cache=True)
@@ -959,23 +959,45 @@ def _add_matrix(source, target):
             target[i, j] += source[i, j]
 
 
+@njit(cache=True)
+def _rows_channels_last(conv, ow, hwf):
+    """hwf (H', W', F) = conv (F, OH*OW) with the filters innermost, zeros
+    past OH and OW."""
+    hwf[:] = 0
+    for f in range(conv.shape[0]):
+        for at in range(conv.shape[1]):
+            hwf[at // ow, at % ow, f] = conv[f, at]
+
+
 def _conv2d_winograd(xp, w, b, sh, sw, out, n_chunks, cache_bytes):
+    _winograd_forward(xp, w, b, sh, sw, 1, 1, 1, 1, out, None, n_chunks, cache_bytes)
+
+
+def _conv2d_backward_winograd(dy, xp, w, sh, sw, dxp, dw, n_chunks, cache_bytes):
+    _winograd_backward(dy, None, xp, w, sh, sw, 1, 1, 1, 1, dxp, dw, None, n_chunks, cache_bytes)
+
+
+def _winograd_forward(xp, w, b, sh, sw, pkh, pkw, psh, psw, out, code, n_chunks, cache_bytes):
+    """The forward pass of the fused op: out and code pooled from the conv
+    output; with code None, of the conv: out is the conv output itself."""
     n_filt, n_chan = w.shape[0], w.shape[1]
-    tiles_h, tiles_w = _tiles(out.shape[2], out.shape[3])
+    tiles_h, tiles_w = _tiles(xp.shape[2] - 2, xp.shape[3] - 2)
     n_tiles = tiles_h * tiles_w
     group = _images_per_gemm(16 * (n_chan + n_filt) * n_tiles * out.itemsize, xp.shape[0], n_chunks, cache_bytes)
     u = np.empty((16, n_chan, n_filt), out.dtype)
-    _winograd_forward_groups(xp, w, u, b, out, n_chunks, group, tiles_h, tiles_w)
+    _winograd_forward_groups(xp, w, u, b, pkh, pkw, psh, psw, out, code, n_chunks, group, tiles_h, tiles_w)
 
 
 @njit(parallel=True, cache=True)
-def _winograd_forward_groups(xp, w, u, b, out, n_chunks, group, tiles_h, tiles_w):
+def _winograd_forward_groups(xp, w, u, b, pkh, pkw, psh, psw, out, code, n_chunks, group, tiles_h, tiles_w):
     n_img, n_chan, n_filt = xp.shape[0], u.shape[1], u.shape[2]
+    oh, ow = xp.shape[2] - 2, xp.shape[3] - 2
     n_tiles = tiles_h * tiles_w
     v = np.empty((n_chunks, 16, group * n_tiles, n_chan), out.dtype)
     m = np.empty((n_chunks, 16, group * n_tiles, n_filt), out.dtype)
     hwc = np.empty((n_chunks, 2 * tiles_h + 2, 2 * tiles_w + 2, n_chan), out.dtype)
     hwf = np.empty((n_chunks, 2 * tiles_h, 2 * tiles_w, n_filt), out.dtype)
+    conv = np.empty((n_chunks, n_filt, oh * ow), out.dtype)
     bd = np.empty((n_chunks, 4, 4, n_chan), out.dtype)
     am = np.empty((n_chunks, 2, 4, n_filt), out.dtype)
     _filter_transform(w, u)
@@ -991,33 +1013,49 @@ def _winograd_forward_groups(xp, w, u, b, out, n_chunks, group, tiles_h, tiles_w
                 # M[e] (m*tiles, F) = V[e] (m*tiles, C) @ U[e] (C, F)
                 np.dot(v[t, e, :m_img * n_tiles], u[e], m[t, e, :m_img * n_tiles])
             for k in range(m_img):
-                _output_transform(m[t], k * n_tiles, tiles_h, tiles_w, b, hwf[t], am[t])
+                _output_transform(m[t], k * n_tiles, tiles_h, tiles_w, hwf[t], am[t])
+                if code is not None:
+                    for f in range(n_filt):
+                        for y in range(oh):
+                            for x in range(ow):
+                                conv[t, f, y * ow + x] = hwf[t, y, x, f]
+                    _relu_maxpool_image(conv[t], b, ow, pkh, pkw, psh, psw, out[n + k], code[n + k])
+                    continue
                 for f in range(n_filt):
-                    for y in range(out.shape[2]):
-                        for x in range(out.shape[3]):
-                            out[n + k, f, y, x] = hwf[t, y, x, f]
+                    for y in range(oh):
+                        for x in range(ow):
+                            out[n + k, f, y, x] = hwf[t, y, x, f] + b[f]
 
 
-def _conv2d_backward_winograd(dy, xp, w, sh, sw, dxp, dw, n_chunks, cache_bytes):
+def _winograd_backward(dy, code, xp, w, sh, sw, pkh, pkw, psh, psw, dxp, dw, db, n_chunks, cache_bytes):
+    """The backward pass of the conv, and of the fused op: there dy is the
+    pooled gradient, which code routes back to the conv output, and db is
+    the fused op's; with code and db None, dy is the conv output's gradient
+    itself."""
     n_filt, n_chan = w.shape[0], w.shape[1]
-    tiles_h, tiles_w = _tiles(dy.shape[2], dy.shape[3])
+    tiles_h, tiles_w = _tiles(xp.shape[2] - 2, xp.shape[3] - 2)
     n_tiles = tiles_h * tiles_w
     group = _images_per_gemm(16 * (2 * n_chan + n_filt) * n_tiles * dw.itemsize, xp.shape[0], n_chunks,
                              cache_bytes)
     u = np.empty((16, n_chan, n_filt), dw.dtype)
     du = np.zeros((n_chunks, 16, n_chan, n_filt), dw.dtype)
-    _winograd_backward_groups(dy, xp, w, u, dxp, du, dw, n_chunks, group, tiles_h, tiles_w)
+    _winograd_backward_groups(dy, code, xp, w, u, pkw, psh, psw, dxp, du, dw, db, n_chunks, group, tiles_h,
+                              tiles_w)
 
 
 @njit(parallel=True, cache=True)
-def _winograd_backward_groups(dy, xp, w, u, dxp, du, dw, n_chunks, group, tiles_h, tiles_w):
+def _winograd_backward_groups(dy, code, xp, w, u, pkw, psh, psw, dxp, du, dw, db, n_chunks, group, tiles_h,
+                              tiles_w):
     n_img, n_chan, n_filt = xp.shape[0], u.shape[1], u.shape[2]
+    oh, ow = xp.shape[2] - 2, xp.shape[3] - 2
     n_tiles = tiles_h * tiles_w
     v = np.empty((n_chunks, 16, group * n_tiles, n_chan), dw.dtype)
     z = np.empty((n_chunks, 16, group * n_tiles, n_filt), dw.dtype)
     dv = np.empty((n_chunks, 16, group * n_tiles, n_chan), dw.dtype)
     hwc = np.empty((n_chunks, 2 * tiles_h + 2, 2 * tiles_w + 2, n_chan), dw.dtype)
     hwf = np.empty((n_chunks, 2 * tiles_h, 2 * tiles_w, n_filt), dw.dtype)
+    dconv = np.empty((n_chunks, n_filt, oh * ow), dw.dtype)
+    db_parts = np.zeros((n_chunks, n_filt), dw.dtype)
     bd = np.empty((n_chunks, 4, 4, n_chan), dw.dtype)
     ag = np.empty((n_chunks, 4, 2, n_filt), dw.dtype)
     product = np.empty((n_chunks, n_chan, n_filt), dw.dtype)  # np.dot has no beta: dU sums go through it
@@ -1030,7 +1068,13 @@ def _winograd_backward_groups(dy, xp, w, u, dxp, du, dw, n_chunks, group, tiles_
             for k in range(m_img):
                 _channels_last(xp[n + k], hwc[t])
                 _input_transform(hwc[t], tiles_h, tiles_w, v[t], k * n_tiles, bd[t])
-                _channels_last(dy[n + k], hwf[t])
+                if code is not None:
+                    for f in range(n_filt):
+                        dconv[t, f, :] = 0
+                    _unpool_image(dy[n + k], code[n + k], ow, pkw, psh, psw, dconv[t], db_parts[t])
+                    _rows_channels_last(dconv[t], ow, hwf[t])
+                else:
+                    _channels_last(dy[n + k], hwf[t])
                 _gradient_transform(hwf[t], tiles_h, tiles_w, z[t], k * n_tiles, ag[t])
             for e in range(16):
                 # dU[e] (C, F) += V[e]^T (C, m*tiles) @ Z[e] (m*tiles, F)
@@ -1047,6 +1091,9 @@ def _winograd_backward_groups(dy, xp, w, u, dxp, du, dw, n_chunks, group, tiles_
         for e in range(16):
             _add_matrix(du[t, e], du[0, e])
     _filter_gradient(du[0], dw)
+    if db is not None:
+        for t in range(n_chunks):
+            db += db_parts[t]
 
 
 KERNELS = {
@@ -1064,4 +1111,6 @@ KERNELS = {
     ("conv2d_relu_maxpool2d_backward", "vectorized"): conv2d_relu_maxpool2d_backward_vectorized,
     ("conv2d_relu_maxpool2d", "gemm"): _forward_gemm,
     ("conv2d_relu_maxpool2d_backward", "gemm"): _backward_gemm,
+    ("conv2d_relu_maxpool2d", "winograd"): _winograd_forward,
+    ("conv2d_relu_maxpool2d_backward", "winograd"): _winograd_backward,
 }

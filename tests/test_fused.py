@@ -45,11 +45,17 @@ def assert_close(actual, expected, rtol):
     np.testing.assert_allclose(actual, expected, rtol=rtol, atol=rtol * scale)
 
 
-def test_every_compiled_backend_has_naive_vectorized_and_gemm_fused_ops():
+def test_every_compiled_backend_has_naive_vectorized_gemm_and_winograd_fused_ops():
     for op in ("conv2d_relu_maxpool2d", "conv2d_relu_maxpool2d_backward"):
         for backend in registry.COMPILED_BACKENDS:
             found = {a for b, a in registry.variants(op, include_reference=False) if b == backend}
-            assert found == {"naive", "vectorized", "gemm"}, (op, backend)
+            assert found == {"naive", "vectorized", "gemm", "winograd"}, (op, backend)
+
+
+def refused(variant, k, stride) -> bool:
+    """Whether the variant cannot compute a k x k conv at this stride:
+    Winograd F(2x2, 3x3) is for 3x3 kernels at stride 1."""
+    return variant[1] == "winograd" and (k != 3 or stride != 1)
 
 
 @st.composite
@@ -79,6 +85,10 @@ def test_fused_equals_unfused_chain_on_random_shapes(variant, geometry, seed):
     y_ref = ops.max_pool2d(np.maximum(conv, 0), pool, pool_stride, **REFERENCE)
     dy = rng.standard_normal(y_ref.shape)
     expected = unfused(x, w, b, stride, padding, pool, pool_stride, dy)
+    if refused(variant, w_shape[2], stride):
+        with pytest.raises(ValueError, match="algorithm 'winograd' does not apply: it computes 3x3 kernels"):
+            fused(variant, x, w, b, stride, padding, pool, pool_stride, dy)
+        return
     y, code, dx, dw, db = fused(variant, x, w, b, stride, padding, pool, pool_stride, dy)
     for got, want in zip((y, dx, dw, db), expected):
         assert_close(got, want, 1e-10)
@@ -88,11 +98,11 @@ def test_fused_equals_unfused_chain_on_random_shapes(variant, geometry, seed):
 
 @pytest.mark.parametrize("variant", FUSED, ids="/".join)
 def test_ties_go_to_the_first_maximum_and_relu_cuts_non_positive_windows(variant):
-    # Small integers make every sum exact: many equal values in a window,
-    # many windows whose maximum is 0 or negative.
+    # Small integers make every sum exact (Winograd's halves too): many
+    # equal values in a window, many windows whose maximum is 0 or negative.
     rng = np.random.default_rng(1)
-    x = rng.integers(-1, 2, (2, 2, 9, 9)).astype(np.float64)
-    w = rng.integers(-1, 2, (3, 2, 2, 2)).astype(np.float64)
+    x = rng.integers(-1, 2, (2, 2, 10, 10)).astype(np.float64)
+    w = rng.integers(-1, 2, (3, 2, 3, 3)).astype(np.float64)
     b = np.array([0.0, -1.0, 1.0])
     dy = rng.integers(1, 5, (2, 3, 4, 4)).astype(np.float64)
     expected = unfused(x, w, b, 1, 0, 2, 2, dy)
@@ -104,9 +114,9 @@ def test_ties_go_to_the_first_maximum_and_relu_cuts_non_positive_windows(variant
 
 @pytest.mark.parametrize("variant", FUSED, ids="/".join)
 def test_nan_passes_through_and_sends_no_gradient(variant):
-    x = np.ones((1, 1, 5, 5))
+    x = np.ones((1, 1, 6, 6))
     x[0, 0, 1, 1] = np.nan
-    w, b = np.ones((1, 1, 2, 2)), np.zeros(1)
+    w, b = np.ones((1, 1, 3, 3)), np.zeros(1)
     y, code, dx, dw, db = fused(variant, x, w, b, 1, 0, 2, 2, np.ones((1, 1, 2, 2)))
     conv = ops.conv2d(x, w, b, **REFERENCE)
     np.testing.assert_array_equal(y, ops.max_pool2d(np.maximum(conv, 0), 2, **REFERENCE))
