@@ -84,6 +84,38 @@ def test_torch_train_step(measure, batch):
     measure(f"cnn training N={batch}", step, lambda seconds: (batch / seconds, "images/s"), images=batch)
 
 
+def torch_cnn_deep():
+    """cnn-deep in PyTorch: 3x3 convs with padding 1, BatchNorm2d after each
+    pool (and after the third conv's ReLU), BatchNorm1d in the dense block."""
+    nn = torch.nn
+    return nn.Sequential(
+        nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.BatchNorm2d(32),
+        nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.BatchNorm2d(64),
+        nn.Conv2d(64, 128, 3, padding=1), nn.ReLU(), nn.BatchNorm2d(128),
+        nn.Flatten(), nn.Linear(128 * 7 * 7, 128), nn.BatchNorm1d(128), nn.ReLU(), nn.Dropout(0.5),
+        nn.Linear(128, 10),
+    )
+
+
+@pytest.mark.parametrize("batch", (64, 256), ids=lambda n: f"N{n}-torch")
+def test_torch_cnn_deep_train_step(measure, batch):
+    """Torch's training step of cnn-deep, as bench/test_training.py times
+    fastconv's."""
+    model = torch_cnn_deep()
+    assert sum(p.numel() for p in model.parameters()) == 897_610
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    generator = torch.Generator().manual_seed(0)
+    x = torch.rand((batch, 1, 28, 28), generator=generator)
+    y = torch.randint(0, 10, (batch,), generator=generator)
+
+    def step():
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        optimizer.step()
+
+    measure(f"cnn-deep training N={batch}", step, lambda seconds: (batch / seconds, "images/s"), images=batch)
+
+
 @pytest.mark.parametrize("batch", (1, 64, 256), ids=lambda n: f"N{n}-torch")
 def test_torch_inference(measure, batch):
     """Torch's eager forward pass of the reference CNN under no_grad, as

@@ -1,6 +1,6 @@
 """End to end: the reference CNN's training steps (forward, loss, backward,
 SGD step on one batch) and inference passes per second, for each variant
-that implements every op, and for ``auto``.
+that implements every op, and for ``auto``; cnn-deep's with ``auto``.
 
 Images are seeded noise of MNIST's shape: the kernels' speed does not
 depend on the pixel values.
@@ -35,6 +35,17 @@ def test_train_step(measure, batch, variant):
     optimizer = optim.SGD(lr=0.01, momentum=0.9)
     x, y = batch_of(batch)
     measure(f"cnn training N={batch}", lambda: model.train_step(x, y, optimizer),
+            images_per_second(batch), images=batch)
+
+
+@pytest.mark.parametrize("batch", BATCHES, ids=lambda n: f"N{n}-auto/auto")
+def test_cnn_deep_train_step(measure, batch):
+    """cnn-deep's training step, fused as the model runs it, no augmentation
+    (bench/test_torch.py times the same network in PyTorch)."""
+    model = models.build("cnn-deep", seed=0)
+    optimizer = optim.SGD(lr=0.01, momentum=0.9)
+    x, y = batch_of(batch)
+    measure(f"cnn-deep training N={batch}", lambda: model.train_step(x, y, optimizer),
             images_per_second(batch), images=batch)
 
 
