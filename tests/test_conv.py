@@ -14,36 +14,21 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from fastconv import ops, registry
-from fastconv.gradcheck import numerical_gradient
+from fastconv.battery import (CONV_EDGE_CASES, CONV_GRADCHECK_CASES, assert_close, conv_geometries,
+                              conv_geometry_case, numerical_gradients, other_layouts, random_case, read_only)
+from fastconv.battery import CONV_RTOL as RTOL
+from fastconv.battery import conv_small_case as small_case
 
 pytestmark = pytest.mark.usefixtures("thread_count")
 
 FORWARD = registry.variants("conv2d", include_reference=False)
 BACKWARD = registry.variants("conv2d_backward", include_reference=False)
-RTOL = {np.float32: 1e-4, np.float64: 1e-10}
 
 # The MNIST CNN's two conv layers at batch 64: (x shape, w shape).
 MNIST_SHAPES = {
     "conv1": ((64, 1, 28, 28), (32, 1, 3, 3)),
     "conv2": ((64, 32, 13, 13), (64, 32, 3, 3)),
 }
-
-
-def assert_close(actual, expected, rtol):
-    assert actual.shape == expected.shape
-    assert actual.dtype == expected.dtype
-    scale = float(np.max(np.abs(expected), initial=0.0))
-    np.testing.assert_allclose(actual, expected, rtol=rtol, atol=rtol * scale)
-
-
-def random_case(seed, x_shape, w_shape, out_shape, dtype=np.float64):
-    """Standard-normal x, w, b and dy of the given shapes."""
-    rng = np.random.default_rng(seed)
-    x, w, b, dy = (
-        rng.standard_normal(shape).astype(dtype)
-        for shape in (x_shape, w_shape, w_shape[:1], out_shape)
-    )
-    return x, w, b, dy
 
 
 def refused(algorithm, w_shape, stride) -> bool:
@@ -92,45 +77,22 @@ def test_backward_matches_reference_on_mnist_shapes(backend, algorithm, layer, d
 
 
 # ---------------------------------------------------------- random geometry
-
-
-@st.composite
-def geometries(draw):
-    """(x shape, w shape, stride, padding, with bias): any valid conv, odd
-    sizes, 1x1 kernels, kernels as large as the padded input and unequal
-    (sh, sw) included."""
-    n, c, f = draw(st.integers(1, 3)), draw(st.integers(1, 4)), draw(st.integers(1, 4))
-    h, w = draw(st.integers(1, 9)), draw(st.integers(1, 9))
-    ph, pw = draw(st.integers(0, 2)), draw(st.integers(0, 2))
-    kh, kw = draw(st.integers(1, h + 2 * ph)), draw(st.integers(1, w + 2 * pw))
-    sh, sw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
-    return (n, c, h, w), (f, c, kh, kw), (sh, sw), (ph, pw), draw(st.booleans())
-
-
-# Always tried: a 1x1 kernel, a kernel the size of the padded input, and a
-# strided window that does not reach the last row and column.
-EDGE_CASES = [
-    ((2, 3, 5, 4), (2, 3, 1, 1), (1, 1), (0, 0), True),
-    ((1, 2, 3, 5), (3, 2, 5, 7), (1, 2), (1, 1), False),
-    ((3, 1, 9, 8), (4, 1, 2, 3), (3, 2), (0, 1), True),
-]
+# (the strategy, edge cases and case builder of fastconv.battery, which
+# fastconv-check runs on a learner's function too)
 
 
 def random_geometries(test):
     """Run ``test(..., geometry, seed)`` on hypothesis-drawn geometries and on
-    every one of EDGE_CASES."""
-    test = given(geometry=geometries(), seed=st.integers(0, 2**32 - 1))(test)
-    for case in EDGE_CASES:
+    every one of the battery's edge cases (a 1x1 kernel, a kernel the size
+    of the padded input, a strided window that does not reach the last row
+    and column)."""
+    test = given(geometry=conv_geometries(), seed=st.integers(0, 2**32 - 1))(test)
+    for case in CONV_EDGE_CASES:
         test = example(geometry=case, seed=0)(test)
     return test
 
 
-def geometry_case(geometry, seed):
-    """Random float64 (x, w, b or None, dy) and the conv arguments of ``geometry``."""
-    x_shape, w_shape, stride, padding, with_bias = geometry
-    out_shape = reference_forward(np.zeros(x_shape), np.zeros(w_shape), None, stride, padding).shape
-    x, w, b, dy = random_case(seed, x_shape, w_shape, out_shape)
-    return x, w, (b if with_bias else None), dy, stride, padding
+geometry_case = conv_geometry_case
 
 
 @pytest.mark.parametrize("backend, algorithm", FORWARD)
@@ -191,15 +153,9 @@ def test_backward_without_dx_on_random_geometry(backend, algorithm, geometry, se
 
 # ------------------------------------------------------ numerical gradients
 
-GRADCHECK_CASES = [  # (x shape, w shape, stride, padding)
-    ((2, 2, 5, 5), (3, 2, 3, 3), (1, 1), (0, 0)),
-    ((2, 2, 7, 6), (3, 2, 3, 3), (2, 2), (1, 1)),
-    ((1, 3, 6, 7), (2, 3, 2, 3), (2, 1), (2, 0)),
-]
-
-
 @pytest.mark.parametrize("backend, algorithm, x_shape, w_shape, stride, padding", [
-    (*variant, *case) for variant in BACKWARD for case in GRADCHECK_CASES if not refused(variant[1], case[1], case[2])])
+    (*variant, *case) for variant in BACKWARD for case in CONV_GRADCHECK_CASES
+    if not refused(variant[1], case[1], case[2])])
 def test_backward_matches_numerical_gradient(backend, algorithm, x_shape, w_shape, stride, padding):
     out_shape = reference_forward(np.zeros(x_shape), np.zeros(w_shape), None, stride, padding).shape
     x, w, b, dy = random_case(2, x_shape, w_shape, out_shape)
@@ -208,36 +164,11 @@ def test_backward_matches_numerical_gradient(backend, algorithm, x_shape, w_shap
         return ops.conv2d(x_, w_, b_, stride, padding, backend=backend, algorithm=algorithm)
 
     dx, dw, db = ops.conv2d_backward(dy, x, w, stride, padding, backend=backend, algorithm=algorithm)
-    assert_close(dx, numerical_gradient(lambda x_: forward(x_, w, b), x, dy), 1e-6)
-    assert_close(dw, numerical_gradient(lambda w_: forward(x, w_, b), w, dy), 1e-6)
-    assert_close(db, numerical_gradient(lambda b_: forward(x, w, b_), b, dy), 1e-6)
+    for got, want in zip((dx, dw, db), numerical_gradients(forward, [x, w, b], dy)):
+        assert_close(got, want, 1e-6)
 
 
 # ------------------------------------------------------ layouts and dtypes
-
-
-def small_case(dtype=np.float64):
-    return random_case(3, (3, 2, 7, 6), (4, 2, 3, 3), (3, 4, 5, 4), dtype)
-
-
-def read_only(*arrays):
-    """Read-only copies: with padding 0 ops hands them to the kernel itself."""
-    copies = [a.copy() for a in arrays]
-    for a in copies:
-        a.setflags(write=False)
-    return copies
-
-
-def other_layouts(x, w, b, dy):
-    """The same values in non-C-contiguous memory: strided views, Fortran order."""
-    arrays = (
-        np.repeat(x, 2, axis=3)[:, :, :, ::2],
-        np.asfortranarray(w),
-        np.repeat(b, 3)[::3],
-        np.ascontiguousarray(dy.transpose(0, 1, 3, 2)).transpose(0, 1, 3, 2),
-    )
-    assert not any(a.flags.c_contiguous for a in arrays)
-    return arrays
 
 
 @pytest.mark.parametrize("layout", [read_only, other_layouts])

@@ -2,8 +2,9 @@
 the unfused chain conv2d -> ReLU -> max_pool2d, forward and every gradient,
 and the model runs it wherever that chain appears.
 
-The unfused chain here is built from the reference ops (NumPy) and ReLU's
-own rule, so a fused kernel is checked against code it shares nothing with.
+The unfused chain (fastconv.battery.unfused) is built from the reference
+ops (NumPy) and ReLU's own rule, so a fused kernel is checked against code
+it shares nothing with.
 """
 import numpy as np
 import pytest
@@ -11,23 +12,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fastconv import fusion, models, ops, registry
-from fastconv.gradcheck import numerical_gradient
+from fastconv.battery import assert_close, numerical_gradients, unfused
+from fastconv.battery import fused_geometries as geometries
 from fastconv.kernels import NO_GRADIENT
 from fastconv.model import Sequential
 from fastconv.layers import Conv2D, Flatten, MaxPool2D, ReLU
 
 FUSED = registry.variants("conv2d_relu_maxpool2d")
 REFERENCE = {"backend": "numpy", "algorithm": "reference"}
-
-
-def unfused(x, w, b, stride, padding, pool, pool_stride, dy):
-    """(y, dx, dw, db) of conv2d -> ReLU -> max_pool2d with the reference ops."""
-    conv = ops.conv2d(x, w, b, stride, padding, **REFERENCE)
-    relu = np.maximum(conv, 0)
-    y = ops.max_pool2d(relu, pool, pool_stride, **REFERENCE)
-    drelu = ops.max_pool2d_backward(dy, relu, pool, pool_stride, **REFERENCE) * (relu > 0)
-    dx, dw, db = ops.conv2d_backward(drelu, x, w, stride, padding, **REFERENCE)
-    return y, dx, dw, db
 
 
 def fused(variant, x, w, b, stride, padding, pool, pool_stride, dy, compute_dx=True):
@@ -37,12 +29,6 @@ def fused(variant, x, w, b, stride, padding, pool, pool_stride, dy, compute_dx=T
     grads = ops.conv2d_relu_maxpool2d_backward(dy, code, x, w, stride, padding, pool, pool_stride,
                                                compute_dx=compute_dx, backend=backend, algorithm=algorithm)
     return (y, code) + grads
-
-
-def assert_close(actual, expected, rtol):
-    assert actual.shape == expected.shape and actual.dtype == expected.dtype
-    scale = float(np.max(np.abs(expected), initial=0.0))
-    np.testing.assert_allclose(actual, expected, rtol=rtol, atol=rtol * scale)
 
 
 def test_every_compiled_backend_has_naive_vectorized_gemm_and_winograd_fused_ops():
@@ -56,22 +42,6 @@ def refused(variant, k, stride) -> bool:
     """Whether the variant cannot compute a k x k conv at this stride:
     Winograd F(2x2, 3x3) is for 3x3 kernels at stride 1."""
     return variant[1] == "winograd" and (k != 3 or stride != 1)
-
-
-@st.composite
-def geometries(draw):
-    """Conv and pool geometry whose pooled output is not empty: odd sizes
-    (the pool drops a last row/column), strides, padding, overlapping pools."""
-    k = draw(st.integers(1, 3))
-    stride, padding = draw(st.integers(1, 2)), draw(st.integers(0, 1))
-    pool = draw(st.integers(1, 3))
-    pool_stride = draw(st.integers(1, 3))
-    conv_min = pool  # the conv output must hold one pool window
-    size_min = (conv_min - 1) * stride + k - 2 * padding
-    h = draw(st.integers(max(1, size_min), max(1, size_min) + 6))
-    w = draw(st.integers(max(1, size_min), max(1, size_min) + 6))
-    n, c, f = draw(st.integers(1, 3)), draw(st.integers(1, 3)), draw(st.integers(1, 4))
-    return (n, c, h, w), (f, c, k, k), stride, padding, pool, pool_stride
 
 
 @pytest.mark.parametrize("variant", FUSED, ids="/".join)
@@ -151,9 +121,8 @@ def test_gradients_match_central_differences(variant):
     def forward(x_, w_, b_):
         return ops.conv2d_relu_maxpool2d(x_, w_, b_, 1, 0, 2, backend=backend, algorithm=algorithm)[0]
 
-    np.testing.assert_allclose(dx, numerical_gradient(lambda v: forward(v, w, b), x, dy), atol=1e-6)
-    np.testing.assert_allclose(dw, numerical_gradient(lambda v: forward(x, v, b), w, dy), atol=1e-6)
-    np.testing.assert_allclose(db, numerical_gradient(lambda v: forward(x, w, v), b, dy), atol=1e-6)
+    for got, want in zip((dx, dw, db), numerical_gradients(forward, [x, w, b], dy)):
+        np.testing.assert_allclose(got, want, atol=1e-6)
 
 
 def test_without_dx_the_weight_gradients_are_the_same():

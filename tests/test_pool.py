@@ -15,6 +15,12 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from fastconv import ops, registry
+from fastconv.battery import (DY_2X2, NAN_GEOMETRIES, NEGATIVE, PADDED_BY_HAND, POOL_EDGE_CASES,
+                              POOL_GRADCHECK_CASES, TIE_GEOMETRIES, distinct_values, first_max_gradient,
+                              input_with_nans, pool_geometries)
+from fastconv.battery import POOL_RTOL as RTOL
+from fastconv.battery import assert_close as assert_matches
+from fastconv.battery import pool_geometry_case as geometry_case
 from fastconv.gradcheck import numerical_gradient
 
 pytestmark = pytest.mark.usefixtures("thread_count")
@@ -26,7 +32,6 @@ FORWARD = [(kind,) + v for kind in KINDS for v in registry.variants(f"{kind}_poo
 BACKWARD = [
     (kind,) + v for kind in KINDS for v in registry.variants(f"{kind}_pool2d_backward", include_reference=False)
 ]
-RTOL = {np.float32: 1e-6, np.float64: 1e-13}
 REFERENCE = {"backend": "numpy", "algorithm": "reference"}
 
 # The MNIST CNN's pooling layers at batch 64: 2x2 windows of stride 2 on the
@@ -42,27 +47,14 @@ def pool_backward(kind, dy, x, kernel_size, stride=None, padding=0, **variant):
     return BACKWARD_OPS[kind](dy, x, kernel_size, stride, padding, **(variant or REFERENCE))
 
 
-def assert_matches(actual, expected, rtol, exact=False):
-    """Equal shapes and dtypes; values equal (NaN where expected is NaN) if
-    ``exact``, else within ``rtol`` of each element plus ``rtol`` times the
-    largest magnitude."""
-    assert actual.shape == expected.shape
-    assert actual.dtype == expected.dtype
-    if exact:
-        np.testing.assert_array_equal(actual, expected)
-    else:
-        scale = float(np.max(np.abs(expected), initial=0.0))
-        np.testing.assert_allclose(actual, expected, rtol=rtol, atol=rtol * scale)
-
-
 def test_every_compiled_backend_offers_every_pooling_algorithm():
     # Guards the parametrisations below against silently shrinking.
     for kind in KINDS:
         for op in (f"{kind}_pool2d", f"{kind}_pool2d_backward"):
             for backend in registry.COMPILED_BACKENDS:
                 found = {a for b, a in registry.variants(op, include_reference=False) if b == backend}
-                # gemm is a conv algorithm: a pool has no product to hand to BLAS
-                assert found == set(registry.ALGORITHMS) - {"gemm"}, (op, backend)
+                # gemm and winograd are conv algorithms: a pool has no product to hand to BLAS
+                assert found == {"naive", "im2col", "vectorized"}, (op, backend)
 
 
 # ------------------------------------------------------------- MNIST shapes
@@ -117,19 +109,9 @@ def test_odd_size_gives_no_gradient_to_dropped_row_and_column(kind, backend, alg
 
 # ------------------------------------------------- padding, computed by hand
 
-# Negative inputs, so padding with 0 instead of -inf (max) would show: the
-# reference pads with ops._pad too, so only numbers worked out by hand can
-# catch that. x decreases to the bottom right.
-NEGATIVE = -np.arange(1.0, 10.0).reshape(1, 1, 3, 3)  # [[-1 -2 -3] [-4 -5 -6] [-7 -8 -9]]
-DY_2X2 = np.array([[[[1.0, 2.0], [3.0, 4.0]]]])
-PADDED_BY_HAND = {
-    # kind, kernel, stride, padding: forward output, dx for DY_2X2 (2x2 outputs only)
-    ("max", 2, 2, 1): ([[-1, -2], [-4, -5]], [[1, 2, 0], [3, 4, 0], [0, 0, 0]]),
-    ("avg", 2, 2, 1): ([[-1 / 4, -5 / 4], [-11 / 4, -28 / 4]],  # padded zeros count: always / 4
-                       [[1 / 4, 2 / 4, 2 / 4], [3 / 4, 4 / 4, 4 / 4], [3 / 4, 4 / 4, 4 / 4]]),
-    ("max", 3, 1, 1): ([[-1, -1, -2], [-1, -1, -2], [-4, -4, -5]], None),
-    ("avg", 3, 1, 1): (np.array([[-12, -21, -16], [-27, -45, -33], [-24, -39, -28]]) / 9, None),
-}
+# NEGATIVE and PADDED_BY_HAND (fastconv.battery): negative inputs, so that
+# padding with 0 instead of -inf (max) would show; the reference pads with
+# ops._pad too, so only numbers worked out by hand can catch that.
 EVERY_FORWARD = [(kind,) + v for kind in KINDS for v in registry.variants(f"{kind}_pool2d")]
 EVERY_BACKWARD = [(kind,) + v for kind in KINDS for v in registry.variants(f"{kind}_pool2d_backward")]
 
@@ -158,52 +140,20 @@ def test_runs_at_the_requested_thread_count(thread_count):
 # ---------------------------------------------------------- random geometry
 
 
-@st.composite
-def geometries(draw):
-    """(x shape, kernel, stride, padding) of any valid pooling: 1x1 and
-    whole-input kernels, overlapping windows (stride < kernel), windows that
-    skip rows (stride > kernel), unequal pairs, padding up to kernel // 2."""
-    n, c = draw(st.integers(1, 3)), draw(st.integers(1, 4))
-    h, w = draw(st.integers(1, 9)), draw(st.integers(1, 9))
-    kh, kw = draw(st.integers(1, h)), draw(st.integers(1, w))
-    sh, sw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
-    ph, pw = draw(st.integers(0, kh // 2)), draw(st.integers(0, kw // 2))
-    return (n, c, h, w), (kh, kw), (sh, sw), (ph, pw)
-
-
-# Always tried: the 2x2 stride-2 fast path with padding and odd sizes, its
-# near misses (the same window with stride 1 in one or both directions, and
-# 2x1 / 1x2 windows), a whole-input kernel, and a 1x1 kernel that skips rows
-# and columns.
-EDGE_CASES = [
-    ((2, 3, 7, 9), (2, 2), (2, 2), (1, 0)),
-    ((2, 3, 7, 9), (2, 2), (1, 1), (1, 1)),
-    ((2, 3, 6, 7), (2, 2), (2, 1), (0, 1)),
-    ((2, 3, 7, 6), (2, 2), (1, 2), (1, 0)),
-    ((2, 3, 6, 6), (2, 1), (2, 2), (0, 0)),
-    ((2, 3, 6, 6), (1, 2), (2, 2), (0, 0)),
-    ((1, 2, 5, 6), (5, 6), (1, 2), (2, 3)),
-    ((3, 1, 9, 8), (1, 1), (3, 2), (0, 0)),
-]
-
-
-def geometry_case(geometry, seed):
-    """Standard-normal float64 x and dy for ``geometry``."""
-    x_shape, kernel, stride, padding = geometry
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal(x_shape)
-    dy = rng.standard_normal(pool("avg", x, kernel, stride, padding).shape)
-    return x, dy
+# The strategy, edge cases and case builder are fastconv.battery's, which
+# fastconv-check runs on a learner's function too. Edge cases: the 2x2
+# stride-2 fast path with padding and odd sizes, its near misses, a
+# whole-input kernel, and a 1x1 kernel that skips rows and columns.
 
 
 def with_edge_cases(test):
-    for geometry in EDGE_CASES:
+    for geometry in POOL_EDGE_CASES:
         test = example(geometry=geometry, seed=0)(test)
     return test
 
 
 @pytest.mark.parametrize("kind, backend, algorithm", FORWARD)
-@given(geometry=geometries(), seed=st.integers(0, 2**32 - 1))
+@given(geometry=pool_geometries(), seed=st.integers(0, 2**32 - 1))
 @with_edge_cases
 def test_forward_matches_reference_on_random_geometry(kind, backend, algorithm, geometry, seed):
     x, _ = geometry_case(geometry, seed)
@@ -214,7 +164,7 @@ def test_forward_matches_reference_on_random_geometry(kind, backend, algorithm, 
 
 
 @pytest.mark.parametrize("kind, backend, algorithm", BACKWARD)
-@given(geometry=geometries(), seed=st.integers(0, 2**32 - 1))
+@given(geometry=pool_geometries(), seed=st.integers(0, 2**32 - 1))
 @with_edge_cases
 def test_backward_matches_reference_on_random_geometry(kind, backend, algorithm, geometry, seed):
     x, dy = geometry_case(geometry, seed)
@@ -228,25 +178,6 @@ def test_backward_matches_reference_on_random_geometry(kind, backend, algorithm,
 
 MAX_BACKWARD = [(b, a) for kind, b, a in BACKWARD if kind == "max"]
 MAX_FORWARD = [(b, a) for kind, b, a in FORWARD if kind == "max"]
-TIE_GEOMETRIES = [  # (x shape, kernel, stride, padding)
-    ((2, 3, 8, 10), (2, 2), (2, 2), (0, 0)),  # the 2x2 stride-2 fast path
-    ((2, 3, 7, 9), (3, 3), (1, 1), (0, 0)),  # overlapping windows
-    ((1, 2, 7, 8), (3, 2), (2, 1), (0, 0)),  # unequal pairs
-]
-
-
-def first_max_gradient(x, dy, kernel, stride):
-    """dx of max-pool without padding written out window by window: each
-    dy goes to the first maximum in row-major order, summed over windows."""
-    (kh, kw), (sh, sw) = kernel, stride
-    dx = np.zeros_like(x)
-    for n, c, y, x_ in np.ndindex(dy.shape):
-        window = x[n, c, y * sh : y * sh + kh, x_ * sw : x_ * sw + kw]
-        i, j = divmod(int(np.flatnonzero(window == window.max())[0]), kw)
-        dx[n, c, y * sh + i, x_ * sw + j] += dy[n, c, y, x_]
-    return dx
-
-
 @pytest.mark.parametrize("geometry", TIE_GEOMETRIES)
 @pytest.mark.parametrize("backend, algorithm", MAX_BACKWARD)
 def test_all_equal_input_routes_each_gradient_to_window_top_left(backend, algorithm, geometry):
@@ -290,17 +221,6 @@ def test_every_tie_pattern_of_a_2x2_window(backend, algorithm, dtype):
     assert_matches(dx, expected, RTOL[dtype], exact=True)
 
 
-NAN_GEOMETRIES = TIE_GEOMETRIES + [((2, 2, 7, 7), (3, 3), (2, 2), (1, 1))]
-
-
-def input_with_nans(x_shape, seed):
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal(x_shape)
-    x[rng.random(x_shape) < 0.1] = np.nan
-    x[0, 0, :2, :2] = np.nan  # a block of NaN: some windows hold nothing else
-    return x
-
-
 @pytest.mark.parametrize("geometry", NAN_GEOMETRIES)
 @pytest.mark.parametrize("backend, algorithm", MAX_FORWARD)
 def test_nan_propagates_through_max(backend, algorithm, geometry):
@@ -324,21 +244,12 @@ def test_nan_takes_the_gradient_of_its_window(backend, algorithm, geometry):
 
 # ------------------------------------------------------ numerical gradients
 
-GRADCHECK_CASES = [  # (x shape, kernel, stride, padding)
-    ((2, 2, 6, 7), (2, 2), (2, 2), (0, 0)),
-    ((2, 2, 5, 5), (3, 3), (1, 1), (1, 1)),
-    ((1, 3, 6, 7), (3, 2), (2, 1), (1, 0)),
-]
-
-
-@pytest.mark.parametrize("geometry", GRADCHECK_CASES)
+@pytest.mark.parametrize("geometry", POOL_GRADCHECK_CASES)
 @pytest.mark.parametrize("kind, backend, algorithm", BACKWARD)
 def test_backward_matches_numerical_gradient(kind, backend, algorithm, geometry):
     x_shape, kernel, stride, padding = geometry
     rng = np.random.default_rng(5)
-    # Distinct values, far apart compared with the finite-difference step,
-    # so every window's maximum is unique and stays put when perturbed.
-    x = rng.permutation(np.prod(x_shape)).reshape(x_shape) * 0.01
+    x = distinct_values(x_shape, rng)  # every window's maximum unique, and it stays put when nudged
     variant = {"backend": backend, "algorithm": algorithm}
     dy = rng.standard_normal(pool(kind, x, kernel, stride, padding).shape)
     dx = pool_backward(kind, dy, x, kernel, stride, padding, **variant)
