@@ -38,10 +38,6 @@ TRAINING_DEFAULTS = {"epochs": 12, "lr_schedule": "constant", "augment": False}
 """The training settings every model gets unless :data:`MODEL_DEFAULTS` says otherwise."""
 MODEL_DEFAULTS = {"cnn-deep": {"epochs": 20, "lr_schedule": "cosine", "augment": True}}
 """Per model, the settings that reach its target (cnn-deep: 99.5%+ on MNIST)."""
-IMAGE_MODELS = ("cnn", "cnn-deep", "lenet5")
-"""The models that see the image as an image (their first layer is a
-convolution); dense and logreg flatten it at once, so moving it teaches them
-nothing about shape and --augment is refused for them."""
 
 
 def _defaults_text(key, show=str) -> str:
@@ -75,8 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--lr-gamma", type=positive_float, default=0.1, metavar="G",
                         help="with --lr-schedule step: the factor of each decay (default: %(default)s)")
     parser.add_argument("--augment", action=argparse.BooleanOptionalAction,
-                        help=f"move, turn and scale every training batch at random ({RandomAffine()!r}); "
-                             f"convolutional models only ({_defaults_text('augment', _on_off)})")
+                        help=f"move, turn and scale every training batch at random, {RandomAffine()!r}, "
+                             f"for any model ({_defaults_text('augment', _on_off)})")
     parser.add_argument("--no-batch-norm", dest="batch_norm", action="store_false",
                         help=f"build {', '.join(models.WITH_BATCH_NORM)} without its batch norm layers "
                              "(to measure what they add)")
@@ -234,10 +230,6 @@ def train(args) -> int:
     chosen = settings(args, model_name)
     if model.epoch >= chosen["epochs"]:
         raise ValueError(f"{args.resume} already holds {model.epoch} epochs; ask for more with --epochs")
-    if chosen["augment"] and model_name not in IMAGE_MODELS:
-        what = f"model {model_name}" if model_name else "this model"
-        raise ValueError(f"--augment moves, turns and scales images for convolutional models "
-                         f"({', '.join(IMAGE_MODELS)}); {what} flattens the image first")
     run = {"lr_schedule": chosen["lr_schedule"], "augment": RandomAffine() if chosen["augment"] else None}
     schedule = lr_schedule(chosen["lr_schedule"], args, chosen["epochs"])
     dataset = data.load_dataset(args.dataset, args.data_dir, progress=not args.quiet)
