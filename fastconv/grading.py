@@ -342,7 +342,7 @@ def format_report(report: Report) -> str:
         lines = [f"PASS  {who}: all {report.total} checks passed"]
         for stage, count in report.passed.items():
             lines.append(f"  {stage:<22} {count:>3} passed")
-        lines.append(f"  (each call run {report.runner}; inputs compared before and after every call)")
+        lines.append(f"  Each call ran {report.runner}; its inputs were compared before and after.")
         return "\n".join(lines)
     failure = report.failure
     case = failure.case
@@ -465,7 +465,7 @@ def speed_table(rows) -> str:
     """Aligned columns: layer, variant, ms, throughput, and how many times
     faster than yours."""
     yours = {r.layer: r.seconds for r in rows if r.variant == "yours"}
-    table = [("layer", "variant", "ms", "throughput", "vs yours")]
+    table = [("layer", "variant", "ms", "throughput", "speed vs yours")]
     for r in rows:
         if r.seconds is None:
             table.append((r.layer, r.variant, "-", "-", r.note))

@@ -211,8 +211,7 @@ class ProcessRunner:
 
     def __init__(self, target: str, timeout: float = 10.0):
         self.target, self.timeout = target, float(timeout)
-        self.description = (f"in a separate process, each case stopped after {self.timeout:g} s "
-                            "(--timeout changes it)")
+        self.description = f"in a separate process, stopped after {self.timeout:g} s per case (--timeout)"
         self._process = self._conn = None
         self._start()
 

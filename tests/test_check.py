@@ -222,7 +222,7 @@ def test_the_command_passes_a_correct_kernel(learner_file, capsys):
     status, out = run_check(capsys, f"{learner_file}:conv2d", "--op", "conv2d", "--no-speed", "--examples", "10")
     assert status == 0, out
     assert out.startswith(f"PASS  {learner_file}:conv2d as conv2d: all ")
-    assert "run in a separate process, each case stopped after 10 s" in out
+    assert "Each call ran in a separate process, stopped after 10 s per case (--timeout)" in out
 
 
 def test_the_command_fails_a_wrong_kernel_with_its_diagnosis(learner_file, capsys):
@@ -244,7 +244,7 @@ def test_a_function_that_never_returns_is_stopped_at_the_time_limit(learner_file
     status, out = run_check(capsys, f"{learner_file}:hangs", "--op", "conv2d", "--timeout", "0.5")
     assert status == 1
     assert "but it did not finish within 0.5 s, so it was stopped: the check runs your function in a separate " \
-           "process, each case stopped after 0.5 s (--timeout changes it)." in out
+           "process, stopped after 0.5 s per case (--timeout)." in out
     assert "A loop that never ends" in out
 
 
