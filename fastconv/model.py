@@ -202,7 +202,9 @@ class Sequential:
         header, *rows = self._summary_rows()
 
         def row(cells, tag):
-            return "<tr>" + "".join(f"<{tag}>{html.escape(cell)}</{tag}>" for cell in cells) + "</tr>"
+            # names and shapes read from the left, counts from the right (Jupyter aligns all right)
+            return "<tr>" + "".join(f"<{tag} style='text-align: {align}'>{html.escape(cell)}</{tag}>"
+                                    for cell, align in zip(cells, ("left", "left", "right", "left"))) + "</tr>"
 
         trainable, fixed = self.param_count(), self.buffer_count()
         caption = (f'Model: "sequential" ({self.dtype.name}): {trainable + fixed:,} params, '

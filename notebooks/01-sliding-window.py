@@ -78,13 +78,14 @@ print("the same as fastconv.ops.conv2d:", np.allclose(out, fast[0, 0], atol=1e-5
 r, c = np.unravel_index(out.argmax(), out.shape)
 window = image[r:r + 3, c:c + 3]
 print(f"the 9 pixels under the window at row {r}, column {c}:\n{window.round(2)}")
-print(f"times the 9 weights:\n{(window * kernel).round(2)}")
+print(f"times the 9 weights:\n{(window * kernel).round(2) + 0}")  # + 0 turns -0. into 0.
 print(f"summed: {(window * kernel).sum():.4f} = out[{r}, {c}] = {out[r, c]:.4f}")
 
 # %% [markdown]
 # The window at four moments of its slide, left to right and top to bottom
 # (row by row, as the loops run), and the output filled in so far: red where
-# the left of the window is brighter, blue where the right is.
+# the left of the window is brighter, blue where the right is, white where
+# the window sees no edge; grey is not written yet.
 
 # %%
 limit = np.abs(out).max()
@@ -95,9 +96,9 @@ for column, (r, c) in enumerate([(0, 0), (6, 9), (13, 12), (25, 25)]):
     top.imshow(image, cmap="gray")
     top.add_patch(Rectangle((c - 0.5, r - 0.5), 3, 3, fill=False, edgecolor="red", linewidth=2))
     top.set_title(f"window at row {r}, column {c}")
-    so_far = np.full((26, 26), np.nan)
+    so_far = np.full((26, 26), np.nan)  # not written yet: grey
     so_far.flat[: r * 26 + c + 1] = out.flat[: r * 26 + c + 1]
-    bottom.imshow(so_far, cmap="RdBu_r", vmin=-limit, vmax=limit)
+    bottom.imshow(so_far, cmap=plt.get_cmap("RdBu_r").with_extremes(bad="0.8"), vmin=-limit, vmax=limit)
     bottom.add_patch(Rectangle((c - 0.5, r - 0.5), 1, 1, fill=False, edgecolor="black", linewidth=2))
     bottom.set_title(f"output so far: pixel ({r}, {c})")
     for ax in (top, bottom):
@@ -114,8 +115,9 @@ for column, (r, c) in enumerate([(0, 0), (6, 9), (13, 12), (25, 25)]):
 #     out = (n + 2p - k) // s + 1
 #
 # times. `fastconv.shapes.conv_out_size(n, k, s, p)` is that formula. Below,
-# one axis of 7 pixels: each row of brackets is one window position. Grey
-# cells are padding; a hatched cell is one no window reaches.
+# one axis of 7 pixels: each blue bar is one position of the window, and
+# the output pixel it writes. Grey cells are padding; a hatched cell is one
+# no window reaches.
 
 
 # %%
@@ -160,8 +162,8 @@ model = models.build("cnn", seed=0)
 print(f"{'input':26}{model.input_shape}")
 for layer, shape in zip(model.layers, model.output_shapes):
     print(f"{layer.name + ' (' + type(layer).__name__ + ')':26}{shape}")
-print("conv 28 -> ", conv_out_size(28, 3), "; pool 26 ->", conv_out_size(26, 2, 2),
-      "; conv 13 ->", conv_out_size(13, 3), "; pool 11 ->", conv_out_size(11, 2, 2), "(row 10 dropped)")
+print(f"conv 28 -> {conv_out_size(28, 3)}, pool 26 -> {conv_out_size(26, 2, 2)}, "
+      f"conv 13 -> {conv_out_size(13, 3)}, pool 11 -> {conv_out_size(11, 2, 2)} (row 10 dropped)")
 
 # %% [markdown]
 # ## Receptive field
@@ -208,6 +210,7 @@ print(f"cell {cell} of the last 5x5 map sees rows {rows[0]}-{rows[-1]} and colum
 reached = (last[:, 0] > 0).any(axis=(1, 2)).reshape(28, 28)
 print("input rows no cell sees:", np.flatnonzero(~reached.any(axis=1)),
       "columns:", np.flatnonzero(~reached.any(axis=0)))
+print(f"{image[~reached].sum() / image.sum():.1%} of this digit's ink is where no cell sees it")
 
 # %% [markdown]
 # Left: the fields of all 25 cells of the last map tile the digit, 4 pixels

@@ -32,7 +32,8 @@
 #   instead of 36 for a 2x2 block of a 3x3 convolution), more additions.
 #
 # The variants come from the registry, `fastconv.ops.variants(op)`, so a
-# new algorithm or backend shows up here with no edit. The concepts guide,
+# new algorithm or backend shows up here with no edit, and so does one you
+# write (below). The concepts guide,
 # section 10, explains why one GEMM is fast; the README's Speed section has
 # measured tables.
 
@@ -95,6 +96,31 @@ filters_matrix = w.reshape(64, -1)
 columns = rng.standard_normal((32 * 3 * 3, BATCH * oh * ow)).astype(np.float32)
 gemm_ms = median_ms(lambda: filters_matrix @ columns)
 print(f"NumPy GEMM (64, 288) @ (288, {BATCH * oh * ow}): {gemm_ms:.2f} ms, {flops / gemm_ms / 1e6:.1f} GFLOP/s")
+
+# %% [markdown]
+# ## Your own variant
+#
+# A function that takes the op's arguments (for `conv2d`: `x, w, b=None,
+# stride=1, padding=0`) joins the registry with
+# `fastconv.register_variant`, and from then on it is one more variant:
+# listed by `ops.variants`, checked and timed below as `user/<name>`. This
+# one is NumPy alone: `sliding_window_view` shows every window without
+# copying it, and `einsum` multiplies the windows by the filters and sums.
+# With `optimize=True`, einsum turns that into one matrix product, copying
+# the windows first: im2col, found by NumPy on its own.
+
+
+# %%
+def conv2d_einsum(x, w, b=None, stride=1, padding=0):
+    """x (N, C, H, W), w (F, C, KH, KW), b (F,) -> (N, F, OH, OW)."""
+    x = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
+    windows = np.lib.stride_tricks.sliding_window_view(x, w.shape[2:], axis=(2, 3))[:, :, ::stride, ::stride]
+    y = np.einsum("ncijkl,fckl->nfij", windows, w, optimize=True)  # windows: (N, C, OH, OW, KH, KW)
+    return y if b is None else y + b[:, None, None]
+
+
+fastconv.register_variant("conv2d", conv2d_einsum, name="einsum")
+print(ops.variants("conv2d"))
 
 # %% [markdown]
 # ## Every variant, forward and backward
@@ -165,11 +191,19 @@ axes[0].invert_yaxis()
 #   multiply-add waits for memory and runs alone.
 # - im2col gets most of the way with one idea: hand the work to a GEMM,
 #   which reuses every number it loads from memory many times (the concepts
-#   guide, section 10).
-# - gemm comes closest to the limit: its unfolded columns never leave the
-#   cache.
-# - The backward pass does twice the work (dx and dw) and shows the same
-#   order.
+#   guide, section 10). It cannot pass the dashed line: it does the GEMM's
+#   work and the unfold besides.
+# - gemm comes closer: its unfolded columns never leave the cache.
+# - winograd, where it exists, can pass the line. The FLOPs counted are
+#   the direct convolution's, and it does fewer multiplications than that,
+#   so its GFLOP/s is an effective rate, not the work it did.
+# - The backward pass does twice the work (dx and dw) and shows much the
+#   same order.
+#
+# If im2col shows more than 100% of the GEMM, the GEMM itself was slowed:
+# another program took a core that one of BLAS's threads was waiting for
+# (the kernels above call BLAS one thread at a time, which suffers less).
+# Run the cells again on a quieter machine.
 #
 # `auto`, the default of every op, times these variants once per shape on
 # your machine and then always calls the fastest. Your numbers will differ
