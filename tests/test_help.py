@@ -5,12 +5,12 @@ from pathlib import Path
 
 import pytest
 
-from fastconv import bench, cli, compare, explain, interop_cli, viz
+from fastconv import bench, compare, explain, interop_cli, train, viz
 
 
 def parsers():
     """(name, parser) for every command and every fastconv-viz subcommand."""
-    yield "fastconv-train", cli.build_parser()
+    yield "fastconv-train", train.build_parser()
     yield "fastconv-explain", explain.build_parser()
     yield "fastconv-compare", compare.build_parser()
     yield "fastconv-bench", bench.build_parser()
