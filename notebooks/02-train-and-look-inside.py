@@ -63,10 +63,11 @@ model
 # %% [markdown]
 # ## Training
 #
-# `fit` shows a batch of 64 images at a time: forward pass, loss, backward
-# pass, an Adam step (the concepts guide, section 1, writes that loop out).
-# The bar shows the running loss and accuracy; after each epoch, the
-# accuracy on the validation images, which it never trains on.
+# `fit` shows the network a batch of 64 images at a time: forward pass,
+# loss, backward pass, an Adam step (the concepts guide writes that loop
+# out at the end of section 8). The bar shows the running loss and
+# accuracy; after each epoch, the accuracy on the validation images, which
+# it never trains on.
 
 # %%
 history = model.fit(x_train, y_train, epochs=EPOCHS, optimizer=Adam(1e-3), validation_data=(x_val, y_val))
