@@ -36,6 +36,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from fastconv import op_table, ops
 from fastconv.gradcheck import numerical_gradient
 from fastconv.shapes import conv_out_size
+from fastconv.user_variants import SIGNATURES
 
 REFERENCE = {"backend": "numpy", "algorithm": "reference"}
 
@@ -333,8 +334,10 @@ def im2col_reference(x, kh, kw, stride=1, padding=0):
 
 
 EXERCISE_OPS = ("out_size", "im2col")
-CHECKED_OPS = tuple(op_table.OPS) + EXERCISE_OPS
-"""Every op ``fastconv-check`` grades: the registry's and the exercises'."""
+CHECKED_OPS = tuple(SIGNATURES) + EXERCISE_OPS
+"""Every op ``fastconv-check`` grades: the registry's ops a learner's
+function can implement (:data:`fastconv.user_variants.SIGNATURES`) and the
+exercises'."""
 
 ARGUMENTS = {
     "conv2d": ("x", "w", "b", "stride", "padding"),

@@ -89,8 +89,7 @@ def problem(case, outcome: Outcome, expected) -> str | None:
     if outcome.kind == TIMED_OUT:
         return f"it {outcome.error}"
     if outcome.kind == CRASHED:
-        return (f"it crashed the process running it ({outcome.error}); in Numba code that is often an "
-                "index past the end of an array (Numba does not check bounds)")
+        return f"it crashed the process running it ({outcome.error})"
     if outcome.kind == RAISED:
         return f"it raised {outcome.error.splitlines()[-1]}"
     value = outcome.value
@@ -127,6 +126,9 @@ _OUTCOME_HINTS = {
                "can take several seconds: if that is it, give it more time with --timeout.",
     RAISED: "Run your function on the arguments above in Python to see where it goes wrong; the last line of "
             "the traceback says what happened, the line above it where.",
+    CRASHED: "In Numba code that is most often an index past the end of an array: Numba does not check "
+             "bounds. Run the check with NUMBA_DISABLE_JIT=1 in the environment: your function then runs as "
+             "plain Python, which raises IndexError at the line that reads too far.",
 }
 _TYPE_HINT = ("Return NumPy arrays, as the op does: allocate the result with np.zeros(shape, dtype=x.dtype) "
               "and fill it in, and return several results as a tuple, in the order of the signature.")
@@ -370,8 +372,8 @@ def format_report(report: Report) -> str:
     elif failure.hint:
         lines.append("Hint: " + _wrap(failure.hint, "  "))
     elif failure.outcome.kind == "returned":
-        lines.append("No common mistake explains this difference: compare your loops with the formula in "
-                     f"{report.op}'s docstring (fastconv.ops) on this case by hand.")
+        lines.append("No common mistake explains this difference: work this case out by hand with the formula "
+                     "(in the exercise, or the op's docstring in fastconv.ops) and compare your loops with it.")
     passed = [f"{n} {s}" for s, n in report.passed.items() if n]
     later = [s for s in battery.STAGES if s not in report.passed and s in _stages_of(report.op)]
     lines.append("")
@@ -405,7 +407,7 @@ class SpeedRow:
     note: str = ""
 
 
-TIMED_OPS = tuple(op_table.OPS)
+TIMED_OPS = tuple(op for op in battery.CHECKED_OPS if op not in battery.EXERCISE_OPS)
 """The ops whose speed is compared (the exercises' out_size and im2col are not)."""
 
 
@@ -419,29 +421,25 @@ def speed_rows(runner, op: str, batch: int = 64, repeat: int = 3, builtins=None,
     """Time the learner's function (through ``runner``) and the built-in
     variants of ``op`` at the MNIST CNN's layers, batch ``batch``.
 
-    A function too slow for that batch (a first call at batch 1 times
-    ``batch`` over ``budget`` seconds) is compared at batch 1, every
-    variant with it. ``builtins``: the (backend, algorithm) pairs to time
-    beside it (default: every compiled variant that can run the layer).
-    Returns (rows, batch used).
+    Each layer is first timed once at batch 1: a function that would take
+    over ``budget`` seconds a call at ``batch`` on some layer is compared
+    at batch 1, every variant with it. ``builtins``: the (backend,
+    algorithm) pairs to time beside it (default: every compiled variant
+    that can run the layer). Returns (rows, batch used).
     """
     from fastconv.workloads import Workload, median_seconds, workloads
 
     direction = "backward" if op_table.op(op).is_backward else "forward"
     works = workloads([speed_network(op)], [batch], [op], [direction])
-    if not works:
-        return [], batch
-    heaviest = max(works, key=lambda w: w.flops() if w.is_conv else w.bytes_moved())
-    probe = runner.time(op, Workload(heaviest.layer, 1, direction), 1, limit=budget * 3)
+    probes = {w.layer: runner.time(op, Workload(w.layer, 1, direction), 0, limit=budget * 3) for w in works}
     used = batch
-    if probe.kind == "returned" and probe.value * batch > budget:
+    if any(p.kind == "returned" and p.value * batch > budget for p in probes.values()):
         used = 1
         works = workloads([speed_network(op)], [1], [op], [direction])
     rows = []
     for work in works:
-        if probe.kind != "returned":
-            outcome = probe
-        else:
+        outcome = probes[work.layer]
+        if outcome.kind == "returned":
             outcome = runner.time(op, work, repeat, limit=budget * 3)
         if outcome.kind == "returned":
             rate, unit = work.rate(outcome.value)
@@ -461,18 +459,27 @@ def builtin_variants(work) -> list[tuple[str, str]]:
     return [v for v in work.variants() if v[0] in registry.COMPILED_BACKENDS]
 
 
+def _plain(value) -> str:
+    """Three significant digits or so, without exponents."""
+    if value >= 100:
+        return f"{value:,.0f}"
+    if value >= 10:
+        return f"{value:.1f}"
+    return f"{value:.2f}" if value >= 1 else f"{value:.3g}"
+
+
 def speed_table(rows) -> str:
     """Aligned columns: layer, variant, ms, throughput, and how many times
     faster than yours."""
     yours = {r.layer: r.seconds for r in rows if r.variant == "yours"}
-    table = [("layer", "variant", "ms", "throughput", "speed vs yours")]
+    table = [("layer", "variant", "ms", "throughput", "as fast as yours")]
     for r in rows:
         if r.seconds is None:
             table.append((r.layer, r.variant, "-", "-", r.note))
             continue
         mine = yours.get(r.layer)
-        ratio = "" if r.variant == "yours" or not mine else f"{mine / r.seconds:.2f}x"
-        table.append((r.layer, r.variant, f"{r.seconds * 1e3:.3g}", f"{r.rate:.3g} {r.unit}", ratio))
+        ratio = "" if r.variant == "yours" or not mine else f"{_plain(mine / r.seconds)}x"
+        table.append((r.layer, r.variant, _plain(r.seconds * 1e3), f"{_plain(r.rate)} {r.unit}", ratio))
     widths = [max(len(row[i]) for row in table) for i in range(5)]
     lines = []
     for k, row in enumerate(table):

@@ -115,17 +115,18 @@ def _modified(before, args, names):
 
 def time_variant(op, work, name, repeat):
     """Seconds per call of the user variant ``name`` of ``op`` on the
-    benchmark workload ``work`` (through :mod:`fastconv.ops`): the median
-    of ``repeat`` samples, or one call when a call takes over a second."""
+    benchmark workload ``work`` (through :mod:`fastconv.ops`), after a
+    warm-up call (which compiles a Numba function): the median of
+    ``repeat`` samples, or one call when ``repeat`` is 0 or a call takes
+    over a second."""
     from fastconv.workloads import median_seconds
 
     call = work.call("user", name)
-    start = time.perf_counter()
-    call()  # warm-up: compiles a Numba function
+    call()
     start = time.perf_counter()
     call()
     once = time.perf_counter() - start
-    return once if once > 1.0 else median_seconds(call, repeat)
+    return once if once > 1.0 or repeat == 0 else median_seconds(call, repeat)
 
 
 def _timed(function, op, work, repeat) -> Outcome:

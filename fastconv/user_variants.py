@@ -59,8 +59,9 @@ SIGNATURES = {
     "conv2d_relu_maxpool2d_backward": "f(dy, code, x, w, stride=1, padding=0, pool_size=2, pool_stride=None) "
                                       "-> (dx, dw, db)",
 }
-"""The learner-facing call of each op: as :mod:`fastconv.ops` names the
-arguments, with one int for each of stride, padding and window size."""
+"""The learner-facing call of each op a user variant can implement: as
+:mod:`fastconv.ops` names the arguments, with one int for each of stride,
+padding and window size."""
 
 RESERVED = ("auto", *op_table.ALGORITHMS, "reference")
 
@@ -89,6 +90,9 @@ def register_variant(op: str, function: Callable | None = None, *, name: str | N
     callable.
     """
     op_table.op(op)  # ValueError naming the known ops
+    if op not in SIGNATURES:
+        raise ValueError(f"register_variant: {op} has no learner-facing signature yet; a user variant can "
+                         f"implement {', '.join(SIGNATURES)}")
     if function is None:
         return lambda f: register_variant(op, f, name=name)
     if not callable(function):
