@@ -12,13 +12,15 @@ How each command line is proved; this is the whole classification:
 * ``fastconv-*``: parsed by the command's own argument parser, so a wrong
   flag or value fails. Then
   - run as written: ``fastconv-explain``, ``fastconv-viz``,
-    ``fastconv-export``, ``fastconv-import``, and ``fastconv-train`` with
+    ``fastconv-export``, ``fastconv-import``, ``fastconv-exercise``, and
+    ``fastconv-train`` with
     ``--epochs 1 --limit N``, N <= 5,000;
   - run smaller: ``fastconv-compare --epochs 1 --limit N`` (N <= 10,000)
     with ``--limit 2000 --test-limit 500`` (its shift test runs 17 times
     over the test digits);
   - parsed only: every other training (minutes to hours), ``fastconv-bench``
-    (a benchmark) and ``fastconv-serve`` (a server: it runs until stopped).
+    (a benchmark), ``fastconv-serve`` (a server: it runs until stopped) and
+    ``fastconv-check`` (it grades a file of the reader's).
     A parsed-only training leaves an untrained model of its architecture
     where it would have saved, so the commands after it run.
 * ``python -c "..."``: run. ``python SCRIPT``, ``pytest PATH`` and
@@ -52,7 +54,7 @@ from pathlib import Path
 
 import pytest
 
-from fastconv import bench, compare, data, explain, interop_cli, models, serve, train, viz
+from fastconv import bench, check, compare, data, exercise, explain, interop_cli, models, serve, train, viz
 
 REPO = Path(__file__).resolve().parents[1]
 MNIST = REPO.parent / "shared" / "data" / "mnist"
@@ -70,10 +72,13 @@ PARSE = {
     "fastconv-serve": serve.build_parser().parse_args,
     "fastconv-export": interop_cli.build_export_parser().parse_args,
     "fastconv-import": interop_cli.build_import_parser().parse_args,
+    "fastconv-check": check.parse_args,
+    "fastconv-exercise": exercise.build_parser().parse_args,
 }
 """Each installed command's parser (for bench, with its checks after argparse)."""
-ALWAYS_RUN = {"fastconv-explain", "fastconv-viz", "fastconv-export", "fastconv-import"}
-NEVER_RUN = {"fastconv-bench": "a benchmark", "fastconv-serve": "a server that runs until stopped"}
+ALWAYS_RUN = {"fastconv-explain", "fastconv-viz", "fastconv-export", "fastconv-import", "fastconv-exercise"}
+NEVER_RUN = {"fastconv-bench": "a benchmark", "fastconv-serve": "a server that runs until stopped",
+             "fastconv-check": "it grades the reader's own file"}
 CHEAP_TRAINING_IMAGES = 5000
 COMPARE_SMALLER = ["--limit", "2000", "--test-limit", "500"]
 SET_UP = {"pip", "python3 -m venv", ".", "source", "apt-get", "export", "cd"}
