@@ -40,7 +40,7 @@ from tqdm import tqdm
 from fastconv import autotune, isa, models, registry, threads, user_variants
 from fastconv.optim import SGD
 from fastconv.state_dict import InteropError
-from fastconv.workloads import NETWORKS, median_seconds, workloads
+from fastconv.workloads import NETWORKS, median_seconds, plain_number, workloads
 
 GEMM = ("numpy", "gemm")
 
@@ -121,21 +121,12 @@ def inference_rows(batches, repeat) -> list[tuple[str, int, float]]:
 
 def inference_table(rows) -> str:
     lines = [f"{'engine':<12}  {'N':>4}  {'ms':>8}  {'img/s':>9}"]
-    lines += [f"{engine:<12}  {n:>4}  {_number(t * 1e3):>8}  {n / t:>9,.0f}" for engine, n, t in rows]
+    lines += [f"{engine:<12}  {n:>4}  {plain_number(t * 1e3):>8}  {n / t:>9,.0f}" for engine, n, t in rows]
     return "\n".join(lines)
 
 
 COLUMNS = ("layer", "N", "op", "direction", "variant", "ms", "throughput", "% of GEMM", "vs naive")
 FIRST_NUMBER = COLUMNS.index("ms")
-
-
-def _number(value) -> str:
-    """Three significant digits or so, without exponents."""
-    if value >= 100:
-        return f"{value:.0f}"
-    if value >= 10:
-        return f"{value:.1f}"
-    return f"{value:.2f}" if value >= 1 else f"{value:.3g}"
 
 
 def _cells(row: Row) -> list[str]:
@@ -145,10 +136,10 @@ def _cells(row: Row) -> list[str]:
         row.op.removesuffix("_backward"),
         row.direction,
         row.variant,
-        _number(row.ms),
-        f"{_number(row.rate)} {row.unit}",
-        "" if row.pct_of_gemm is None else f"{_number(row.pct_of_gemm)}%",
-        "" if row.speedup_over_naive is None else f"{_number(row.speedup_over_naive)}x",
+        plain_number(row.ms),
+        f"{plain_number(row.rate)} {row.unit}",
+        "" if row.pct_of_gemm is None else f"{plain_number(row.pct_of_gemm)}%",
+        "" if row.speedup_over_naive is None else f"{plain_number(row.speedup_over_naive)}x",
     ]
 
 

@@ -459,18 +459,11 @@ def builtin_variants(work) -> list[tuple[str, str]]:
     return [v for v in work.variants() if v[0] in registry.COMPILED_BACKENDS]
 
 
-def _plain(value) -> str:
-    """Three significant digits or so, without exponents."""
-    if value >= 100:
-        return f"{value:,.0f}"
-    if value >= 10:
-        return f"{value:.1f}"
-    return f"{value:.2f}" if value >= 1 else f"{value:.3g}"
-
-
 def speed_table(rows) -> str:
     """Aligned columns: layer, variant, ms, throughput, and how many times
     faster than yours."""
+    from fastconv.workloads import plain_number
+
     yours = {r.layer: r.seconds for r in rows if r.variant == "yours"}
     table = [("layer", "variant", "ms", "throughput", "as fast as yours")]
     for r in rows:
@@ -478,8 +471,8 @@ def speed_table(rows) -> str:
             table.append((r.layer, r.variant, "-", "-", r.note))
             continue
         mine = yours.get(r.layer)
-        ratio = "" if r.variant == "yours" or not mine else f"{_plain(mine / r.seconds)}x"
-        table.append((r.layer, r.variant, _plain(r.seconds * 1e3), f"{_plain(r.rate)} {r.unit}", ratio))
+        ratio = "" if r.variant == "yours" or not mine else f"{plain_number(mine / r.seconds)}x"
+        table.append((r.layer, r.variant, plain_number(r.seconds * 1e3), f"{plain_number(r.rate)} {r.unit}", ratio))
     widths = [max(len(row[i]) for row in table) for i in range(5)]
     lines = []
     for k, row in enumerate(table):

@@ -49,6 +49,15 @@ def median_seconds(fn, repeat: int) -> float:
     return statistics.median(t / number for t in timer.repeat(repeat, number))
 
 
+def plain_number(value) -> str:
+    """A timing or a rate with three significant digits or so, without exponents."""
+    if value >= 100:
+        return f"{value:.0f}"
+    if value >= 10:
+        return f"{value:.1f}"
+    return f"{value:.2f}" if value >= 1 else f"{value:.3g}"
+
+
 @dataclass(frozen=True)
 class Layer:
     """One conv, pool or fused conv block of a benchmark network.
