@@ -374,7 +374,7 @@ def format_report(report: Report) -> str:
     elif failure.outcome.kind == "returned":
         lines.append("No common mistake explains this difference: work this case out by hand with the formula "
                      "(in the exercise, or the op's docstring in fastconv.ops) and compare your loops with it.")
-    passed = [f"{n} {s}" for s, n in report.passed.items() if n]
+    passed = [f"{n} {s.removesuffix('s') if n == 1 else s}" for s, n in report.passed.items() if n]
     later = [s for s in battery.STAGES if s not in report.passed and s in _stages_of(report.op)]
     lines.append("")
     lines.append("Passed before it: " + (", ".join(passed) if passed else "none")
