@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from fastconv import bench, compare, explain, interop_cli, train, viz
+from fastconv import bench, check, compare, exercise, explain, interop_cli, train, viz
 
 
 def parsers():
@@ -16,6 +16,8 @@ def parsers():
     yield "fastconv-bench", bench.build_parser()
     yield "fastconv-export", interop_cli.build_export_parser()
     yield "fastconv-import", interop_cli.build_import_parser()
+    yield "fastconv-check", check.build_parser()
+    yield "fastconv-exercise", exercise.build_parser()
     for name, sub in viz.build_parser()[1].items():
         yield f"fastconv-viz {name}", sub
 
