@@ -24,7 +24,11 @@ many threads, at each ``--batch``.
 Columns: milliseconds per call, throughput (GFLOP/s for conv, GB/s for
 pooling, counted as in :mod:`fastconv.workloads`), the conv as a percentage
 of NumPy's float32 GEMM of the im2col-equivalent size (timed in the same
-run), and the speedup over the naive algorithm of the same backend.
+run), and the speedup over the naive algorithm of the same backend. A
+conv's GFLOP/s are *effective*: the FLOPs of the direct convolution over
+the time taken, whatever the algorithm did, so one that does less
+arithmetic (Winograd: 16 multiplications per 2x2 output tile instead of
+36) can read above 100% of GEMM; :data:`LEGEND` says so under the table.
 """
 from __future__ import annotations
 
@@ -147,6 +151,10 @@ def _aligned(cells, widths) -> str:
     return "  ".join(
         c.rjust(w) if i >= FIRST_NUMBER else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))
     ).rstrip()
+
+
+LEGEND = ("conv GFLOP/s are effective: the direct convolution's FLOPs (2*N*F*C*KH*KW*OH*OW) over the time, "
+          "so an algorithm that does less arithmetic (winograd) can exceed 100% of GEMM")
 
 
 def text_table(rows) -> str:
@@ -287,9 +295,11 @@ def main(argv=None) -> int:
           f"the {cpu['cython_build']} build (this CPU runs {', '.join(isa.runnable())}), "
           f"Numba: compiled for {cpu['llvm_cpu']}")
     print(text_table(rows))
+    if any(row.unit == "GFLOP/s" for row in rows):
+        print(LEGEND)
     if args.markdown:
         with open(args.markdown, "w") as f:
-            f.write(markdown_table(rows) + "\n")
+            f.write(markdown_table(rows) + "\n\n" + LEGEND + "\n")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"conditions": conditions, "rows": [asdict(r) for r in rows]}, f, indent=1)

@@ -47,13 +47,21 @@ def expected_rows():
 
 def test_prints_every_variant_once(report):
     printed, _, _ = report
-    lines = [line.split() for line in printed.splitlines()[2:] if line.strip()]
+    *table, legend = printed.splitlines()[2:]
+    lines = [line.split() for line in table if line.strip()]
     assert sorted(tuple(cells[:5]) for cells in lines) == sorted(expected_rows())
+    assert legend == bench.LEGEND
+
+
+def test_the_legend_says_conv_rates_are_effective_and_may_pass_gemm(report):
+    printed, markdown, _ = report
+    assert "effective: the direct convolution's FLOPs" in bench.LEGEND and "exceed 100% of GEMM" in bench.LEGEND
+    assert printed.rstrip().endswith(bench.LEGEND) and markdown.rstrip().endswith(bench.LEGEND)
 
 
 def test_markdown_and_json_hold_the_same_rows(report):
     _, markdown, as_json = report
-    assert len(markdown.splitlines()) == 2 + len(expected_rows())
+    assert len(markdown.splitlines()) == 2 + len(expected_rows()) + 2  # a blank line, the legend
     assert {(r["layer"], str(r["batch"]), r["op"].removesuffix("_backward"), r["direction"], r["variant"])
             for r in as_json["rows"]} == expected_rows()
     assert as_json["conditions"]["repeat"] == 1
