@@ -65,25 +65,6 @@ def torch_cnn():
     )
 
 
-@pytest.mark.parametrize("batch", (64, 256), ids=lambda n: f"N{n}-torch")
-def test_torch_train_step(measure, batch):
-    """Torch's training step of the reference CNN, as bench/test_training.py
-    times fastconv's: forward, cross-entropy, backward, SGD momentum step."""
-    model = torch_cnn()
-    assert sum(p.numel() for p in model.parameters()) == 225_034
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    generator = torch.Generator().manual_seed(0)
-    x = torch.rand((batch, 1, 28, 28), generator=generator)
-    y = torch.randint(0, 10, (batch,), generator=generator)
-
-    def step():
-        optimizer.zero_grad()
-        torch.nn.functional.cross_entropy(model(x), y).backward()
-        optimizer.step()
-
-    measure(f"cnn training N={batch}", step, lambda seconds: (batch / seconds, "images/s"), images=batch)
-
-
 def torch_cnn_deep():
     """cnn-deep in PyTorch: 3x3 convs with padding 1, BatchNorm2d after each
     pool (and after the third conv's ReLU), BatchNorm1d in the dense block."""
@@ -97,12 +78,19 @@ def torch_cnn_deep():
     )
 
 
+TRAINED = {"cnn": (torch_cnn, 225_034), "cnn-deep": (torch_cnn_deep, 897_610)}
+"""Each network timed in training: its builder and its parameter count,
+those of fastconv.models' network of that name."""
+
+
 @pytest.mark.parametrize("batch", (64, 256), ids=lambda n: f"N{n}-torch")
-def test_torch_cnn_deep_train_step(measure, batch):
-    """Torch's training step of cnn-deep, as bench/test_training.py times
-    fastconv's."""
-    model = torch_cnn_deep()
-    assert sum(p.numel() for p in model.parameters()) == 897_610
+@pytest.mark.parametrize("name", TRAINED)
+def test_torch_train_step(measure, name, batch):
+    """Torch's training step of the network, as bench/test_training.py
+    times fastconv's: forward, cross-entropy, backward, SGD momentum step."""
+    build, parameters = TRAINED[name]
+    model = build()
+    assert sum(p.numel() for p in model.parameters()) == parameters
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     generator = torch.Generator().manual_seed(0)
     x = torch.rand((batch, 1, 28, 28), generator=generator)
@@ -113,7 +101,7 @@ def test_torch_cnn_deep_train_step(measure, batch):
         torch.nn.functional.cross_entropy(model(x), y).backward()
         optimizer.step()
 
-    measure(f"cnn-deep training N={batch}", step, lambda seconds: (batch / seconds, "images/s"), images=batch)
+    measure(f"{name} training N={batch}", step, lambda seconds: (batch / seconds, "images/s"), images=batch)
 
 
 @pytest.mark.parametrize("batch", (1, 64, 256), ids=lambda n: f"N{n}-torch")
