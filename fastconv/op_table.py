@@ -35,7 +35,8 @@ class Op:
     """One op's declaration.
 
     name: as :mod:`fastconv.ops` calls it; family: the kernel modules that
-    hold it (``"conv"``: ``conv_<backend>``, ``"pool"``: ``pool_<backend>``);
+    hold it (``"conv"``: ``conv_<backend>``, ``"pool"``: ``pool_<backend>``,
+    ``"norm"``: ``norm_<backend>``);
     kernel_args: the kernel's arguments (see :mod:`fastconv.kernels`);
     backward: the op computing its gradients (None for a backward op);
     reference: the NumPy kernel every variant is checked against;
@@ -66,6 +67,7 @@ def _pool_ops(kind: str, forward: Callable, backward: Callable) -> tuple[Op, Op]
 
 _POOL_ALGORITHMS = ("naive", "im2col", "vectorized")  # pooling multiplies nothing: no GEMM
 _FUSED_ALGORITHMS = ("naive", "vectorized", "gemm", "winograd")  # im2col's unfold has no fused form
+_NORM_ALGORITHMS = ("naive", "vectorized")  # per-channel sums: no window to unfold, no product to multiply
 
 _DECLARED = (
     Op("conv2d", "conv", ("xp", "w", "b", "sh", "sw", "out"), "conv2d_backward", reference.conv2d_forward),
@@ -78,14 +80,18 @@ _DECLARED = (
     Op("conv2d_relu_maxpool2d_backward", "conv",
        ("dy", "code", "xp", "w", "sh", "sw", "pkh", "pkw", "psh", "psw", "dxp", "dw", "db"),
        None, reference.conv2d_relu_maxpool2d_backward, _FUSED_ALGORITHMS),
+    Op("batch_norm", "norm", ("x", "gamma", "beta", "mean", "var", "eps", "training", "y"),
+       "batch_norm_backward", reference.batch_norm_forward, _NORM_ALGORITHMS),
+    Op("batch_norm_backward", "norm", ("dy", "x", "gamma", "mean", "var", "eps", "dx", "dgamma", "dbeta"),
+       None, reference.batch_norm_backward, _NORM_ALGORITHMS),
 )
 
 OPS: dict[str, Op] = {op.name: op for op in _DECLARED}
 """Every op by name, in declaration order."""
 
 CONV2D, CONV2D_BACKWARD, MAX_POOL2D, MAX_POOL2D_BACKWARD, AVG_POOL2D, AVG_POOL2D_BACKWARD, FUSED, \
-    FUSED_BACKWARD = _DECLARED
-FAMILIES = ("conv", "pool")
+    FUSED_BACKWARD, BATCH_NORM, BATCH_NORM_BACKWARD = _DECLARED
+FAMILIES = ("conv", "pool", "norm")
 
 
 def op(name: str) -> Op:

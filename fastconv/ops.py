@@ -19,6 +19,8 @@ and zero gradients for the parameters, without calling a kernel.
 """
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass
 
 import numpy as np
@@ -132,9 +134,9 @@ def _bias(op, b, w):
     return b
 
 
-def _check_compute_dx(op, compute_dx):
-    if not isinstance(compute_dx, (bool, np.bool_)):
-        raise TypeError(f"{op}: compute_dx must be a bool, got {compute_dx!r}")
+def _check_flag(op, name, value):
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{op}: {name} must be a bool, got {value!r}")
 
 
 def _pad(a, padding, value):
@@ -237,7 +239,7 @@ def conv2d_backward(dy, x, w, stride=1, padding=0, *, compute_dx=True, backend="
     x, w, geom = _conv_args(op, x, w, stride, padding)
     dy = _as_array(op, "dy", dy, 4, "(N, F, OH, OW)")
     _check_dy(op, dy, (x.shape[0], w.shape[0]) + geom.out)
-    _check_compute_dx(op, compute_dx)
+    _check_flag(op, "compute_dx", compute_dx)
     dtype = _float_dtype(op, dy=dy, x=x, w=w)
     dy, x, w = _contiguous(dtype, dy, x, w)
     xp = _pad(x, geom.padding, 0)
@@ -390,7 +392,7 @@ def conv2d_relu_maxpool2d_backward(dy, code, x, w, stride=1, padding=0, pool_siz
     if np.any((code >= taps) & (code != NO_GRADIENT)):
         raise ValueError(f"{op}: code holds offsets past the {pool.kernel} pool window; "
                          "pass the code returned by the forward call")
-    _check_compute_dx(op, compute_dx)
+    _check_flag(op, "compute_dx", compute_dx)
     dtype = _float_dtype(op, dy=dy, x=x, w=w)
     dy, x, w = _contiguous(dtype, dy, x, w)
     (code,) = _contiguous(np.uint8, code)
@@ -407,3 +409,112 @@ def conv2d_relu_maxpool2d_backward(dy, code, x, w, stride=1, padding=0, pool_siz
     dxp, dw, db = _dispatch(op, backend, algorithm, key, run, x.shape[0], _inapplicable(conv))
     dx = np.ascontiguousarray(_crop(dxp, conv.padding)) if compute_dx else None
     return dx, dw, db
+
+
+# --------------------------------------------------------------- batch norm
+
+
+def _batch_norm_args(op, x, eps, **per_channel):
+    """x and the (C,) arrays ``per_channel`` checked against each other, and
+    eps; ValueError or TypeError naming what does not fit."""
+    try:
+        x = np.asarray(x)
+    except Exception as exc:  # ragged lists and the like
+        raise TypeError(f"{op}: x is not array-like: {exc}") from None
+    if x.ndim < 2:
+        raise ValueError(f"{op}: x must be (N, C) or (N, C, H, W), got shape {x.shape}")
+    if x.shape[1] < 1 or min(x.shape[2:], default=1) < 1:
+        raise ValueError(f"{op}: x must have C >= 1 and H, W >= 1, got shape {x.shape}")
+    arrays = {}
+    for name, value in per_channel.items():
+        a = _as_array(op, name, value, 1, "(C,)")
+        if a.shape != x.shape[1:2]:
+            raise ValueError(f"{op}: channel mismatch: x has C={x.shape[1]} but {name} has {a.shape[0]} "
+                             f"values (x {x.shape}, {name} {a.shape})")
+        arrays[name] = a
+    if isinstance(eps, (bool, np.bool_)) or not isinstance(eps, numbers.Real) or not 0 < eps < math.inf:
+        raise ValueError(f"{op}: eps must be a number > 0, got {eps!r}")
+    return x, arrays, float(eps)
+
+
+def _as_channels(dtype, x):
+    """x (N, C, ...) as a C-contiguous (N, C, M) array, M the product of
+    the axes after C (1 for (N, C))."""
+    return np.ascontiguousarray(x, dtype).reshape(x.shape[0], x.shape[1], math.prod(x.shape[2:]))
+
+
+def batch_norm(x, gamma, beta, running_mean=None, running_var=None, eps=1e-5, *, training=True,
+               backend="auto", algorithm="auto"):
+    """Batch normalisation: each channel c of x normalised over all its
+    values (every axis but C), then scaled and shifted,
+
+        y = gamma[c] * (x - mean[c]) / sqrt(var[c] + eps) + beta[c].
+
+    x: (N, C) or (N, C, H, W) (any (N, C, ...)); gamma, beta: (C,); eps > 0.
+    In training (the default) mean and var are the batch's, the variance
+    biased (divided by the N*H*W values of a channel); returns ``(y, mean,
+    var)``, y with the shape of x and mean, var (C,): what
+    :func:`batch_norm_backward` needs and what running statistics move
+    towards (the statistics of an empty batch are NaN). With
+    ``training=False`` mean and var are ``running_mean`` and
+    ``running_var`` (C,), which evaluation needs and training refuses;
+    returns y.
+    """
+    op = op_table.BATCH_NORM.name
+    _check_flag(op, "training", training)
+    running = {"running_mean": running_mean, "running_var": running_var}
+    given = [name for name, value in running.items() if value is not None]
+    if training and given:
+        raise ValueError(f"{op}: training normalises with the batch's statistics and returns them; "
+                         f"{' and '.join(given)} are for evaluation (training=False)")
+    if not training and len(given) < 2:
+        raise ValueError(f"{op}: evaluation (training=False) needs running_mean and running_var")
+    x, arrays, eps = _batch_norm_args(op, x, eps, gamma=gamma, beta=beta, **({} if training else running))
+    dtype = _float_dtype(op, x=x, **arrays)
+    x3 = _as_channels(dtype, x)
+    gamma, beta = _contiguous(dtype, arrays["gamma"], arrays["beta"])
+
+    def run(kernel):
+        y = np.empty_like(x3)
+        if training:  # the kernel writes the batch's statistics over the NaN of no values
+            mean, var = np.full(len(gamma), np.nan, dtype), np.full(len(gamma), np.nan, dtype)
+        else:  # copies: the caller's arrays are never handed to a kernel that could write them
+            mean, var = (np.array(arrays[name], dtype) for name in running)
+        kernel(x3, gamma, beta, mean, var, eps, training, y)
+        return y.reshape(x.shape), mean, var
+
+    y, mean, var = _dispatch(op, backend, algorithm, (x3.shape, dtype, training), run, x.shape[0])
+    return (y, mean, var) if training else y
+
+
+def batch_norm_backward(dy, x, gamma, mean, var, eps=1e-5, *, compute_dx=True, backend="auto", algorithm="auto"):
+    """Gradients of a training :func:`batch_norm`: dy with the shape of x,
+    the x, gamma and eps of that call and the mean and var it returned.
+    Returns (dx, dgamma, dbeta) with the shapes of x, (C,) and (C,);
+    with xhat = (x - mean) / sqrt(var + eps) and the means over each
+    channel's values,
+
+        dbeta = sum dy,  dgamma = sum dy * xhat,
+        dx = gamma / sqrt(var + eps) * (dy - mean(dy) - xhat * mean(dy * xhat))
+
+    (the batch's mean and variance depend on every input of the channel
+    too); dx is None, and never computed, when ``compute_dx`` is false.
+    """
+    op = op_table.BATCH_NORM_BACKWARD.name
+    x, arrays, eps = _batch_norm_args(op, x, eps, gamma=gamma, mean=mean, var=var)
+    dy = np.asarray(dy)
+    _check_dy(op, dy, x.shape)
+    _check_flag(op, "compute_dx", compute_dx)
+    dtype = _float_dtype(op, dy=dy, x=x, **arrays)
+    dy3, x3 = _as_channels(dtype, dy), _as_channels(dtype, x)
+    gamma, mean, var = _contiguous(dtype, *arrays.values())
+
+    def run(kernel):
+        dx = np.empty_like(x3) if compute_dx else None
+        dgamma, dbeta = np.zeros_like(gamma), np.zeros_like(gamma)
+        kernel(dy3, x3, gamma, mean, var, eps, dx, dgamma, dbeta)
+        return dx, dgamma, dbeta
+
+    key = (x3.shape, dtype, bool(compute_dx))
+    dx, dgamma, dbeta = _dispatch(op, backend, algorithm, key, run, x.shape[0])
+    return (dx.reshape(x.shape) if compute_dx else None), dgamma, dbeta

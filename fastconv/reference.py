@@ -112,3 +112,37 @@ def conv2d_relu_maxpool2d_backward(dy, code, xp, w, sh, sw, pkh, pkw, psh, psw, 
     np.add.at(dconv, (n, f, y * psh + at // pkw, x * psw + at % pkw), dy[n, f, y, x])
     conv2d_backward(dconv, xp, w, sh, sw, dxp, dw)
     db += dconv.sum(axis=(0, 2, 3))
+
+
+def batch_norm_forward(x, gamma, beta, mean, var, eps, training, y):
+    """y = gamma[c] * (x - mean[c]) / sqrt(var[c] + eps) + beta[c] per channel c.
+
+    x, y (N, C, M); gamma, beta, mean, var (C,). In training mean and var
+    are first set to the batch's: over the N*M values of each channel, the
+    variance biased (divided by N*M), the squares summed about the mean as
+    stored. Statistics and scale in float64, as the kernels compute them.
+    """
+    if training:
+        mean[...] = x.mean(axis=(0, 2), dtype=np.float64)
+        centred = x - mean[:, None].astype(np.float64)
+        var[...] = np.einsum("nci,nci->c", centred, centred) / (x.shape[0] * x.shape[2])
+    inv_std = 1 / np.sqrt(var.astype(np.float64) + eps)
+    y[...] = (x - mean[:, None]) * (gamma * inv_std).astype(x.dtype)[:, None] + beta[:, None]
+
+
+def batch_norm_backward(dy, x, gamma, mean, var, eps, dx, dgamma, dbeta):
+    """Gradients of a training :func:`batch_norm_forward` whose statistics
+    were mean and var: with xhat = (x - mean) * inv_std over each channel's
+    N*M values, dbeta = sum dy, dgamma = sum dy * xhat and (unless dx is
+    None) dx = gamma * inv_std * (dy - mean(dy) - xhat * mean(dy * xhat)):
+    the batch mean and variance depend on every input of the channel too.
+    In float64, cast to the dtype at the end."""
+    count = x.shape[0] * x.shape[2]
+    inv_std = 1 / np.sqrt(var.astype(np.float64) + eps)
+    xhat = (x - mean[:, None].astype(np.float64)) * inv_std[:, None]
+    dy = dy.astype(np.float64)
+    sum_dy, sum_dy_xhat = dy.sum(axis=(0, 2)), np.einsum("nci,nci->c", dy, xhat)
+    dbeta[...], dgamma[...] = sum_dy, sum_dy_xhat
+    if dx is not None:
+        dx[...] = (gamma * inv_std)[:, None] * (dy - (sum_dy / count)[:, None]
+                                                 - xhat * (sum_dy_xhat / count)[:, None])

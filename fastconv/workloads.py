@@ -2,9 +2,9 @@
 the work each op does on them, and ready-to-time calls.
 
 The shapes are read from the models of :mod:`fastconv.models` (each conv
-and pool layer's input, window, stride and padding, and the conv -> ReLU ->
-max-pool blocks the model's fusion plan runs as one op), so a benchmark
-times what training and inference run.
+and pool layer's input, window, stride and padding, each batch norm layer's
+input, and the conv -> ReLU -> max-pool blocks the model's fusion plan runs
+as one op), so a benchmark times what training and inference run.
 
 Shared by the pytest-benchmark suite (``bench/``) and the ``fastconv-bench``
 report, so both time the same calls and count work the same way:
@@ -12,8 +12,9 @@ report, so both time the same calls and count work the same way:
 - conv: :func:`fastconv.shapes.conv_flops` forward (a multiply and an add
   per weight per output pixel), twice that backward (dx and dw each cost one
   forward's worth);
-- pooling: bytes of the arrays the op must touch, each once (forward reads
-  x and writes out; backward reads dy, and x too for max-pool, and writes dx).
+- pooling and batch norm: bytes of the arrays the op must touch, each once
+  (forward reads x and writes out; backward reads dy, and x too for max-pool
+  and batch norm, and writes dx).
 
 Every call goes through :mod:`fastconv.ops` with an explicit backend and
 algorithm, as a layer makes it (validation and output allocation included).
@@ -31,7 +32,7 @@ import numpy as np
 
 from fastconv import models, op_table, ops, registry
 from fastconv.fusion import ConvReluMaxPoolStep
-from fastconv.layers import AvgPool2D, Conv2D, MaxPool2D
+from fastconv.layers import AvgPool2D, BatchNorm, BatchNorm2D, Conv2D, MaxPool2D
 from fastconv.shapes import conv_flops, conv_out_size
 
 DTYPE = np.dtype(np.float32)
@@ -60,12 +61,13 @@ def plain_number(value) -> str:
 
 @dataclass(frozen=True)
 class Layer:
-    """One conv, pool or fused conv block of a benchmark network.
+    """One conv, pool, batch norm or fused conv block of a benchmark network.
 
     kind: the op's name in :mod:`fastconv.op_table`: conv2d, max_pool2d,
-    avg_pool2d, or conv2d_relu_maxpool2d (a conv layer, its ReLU and its
-    max-pool as one fused op); in_shape: (C, H, W) of one image; window:
-    (F, KH, KW) for a conv, fused or not, (KH, KW) for a pool; stride and
+    avg_pool2d, batch_norm, or conv2d_relu_maxpool2d (a conv layer, its
+    ReLU and its max-pool as one fused op); in_shape: (C, H, W) of one image
+    ((F,) for the batch norm of features); window: (F, KH, KW) for a conv,
+    fused or not, (KH, KW) for a pool, () for batch norm; stride and
     padding (zeros on each side): (vertical, horizontal); pool and
     pool_stride: the fused op's max-pool window and stride (None otherwise).
     """
@@ -94,18 +96,23 @@ class Layer:
 
 
 _TIMED = {Conv2D: (op_table.CONV2D, "conv"), MaxPool2D: (op_table.MAX_POOL2D, "pool"),
-          AvgPool2D: (op_table.AVG_POOL2D, "pool")}
+          AvgPool2D: (op_table.AVG_POOL2D, "pool"), BatchNorm2D: (op_table.BATCH_NORM, "norm"),
+          BatchNorm: (op_table.BATCH_NORM, "norm")}
 """The model layers a benchmark times alone: the op each runs and the stem
-of its name (conv1, pool1, conv2, ...)."""
+of its name (conv1, pool1, norm1, conv2, ...)."""
 
 
-def _window(layer) -> tuple[int, ...]:
-    return (layer.out_channels, *layer.kernel_size) if isinstance(layer, Conv2D) else layer.kernel_size
+def _geometry(layer) -> tuple[tuple[int, ...], tuple[int, int], tuple[int, int]]:
+    """A timed layer's (window, stride, padding); batch norm has no window."""
+    if isinstance(layer, (BatchNorm2D, BatchNorm)):
+        return (), (1, 1), (0, 0)
+    window = (layer.out_channels, *layer.kernel_size) if isinstance(layer, Conv2D) else layer.kernel_size
+    return window, layer.stride, layer.padding
 
 
 def _networks(model_name: str) -> dict[str, tuple[Layer, ...]]:
     """The benchmark networks of one model of :mod:`fastconv.models`:
-    ``model_name``, its conv and pool layers as separate ops, and, when its
+    ``model_name``, its conv, pool and batch norm layers as separate ops, and, when its
     fusion plan fuses conv -> ReLU -> max-pool blocks, ``<model_name>-fused``
     with those blocks (block1, block2, ...)."""
     # Built with the NumPy reference kernels, which have the fused op whatever
@@ -117,14 +124,13 @@ def _networks(model_name: str) -> dict[str, tuple[Layer, ...]]:
         if type(layer) in _TIMED:
             op, stem = _TIMED[type(layer)]
             counts[stem] += 1
-            separate.append(Layer(model_name, f"{stem}{counts[stem]}", op.name, in_shape, _window(layer),
-                                  layer.stride, layer.padding))
+            separate.append(Layer(model_name, f"{stem}{counts[stem]}", op.name, in_shape, *_geometry(layer)))
     fused_name, fused, first = f"{model_name}-fused", [], 0
     for step in model.steps:
         if isinstance(step, ConvReluMaxPoolStep):
             conv, _, pool = step.layers
             fused.append(Layer(fused_name, f"block{len(fused) + 1}", op_table.FUSED.name, in_shapes[first],
-                               _window(conv), conv.stride, conv.padding, pool.kernel_size, pool.stride))
+                               *_geometry(conv), pool.kernel_size, pool.stride))
         first += len(step.layers)
     return {model_name: tuple(separate), **({fused_name: tuple(fused)} if fused else {})}
 
@@ -134,7 +140,7 @@ BENCHMARKED_MODELS = ("cnn", "lenet5", "cnn-deep")
 
 NETWORKS = {name: layers for model in BENCHMARKED_MODELS for name, layers in _networks(model).items()}
 """Benchmark networks by name: per model of :data:`BENCHMARKED_MODELS` its
-conv and pool layers (``cnn``: conv1, pool1, conv2, pool2) and, if it fuses
+conv, pool and batch norm layers (``cnn``: conv1, pool1, conv2, pool2) and, if it fuses
 any, its fused blocks as the model runs them (``cnn-fused``: block1, block2)."""
 BATCHES = (1, 64, 256)
 DIRECTIONS = ("forward", "backward")
@@ -163,6 +169,10 @@ class Workload:
     def is_fused(self) -> bool:
         return self.layer.kind == op_table.FUSED.name
 
+    @property
+    def is_norm(self) -> bool:
+        return self.layer.kind == op_table.BATCH_NORM.name
+
     def variants(self, backend: str = "auto") -> list[tuple[str, str]]:
         """The registry's variants of this op (``backend``'s only, unless
         ``"auto"``) that can compute this layer: a conv leaves out the
@@ -187,6 +197,8 @@ class Workload:
 
     @property
     def out_shape(self) -> tuple[int, int, int, int]:
+        if self.is_norm:
+            return self.x_shape
         n, c, h, w = self.window_out_shape
         if not self.is_fused:
             return (n, c, h, w)
@@ -217,27 +229,29 @@ class Workload:
         return forward if self.direction == "forward" else 2 * forward
 
     def bytes_moved(self) -> int:
-        """Pooling only: bytes of every array read or written, each once."""
+        """Pooling and batch norm only: bytes of every array read or written, each once."""
         x, out = np.prod(self.x_shape), np.prod(self.out_shape)
         if self.direction == "forward":
             elements = x + out
-        else:  # dy in, dx out; max-pool also reads x to find the maxima
-            elements = out + x + (x if self.layer.kind == op_table.MAX_POOL2D.name else 0)
+        else:  # dy in, dx out; max-pool also reads x to find the maxima, batch norm to normalise it
+            reads_x = self.layer.kind in (op_table.MAX_POOL2D.name, op_table.BATCH_NORM.name)
+            elements = out + x + (x if reads_x else 0)
         return int(elements) * DTYPE.itemsize
 
     def counts(self) -> dict:
-        """The work of one call: ``{"flops": ...}`` (conv) or ``{"bytes": ...}`` (pooling)."""
+        """The work of one call: ``{"flops": ...}`` (conv) or ``{"bytes": ...}`` (pooling, batch norm)."""
         return {"flops": self.flops()} if self.is_conv else {"bytes": self.bytes_moved()}
 
     def rate(self, seconds: float) -> tuple[float, str]:
-        """Throughput of one call taking ``seconds``: GFLOP/s (conv) or GB/s (pooling)."""
+        """Throughput of one call taking ``seconds``: GFLOP/s (conv) or GB/s (pooling, batch norm)."""
         if self.is_conv:
             return self.flops() / seconds / 1e9, "GFLOP/s"
         return self.bytes_moved() / seconds / 1e9, "GB/s"
 
     @cached_property
     def arrays(self) -> dict:
-        """Seeded float32 inputs: x, dy, and w, b for conv."""
+        """Seeded float32 inputs: x, dy, and w, b for conv; gamma, beta and the
+        batch's mean and var (what backward reads) for batch norm."""
         rng = np.random.default_rng(0)
         arrays = {
             "x": rng.standard_normal(self.x_shape, dtype=DTYPE),
@@ -246,6 +260,12 @@ class Workload:
         if self.is_conv:
             arrays["w"] = rng.standard_normal(self.w_shape, dtype=DTYPE)
             arrays["b"] = rng.standard_normal(self.w_shape[0], dtype=DTYPE)
+        if self.is_norm:
+            channels = self.x_shape[1]
+            arrays["gamma"] = rng.uniform(0.5, 2.0, channels).astype(DTYPE)
+            arrays["beta"] = rng.standard_normal(channels, dtype=DTYPE)
+            _, arrays["mean"], arrays["var"] = ops.batch_norm(arrays["x"], arrays["gamma"], arrays["beta"],
+                                                              backend="numpy", algorithm="reference")
         return arrays
 
     def call(self, backend: str, algorithm: str):
@@ -253,6 +273,11 @@ class Workload:
         a, fn = self.arrays, getattr(ops, self.op)
         kwargs = {**self.layer.geometry, "backend": backend, "algorithm": algorithm}
         forward = self.direction == "forward"
+        if self.is_norm:  # no geometry: each channel normalised over the batch, in training
+            variant = {"backend": backend, "algorithm": algorithm}
+            if forward:
+                return lambda: fn(a["x"], a["gamma"], a["beta"], **variant)
+            return lambda: fn(a["dy"], a["x"], a["gamma"], a["mean"], a["var"], **variant)
         if self.is_conv:
             if forward:
                 return lambda: fn(a["x"], a["w"], a["b"], **kwargs)

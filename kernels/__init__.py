@@ -51,6 +51,24 @@ padding):
         kernel reads dy and code anyway; a NumPy pass for it cost 0.14-0.22
         ms at conv1's shape, batch 64).
 
+``norm_<backend>`` exports ``KERNELS`` with batch normalisation, each
+channel c over its N*M values, x viewed as (N, C, M) (M = H*W; 1 for
+features (N, C)); gamma, beta, mean, var, dgamma, dbeta (C,):
+
+    batch_norm(x, gamma, beta, mean, var, eps, training, y)
+        writes y (N, C, M) = (x - mean[c]) * gamma[c] / sqrt(var[c] + eps) + beta[c]
+        (arrives uninitialised). In training the kernel first writes the
+        batch's mean and biased variance (divided by N*M) into mean and
+        var; otherwise it reads them (the running statistics).
+    batch_norm_backward(dy, x, gamma, mean, var, eps, dx, dgamma, dbeta)
+        for a training forward that wrote mean and var: writes dbeta (sum
+        of dy), dgamma (sum of dy * xhat) and dx (N, C, M), which arrives
+        uninitialised; dx may be None: then the kernel skips its work.
+
+    Sums run in float64 whatever the dtype, and everything after them
+    reads mean and var as stored, so forward and backward use one
+    1 / sqrt(var + eps).
+
 Max-pool routes each gradient to the first maximum of its window in row-major
 order (as PyTorch); avg-pool divides by KH*KW (padded zeros count).
 """

@@ -56,6 +56,8 @@ def _cases():
     fused_y, code = ops.conv2d_relu_maxpool2d(x, w, b, 1, 1, 2, backend="numpy", algorithm="reference")
     fused_dy = rng.standard_normal(fused_y.shape)
     pool = dict(kernel_size=3, stride=2, padding=1)
+    gamma, beta, norm_dy = rng.uniform(0.5, 2, 4), rng.standard_normal(4), rng.standard_normal(x.shape)
+    _, mean, var = ops.batch_norm(x, gamma, beta, backend="numpy", algorithm="reference")
     return {
         "conv2d": (ops.conv2d, (x, w, b, 1, 1), {}),
         "conv2d_backward": (ops.conv2d_backward, (conv_dy, x, w, 1, 1), {}),
@@ -65,6 +67,8 @@ def _cases():
         "avg_pool2d_backward": (ops.avg_pool2d_backward, (pool_dy, x), pool),
         "conv2d_relu_maxpool2d": (ops.conv2d_relu_maxpool2d, (x, w, b, 1, 1, 2), {}),
         "conv2d_relu_maxpool2d_backward": (ops.conv2d_relu_maxpool2d_backward, (fused_dy, code, x, w, 1, 1, 2), {}),
+        "batch_norm": (ops.batch_norm, (x, gamma, beta), {}),
+        "batch_norm_backward": (ops.batch_norm_backward, (norm_dy, x, gamma, mean, var), {}),
     }
 
 

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from fastconv import explain, fusion, models, op_table, registry
-from fastconv.layers import Conv2D
+from fastconv.layers import BatchNorm, BatchNorm2D, Conv2D
 from fastconv.workloads import BENCHMARKED_MODELS, NETWORKS, Workload, workloads
 
 REF = {"backend": "numpy", "algorithm": "reference"}
@@ -32,6 +32,8 @@ def layer(network, name):
         ("cnn-deep", "conv2", (64, 14, 14)),
         ("cnn-deep", "pool2", (64, 7, 7)),
         ("cnn-deep", "conv3", (128, 7, 7)),
+        ("cnn-deep", "norm1", (32, 14, 14)),  # batch norm keeps its input's shape
+        ("cnn-deep", "norm4", (128,)),  # after the dense 128
         ("cnn-deep-fused", "block1", (32, 14, 14)),
         ("cnn-deep-fused", "block2", (64, 7, 7)),
     ],
@@ -45,11 +47,12 @@ def test_networks_and_their_layer_names():
         "cnn": ["conv1", "pool1", "conv2", "pool2"],
         "cnn-fused": ["block1", "block2"],
         "lenet5": ["conv1", "pool1", "conv2", "pool2"],
-        "cnn-deep": ["conv1", "pool1", "conv2", "pool2", "conv3"],
+        "cnn-deep": ["conv1", "pool1", "norm1", "conv2", "pool2", "norm2", "conv3", "norm3", "norm4"],
         "cnn-deep-fused": ["block1", "block2"],  # conv3 is followed by batch norm, not a pool: not fused
     }
     assert {l.kind for layers in NETWORKS.values() for l in layers} == {
-        op.name for op in (op_table.CONV2D, op_table.MAX_POOL2D, op_table.AVG_POOL2D, op_table.FUSED)}
+        op.name for op in (op_table.CONV2D, op_table.MAX_POOL2D, op_table.AVG_POOL2D, op_table.FUSED,
+                           op_table.BATCH_NORM)}
     assert fusion.FUSED_OP == op_table.FUSED.name
 
 
@@ -59,6 +62,10 @@ def shapes_seen_running(model_name):
     model = models.build(model_name, **REF)
     x = np.random.default_rng(0).random((1, *model.input_shape), dtype=np.float32)
     seen, counts = {}, {}
+
+    def stem(layer):
+        return "conv" if isinstance(layer, Conv2D) else "norm" if isinstance(layer, (BatchNorm2D, BatchNorm)) \
+            else "pool"
 
     def record(network, stem, x, y):
         counts[network, stem] = counts.get((network, stem), 0) + 1
@@ -70,7 +77,7 @@ def shapes_seen_running(model_name):
             for layer in step.layers:  # as the unfused network times them
                 out = layer.forward(inner, training=False)
                 if layer.kind != "relu":
-                    record(model_name, "conv" if isinstance(layer, Conv2D) else "pool", inner, out)
+                    record(model_name, stem(layer), inner, out)
                 inner = out
             y = step.forward(x, training=False)
             assert y.shape == inner.shape
@@ -78,8 +85,8 @@ def shapes_seen_running(model_name):
         else:
             (layer,) = step.layers
             y = step.forward(x, training=False)
-            if layer.kind in op_table.OPS:
-                record(model_name, "conv" if isinstance(layer, Conv2D) else "pool", x, y)
+            if layer.kind in op_table.OPS or isinstance(layer, BatchNorm2D):
+                record(model_name, stem(layer), x, y)
         x = y
     return seen
 
@@ -98,10 +105,10 @@ def test_cnn_deep_convs_are_same_padded_and_run_through_ops():
     for layer in NETWORKS["cnn-deep"] + NETWORKS["cnn-deep-fused"]:
         forward, backward = Workload(layer, 2, "forward"), Workload(layer, 2, "backward")
         out = forward.call(*registry.REFERENCE)()
-        out = out[0] if forward.is_fused else out  # the fused op also returns its code
+        out = out[0] if isinstance(out, tuple) else out  # the fused op returns its code, batch norm statistics
         assert out.shape == forward.out_shape, layer.label
         grads = backward.call(*registry.REFERENCE)()
-        dx = grads[0] if backward.is_conv else grads
+        dx = grads[0] if isinstance(grads, tuple) else grads
         assert dx.shape == backward.x_shape, layer.label
 
 
@@ -129,10 +136,11 @@ def test_cnn_deep_conv_flops_per_image():
     assert per_image == [2 * 32 * 1 * 9 * 28 * 28, 2 * 64 * 32 * 9 * 14 * 14, 2 * 128 * 64 * 9 * 7 * 7]
 
 
-def test_each_layer_feeds_the_next_after_pooling():
+def test_each_layer_feeds_the_next_until_flatten():
     for layers in NETWORKS.values():
-        for pool, conv in zip(layers[1::2], layers[2::2]):
-            assert Workload(pool, 1, "forward").out_shape[1:] == conv.in_shape
+        for before, after in zip(layers, layers[1:]):
+            if len(after.in_shape) == 3:  # not the batch norm of features after Flatten and Dense
+                assert Workload(before, 1, "forward").out_shape[1:] == after.in_shape, (before.label, after.label)
 
 
 @pytest.mark.parametrize(
