@@ -222,7 +222,7 @@ def restore(path, model_class, *, backend=None, algorithm=None):
     """A ``model_class`` (:class:`fastconv.model.Sequential`) rebuilt from
     the checkpoint at ``path``: architecture, weights, optimiser, epoch,
     history and generator state. ``backend``/``algorithm``, when given,
-    replace the saved ones in every conv and pool layer. Raises
+    replace the saved ones in every conv, pool and batch norm layer. Raises
     :class:`CheckpointError` if the file is unusable or its parts do not fit
     together (a weight of the wrong shape or dtype, a missing parameter,
     ...); the shapes are checked before the model allocates its own arrays."""

@@ -45,16 +45,17 @@ def positive_float(text: str) -> float:
 
 
 def add_kernel_options(parser, default=None) -> None:
-    """``--backend`` and ``--algorithm`` for the conv and pool layers
+    """``--backend`` and ``--algorithm`` for the conv, pool and batch norm layers
     (``default`` None keeps what a checkpoint was saved with)."""
     in_words = ("as saved in the checkpoint" if default is None
                 else "auto, the fastest variant measured for each shape" if default == "auto" else default)
     parser.add_argument("--backend", choices=("auto",) + registry.available_backends(), default=default,
-                        help=f"kernel backend of the conv and pool layers (numpy is the slow reference; "
+                        help=f"kernel backend of the conv, pool and batch norm layers (numpy is the slow reference; "
                              f"default: {in_words})")
     parser.add_argument("--algorithm", choices=("auto",) + registry.ALGORITHMS + (registry.REFERENCE[1],),
                         default=default,
-                        help=f"kernel algorithm of the conv and pool layers (default: {in_words})")
+                        help="kernel algorithm of the conv and pool layers, and of batch norm where it has it "
+                             f"(default: {in_words})")
 
 
 def add_data_options(parser) -> None:

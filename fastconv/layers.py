@@ -39,7 +39,7 @@ import numbers
 
 import numpy as np
 
-from fastconv import ops
+from fastconv import op_table, ops
 from fastconv.integers import positive_int
 from fastconv.shapes import as_pair, conv_out_size
 
@@ -430,11 +430,14 @@ class _BatchNorm(Layer):
 
     Parameters (trainable): ``gamma`` (C,), ones; ``beta`` (C,), zeros.
     Buffers (not trained): ``running_mean`` (C,), zeros; ``running_var``
-    (C,), ones. Forward and backward are NumPy reductions over the channel
-    axis: the profiler shows them small next to the convolutions.
+    (C,), ones. Forward and backward run through
+    :func:`fastconv.ops.batch_norm` and :func:`fastconv.ops.batch_norm_backward`
+    with the layer's ``backend`` and ``algorithm``; an algorithm that batch
+    norm does not have (im2col, gemm, winograd: what a model-wide
+    ``--algorithm`` asks of the convolutions) leaves it at ``"auto"``.
     """
 
-    def __init__(self, num_features, momentum=0.1, eps=1e-5, *, name=None):
+    def __init__(self, num_features, momentum=0.1, eps=1e-5, *, backend="auto", algorithm="auto", name=None):
         super().__init__(name)
         self.num_features = positive_int(num_features, "num_features")
         for what, value in (("momentum", momentum), ("eps", eps)):
@@ -445,7 +448,8 @@ class _BatchNorm(Layer):
         if not eps > 0:
             raise ValueError(f"{type(self).__name__}: eps must be > 0, got {eps!r}")
         self.momentum, self.eps = float(momentum), float(eps)
-        self._xhat = self._inv_std = None  # for backward, from a training forward
+        self.backend, self.algorithm = backend, algorithm
+        self._x = self._mean = self._var = None  # for backward, from a training forward
 
     def param_shapes(self):
         return {"gamma": (self.num_features,), "beta": (self.num_features,)}
@@ -459,56 +463,43 @@ class _BatchNorm(Layer):
         self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
         self.buffers = {"running_mean": np.zeros(c, dtype), "running_var": np.ones(c, dtype)}
 
+    def _kernels(self) -> dict:
+        """The backend and algorithm for ops (see the class docstring)."""
+        conv_only = tuple(a for a in op_table.ALGORITHMS if a not in op_table.BATCH_NORM.algorithms)
+        return {"backend": self.backend, "algorithm": "auto" if self.algorithm in conv_only else self.algorithm}
+
     def forward(self, x, training):
         self._require_params()
         self._check_input(x.shape)
-        # (N, C, M/N): the channel axis in the middle, everything it is averaged over around it
-        x3 = x.reshape(x.shape[0], self.num_features, -1)
-        values = x3.shape[0] * x3.shape[2]
         gamma, beta = self.params["gamma"], self.params["beta"]
-        if training:
-            if values < 2:
-                raise ValueError(
-                    f"{self._label()}: training needs more than one value per channel to estimate a "
-                    f"variance, got input {tuple(x.shape)} (use a batch of 2 or more, or evaluation mode)")
-            mean = x3.mean(axis=(0, 2))
-            centred = x3 - mean[:, None]
-            var = np.einsum("nci,nci->c", centred, centred) / x.dtype.type(values)  # no squared temporary
-            inv_std = 1 / np.sqrt(var + x.dtype.type(self.eps))
-            keep = x.dtype.type(1 - self.momentum)
-            self.buffers["running_mean"] *= keep
-            self.buffers["running_mean"] += x.dtype.type(self.momentum) * mean
-            self.buffers["running_var"] *= keep
-            self.buffers["running_var"] += x.dtype.type(self.momentum * values / (values - 1)) * var
-            xhat = centred
-            xhat *= inv_std[:, None]
-        else:
-            inv_std = 1 / np.sqrt(self.buffers["running_var"] + x.dtype.type(self.eps))
-            xhat = (x3 - self.buffers["running_mean"][:, None]) * inv_std[:, None]
-        self._xhat, self._inv_std = (xhat, inv_std) if training else (None, None)
-        y = xhat * gamma[:, None]
-        y += beta[:, None]
-        return y.reshape(x.shape)
+        if not training:
+            self._x = self._mean = self._var = None
+            return ops.batch_norm(x, gamma, beta, self.buffers["running_mean"], self.buffers["running_var"],
+                                  self.eps, training=False, **self._kernels())
+        values = x.shape[0] * math.prod(x.shape[2:])  # per channel
+        if values < 2:
+            raise ValueError(
+                f"{self._label()}: training needs more than one value per channel to estimate a "
+                f"variance, got input {tuple(x.shape)} (use a batch of 2 or more, or evaluation mode)")
+        y, mean, var = ops.batch_norm(x, gamma, beta, eps=self.eps, **self._kernels())
+        keep = mean.dtype.type(1 - self.momentum)
+        self.buffers["running_mean"] *= keep
+        self.buffers["running_mean"] += mean.dtype.type(self.momentum) * mean
+        self.buffers["running_var"] *= keep
+        self.buffers["running_var"] += mean.dtype.type(self.momentum * values / (values - 1)) * var
+        self._x, self._mean, self._var = x, mean, var
+        return y
 
     def backward(self, dy):
-        xhat = self._cached(self._xhat)
-        dy3 = dy.reshape(xhat.shape)
-        self.grads["beta"] = dy3.sum(axis=(0, 2))
-        self.grads["gamma"] = np.einsum("nci,nci->c", dy3, xhat)
-        if not self.needs_input_grad:
-            return None
-        scale = self.params["gamma"] * self._inv_std
-        # the batch mean and variance depend on every input of the channel too
-        values = xhat.shape[0] * xhat.shape[2]
-        dx = xhat * (-self.grads["gamma"] / values)[:, None]
-        dx += dy3
-        dx -= (self.grads["beta"] / values)[:, None]
-        dx *= scale[:, None]
-        return dx.reshape(dy.shape)
+        x = self._cached(self._x)
+        dx, self.grads["gamma"], self.grads["beta"] = ops.batch_norm_backward(
+            dy, x, self.params["gamma"], self._mean, self._var, self.eps,
+            compute_dx=self.needs_input_grad, **self._kernels())
+        return dx
 
     def config(self):
         return {"num_features": self.num_features, "momentum": self.momentum, "eps": self.eps,
-                **super().config()}
+                "backend": self.backend, "algorithm": self.algorithm, **super().config()}
 
 
 class BatchNorm2D(_BatchNorm):

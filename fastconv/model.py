@@ -414,7 +414,7 @@ class Sequential:
         """Rebuild a model saved by :meth:`save`, with its optimiser
         (:attr:`optimizer`, None if it had none), :attr:`epoch`,
         :attr:`history` and generator state. ``backend``/``algorithm``, when
-        given, replace the saved ones in every conv and pool layer. Raises
+        given, replace the saved ones in every conv, pool and batch norm layer. Raises
         :class:`fastconv.checkpoint.CheckpointError` (a ValueError naming
         the file and the problem) for anything but a sound checkpoint."""
         return checkpoint.restore(path, cls, backend=backend, algorithm=algorithm)

@@ -1,7 +1,8 @@
 """The networks the trainer offers, by name, for (1, 28, 28) MNIST images.
 
 Each returns logits for 10 classes (the loss applies the softmax).
-``backend``/``algorithm`` go to every conv and pool layer.
+``backend``/``algorithm`` go to every conv, pool and batch norm layer
+(batch norm runs ``auto`` for a conv algorithm it does not have).
 """
 from __future__ import annotations
 
@@ -35,11 +36,11 @@ def cnn_deep(kernels, batch_norm=True):
 
     return [
         Conv2D(1, 32, 3, padding="same", **kernels), ReLU(), MaxPool2D(2, **kernels),   # 32x28x28 -> 32x14x14
-        *norm(BatchNorm2D(32)),
+        *norm(BatchNorm2D(32, **kernels)),
         Conv2D(32, 64, 3, padding="same", **kernels), ReLU(), MaxPool2D(2, **kernels),  # 64x14x14 -> 64x7x7
-        *norm(BatchNorm2D(64)),
-        Conv2D(64, 128, 3, padding="same", **kernels), ReLU(), *norm(BatchNorm2D(128)),  # 128x7x7
-        Flatten(), Dense(128 * 7 * 7, 128), *norm(BatchNorm(128)), ReLU(), Dropout(0.5),
+        *norm(BatchNorm2D(64, **kernels)),
+        Conv2D(64, 128, 3, padding="same", **kernels), ReLU(), *norm(BatchNorm2D(128, **kernels)),  # 128x7x7
+        Flatten(), Dense(128 * 7 * 7, 128), *norm(BatchNorm(128, **kernels)), ReLU(), Dropout(0.5),
         Dense(128, CLASSES),
     ]
 
