@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 
 import fastconv
-from fastconv import cpu, registry, settings, threads, user_variants
+from fastconv import cpu, op_table, registry, settings, threads, user_variants
 from fastconv.atomic import locked, write_atomically
 
 BACKEND_ENV, ALGORITHM_ENV = settings.BACKEND, settings.ALGORITHM
@@ -58,9 +58,12 @@ _tuning = False  # inside tuning(): measure every backend, saved choices or not
 # ------------------------------------------------------------ what is asked
 
 
-def forced(backend: str, algorithm: str) -> tuple[str, str]:
+def forced(backend: str, algorithm: str, op: str | None = None) -> tuple[str, str]:
     """``backend``/``algorithm`` with each ``"auto"`` replaced by its
-    environment variable when that is set (ValueError for unknown names)."""
+    environment variable when that is set (ValueError for unknown names).
+    Given ``op``, a forced algorithm that op does not have at all (im2col
+    for batch norm, gemm for pooling) leaves it at ``"auto"``, so one
+    variable can force the convolutions of a whole network."""
     if backend == "auto" and settings.forced_backend():
         backend = settings.forced_backend()
         if backend not in registry.available_backends():
@@ -73,6 +76,8 @@ def forced(backend: str, algorithm: str) -> tuple[str, str]:
         known = registry.ALGORITHMS + (registry.REFERENCE[1],)
         if algorithm not in known:
             raise ValueError(f"{ALGORITHM_ENV}={algorithm!r} is not an algorithm; choose from {known}")
+        if op is not None and algorithm not in op_table.op(op).algorithms + (registry.REFERENCE[1],):
+            algorithm = "auto"
     return backend, algorithm
 
 
@@ -258,7 +263,7 @@ def run_fastest(op, backend, algorithm, key, run, excluded=()):
     :data:`TIMED_RUNS` timed calls) and saves the fastest. ``excluded``
     algorithms do not apply to this call (see :func:`candidates`).
     """
-    backend, algorithm = forced(backend, algorithm)
+    backend, algorithm = forced(backend, algorithm, op)
     memo = (op, backend, algorithm, key, threads.num_threads())
     choice = _fastest.get(memo)
     if choice is None:
@@ -307,7 +312,7 @@ def tuning():
 def chosen(op, backend="auto", algorithm="auto"):
     """``{key: (backend, algorithm)}`` picked so far in this process for
     ``op`` at the current thread count (for reports)."""
-    backend, algorithm = forced(backend, algorithm)
+    backend, algorithm = forced(backend, algorithm, op)
     now = threads.num_threads()
     return {m[3]: v for m, v in _fastest.items() if m[:3] == (op, backend, algorithm) and m[4] == now}
 

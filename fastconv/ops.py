@@ -184,14 +184,14 @@ def _dispatch(op, backend, algorithm, key, run, batch, inapplicable=None):
     through FASTCONV_ALGORITHM, it is refused with that reason."""
     inapplicable = inapplicable or {}
     if inapplicable:
-        asked = autotune.forced(backend, algorithm)[1]
+        asked = autotune.forced(backend, algorithm, op)[1]
         if asked in inapplicable:
             raise ValueError(f"{op}: algorithm {asked!r} does not apply: {inapplicable[asked]}")
     if batch == 0:
         if backend != "auto" and algorithm != "auto":
             registry.kernel(op, backend, algorithm)
         else:
-            autotune.candidates(op, *autotune.forced(backend, algorithm))
+            autotune.candidates(op, *autotune.forced(backend, algorithm, op))
         return run(_no_work)
     threads.in_this_thread()
     if backend != "auto" and algorithm != "auto":

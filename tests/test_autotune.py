@@ -279,3 +279,29 @@ def test_a_rebuild_of_the_kernels_changes_the_fingerprint(tmp_path, monkeypatch)
     finally:
         os.utime(module, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     assert autotune.kernels_digest() == before
+
+
+def test_a_forced_algorithm_reaches_only_the_ops_that_have_it(cache_dir, monkeypatch, kernel_calls):
+    # FASTCONV_ALGORITHM=gemm forces the convolutions; pooling has no gemm
+    # and is chosen as auto instead of failing the whole network.
+    monkeypatch.setenv("FASTCONV_ALGORITHM", "gemm")
+    ops.conv2d(X, np.ones((2, 3, 3, 3), np.float32), backend="cython")
+    ops.max_pool2d(X, 2, backend="cython")
+    assert kernel_calls[0] == ("cython", "gemm")
+    assert {a for _, a in kernel_calls[1:]} <= {"im2col", "vectorized"} and kernel_calls[1:]
+
+
+def test_a_forced_algorithm_that_cannot_compute_a_conv_is_refused_with_the_reason(cache_dir, monkeypatch):
+    monkeypatch.setenv("FASTCONV_ALGORITHM", "winograd")
+    with pytest.raises(ValueError, match="algorithm 'winograd' does not apply: it computes 3x3 kernels"):
+        ops.conv2d(X, np.ones((2, 3, 5, 5), np.float32))
+
+
+def test_cnn_deep_trains_with_a_forced_conv_algorithm(cache_dir, monkeypatch):
+    from fastconv import models, optim
+
+    monkeypatch.setenv("FASTCONV_ALGORITHM", "im2col")
+    model = models.build("cnn-deep")
+    x = np.random.default_rng(0).random((4, 1, 28, 28), dtype=np.float32)
+    loss, _ = model.train_step(x, np.arange(4), optim.SGD(0.01))
+    assert np.isfinite(loss)
