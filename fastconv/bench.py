@@ -233,14 +233,19 @@ def parse_args(argv):
     args = parser.parse_args(argv)
     if args.repeat < 1 or min(args.batch) < 1 or (args.threads is not None and args.threads < 1):
         parser.error("--repeat, --batch and --threads must be >= 1")
+    args.user_functions = []
     for spec in args.user_variant:
         op, _, target = spec.partition("=")
         try:
             if op not in registry.OPS:
                 raise ValueError(f"unknown op {op!r}; choose from {', '.join(registry.OPS)}")
-            user_variants.register_variant(op, user_variants.load_function(target))
+            function = user_variants.load_function(target)
+            # checked as main() will register it; registered only while main() runs
+            user_variants.register_variant(op, function)
+            user_variants.unregister_variant(op, function.__name__)
         except (ValueError, TypeError, user_variants.LoadError) as error:
             parser.error(f"--user-variant {spec}: {error}")
+        args.user_functions.append((op, function))
     for option, path in (("--markdown", args.markdown), ("--json", args.json)):
         reason = path and unwritable(path)
         if reason:
@@ -272,6 +277,16 @@ def tune(model_names=TUNED_MODELS, progress=True) -> int:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    for op, function in args.user_functions:
+        user_variants.register_variant(op, function)
+    try:
+        return _run(args)
+    finally:  # a caller in the same process (a test, a notebook) keeps its registry as it was
+        for op, function in args.user_functions:
+            user_variants.unregister_variant(op, function.__name__)
+
+
+def _run(args) -> int:
     if args.threads is not None:
         threads.set_num_threads(args.threads)
     if args.tune:

@@ -178,3 +178,20 @@ def test_an_unwritable_output_is_refused_before_any_timing(tmp_path, monkeypatch
     assert exit_info.value.code == 2
     last_line = capsys.readouterr().err.splitlines()[-1]
     assert last_line.startswith(f"fastconv-bench: error: {option} {path}: ") and reason in last_line
+
+
+def test_a_timed_user_variant_is_registered_only_while_the_command_runs(tmp_path):
+    # Parsed by the docs test or run in a notebook, the command must not
+    # leave the learner's function in the process's registry.
+    from fastconv import ops
+
+    source = tmp_path / "mine.py"
+    source.write_text("from fastconv import ops\n"
+                      "def mine(x, kernel_size, stride=None, padding=0):\n"
+                      "    return ops.max_pool2d(x, kernel_size, stride, padding, backend='numpy', algorithm='reference')\n")
+    argv = ["--ops", "max_pool2d", "--batch", "1", "--repeat", "1", "--user-variant", f"max_pool2d={source}:mine"]
+    bench.parse_args(argv)
+    assert ("user", "mine") not in ops.variants("max_pool2d")
+    status, printed = run(argv)
+    assert status == 0 and "user/mine" in printed
+    assert ("user", "mine") not in ops.variants("max_pool2d")

@@ -390,10 +390,12 @@ def test_config_rebuilds_layer():
 
 
 def loadable_variants(op):
-    """Every (backend, algorithm) of ``op`` the registry can load; only the
-    reference while the compiled modules are missing (ImportError)."""
+    """Every compiled (backend, algorithm) of ``op`` the registry can load,
+    and the reference; only the reference while the compiled modules are
+    missing (ImportError). A learner's registered variant is not ours to
+    check here."""
     try:
-        return registry.variants(op)
+        return [v for v in registry.variants(op) if v[0] in registry.COMPILED_BACKENDS or v == registry.REFERENCE]
     except ImportError:
         return [registry.REFERENCE]
 
