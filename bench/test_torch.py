@@ -1,6 +1,7 @@
 """PyTorch on the same workloads, when it is installed (never a dependency),
 with as many threads as fastconv. Backward goes through autograd: conv
 computes dx, dw and db as ours does, pooling dx."""
+import numpy as np
 import pytest
 
 from fastconv.workloads import workloads
@@ -18,7 +19,14 @@ def torch_call(work):
     """A no-argument function running ``work`` with torch."""
     a = {name: torch.from_numpy(array) for name, array in work.arrays.items()}
     layer = work.layer
-    if work.is_fused:
+    if work.is_norm:  # in training: batch statistics, as fastconv's workload
+        if work.x_shape[0] * int(np.prod(work.x_shape[2:])) < 2:
+            pytest.skip("PyTorch refuses batch statistics of one value per channel")
+        inputs = (a["x"], a["gamma"], a["beta"])
+
+        def forward(x, gamma, beta):
+            return functional.batch_norm(x, None, None, gamma, beta, training=True)
+    elif work.is_fused:
         inputs = (a["x"], a["w"], a["b"])
 
         def forward(x, w, b):
