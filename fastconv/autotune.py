@@ -254,14 +254,15 @@ def _debug(message: str) -> None:
     log.debug(message)
 
 
-def run_fastest(op, backend, algorithm, key, run, excluded=()):
-    """Return ``run(kernel)`` for the fastest candidate variant.
+def fastest_kernel(op, backend, algorithm, key, run, excluded=()):
+    """The kernel of the fastest candidate variant for this call.
 
     ``key`` describes the call (shapes, geometry, dtype). The first call of
     a signature in a process reads the disk cache, or else runs every
-    candidate (once to compile and warm up, then the best of
-    :data:`TIMED_RUNS` timed calls) and saves the fastest. ``excluded``
-    algorithms do not apply to this call (see :func:`candidates`).
+    candidate through ``run(kernel)`` (once to compile and warm up, then
+    the best of :data:`TIMED_RUNS` timed calls) and saves the fastest.
+    ``excluded`` algorithms do not apply to this call (see
+    :func:`candidates`).
     """
     backend, algorithm = forced(backend, algorithm, op)
     memo = (op, backend, algorithm, key, threads.num_threads())
@@ -269,7 +270,7 @@ def run_fastest(op, backend, algorithm, key, run, excluded=()):
     if choice is None:
         choice = _choose(op, backend, algorithm, memo, run, excluded, every_backend=_tuning)
         _fastest[memo] = choice
-    return run(registry.kernel(op, *choice))
+    return registry.kernel(op, *choice)
 
 
 def _choose(op, backend, algorithm, memo, run, excluded, *, every_backend=False):

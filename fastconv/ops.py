@@ -22,6 +22,8 @@ from __future__ import annotations
 import math
 import numbers
 from dataclasses import dataclass
+from functools import partial
+from typing import Callable
 
 import numpy as np
 
@@ -30,7 +32,7 @@ from fastconv.kernels import NO_GRADIENT
 from fastconv.registry import variants  # noqa: F401  (public API)
 from fastconv.shapes import as_pair, conv_out_size
 
-__all__ = [*op_table.OPS, "variants", "inapplicable_algorithms"]  # one function per declared op, named for it
+__all__ = [*op_table.OPS, "variants", "inapplicable_algorithms", "prepare", "Launch"]  # one function per declared op, named for it
 
 
 # ---------------------------------------------------------------- validation
@@ -175,13 +177,14 @@ def _inapplicable(geom: Geometry) -> dict:
     return inapplicable_algorithms(geom.kernel, geom.stride)
 
 
-def _dispatch(op, backend, algorithm, key, run, batch, inapplicable=None):
-    """Run ``run(kernel)`` with the variant chosen by ``backend``/``algorithm``
-    (``auto`` measured once per ``key``, among the algorithms that apply)
-    and return its result; for an empty ``batch``, with no kernel at all
-    (the names asked for are still checked). ``inapplicable`` maps an
-    algorithm that cannot compute this call to why: asked for by name, or
-    through FASTCONV_ALGORITHM, it is refused with that reason."""
+def _kernel(op, backend, algorithm, key, run, batch, inapplicable=None):
+    """The kernel that computes a call: the variant chosen by
+    ``backend``/``algorithm`` (``auto`` measured once per ``key`` through
+    ``run(kernel)``, among the algorithms that apply), or for an empty
+    ``batch`` no kernel at all (the names asked for are still checked).
+    ``inapplicable`` maps an algorithm that cannot compute this call to
+    why: asked for by name, or through FASTCONV_ALGORITHM, it is refused
+    with that reason."""
     inapplicable = inapplicable or {}
     if inapplicable:
         asked = autotune.forced(backend, algorithm, op)[1]
@@ -192,11 +195,68 @@ def _dispatch(op, backend, algorithm, key, run, batch, inapplicable=None):
             registry.kernel(op, backend, algorithm)
         else:
             autotune.candidates(op, *autotune.forced(backend, algorithm, op))
-        return run(_no_work)
+        return _no_work
     threads.in_this_thread()
     if backend != "auto" and algorithm != "auto":
-        return run(registry.kernel(op, backend, algorithm))
-    return autotune.run_fastest(op, backend, algorithm, key, run, excluded=tuple(inapplicable))
+        return registry.kernel(op, backend, algorithm)
+    return autotune.fastest_kernel(op, backend, algorithm, key, run, excluded=tuple(inapplicable))
+
+
+def _dispatch(op, backend, algorithm, key, run, batch, inapplicable=None):
+    """``run(kernel)`` with the kernel :func:`_kernel` picks for the call."""
+    return run(_kernel(op, backend, algorithm, key, run, batch, inapplicable))
+
+
+@dataclass(frozen=True)
+class Launch:
+    """How a caller that owns its buffers runs one forward op (what
+    :mod:`fastconv.plan` does): fill a buffer of ``padded_shape`` with
+    ``pad_value`` once, write x into its interior (rows ``padding[0]`` on,
+    columns ``padding[1]`` on; the whole buffer when padding is (0, 0)),
+    then call ``kernel(xp, *params, *geometry, *outputs)`` with params the
+    op's weights (w, b: C-contiguous, of ``dtype``; none for pooling) and
+    outputs C-contiguous arrays of ``outputs`` ((shape, dtype) pairs), which
+    it fills. The kernel is the one the op itself would call for the same
+    arguments (the same ``auto`` choice)."""
+
+    kernel: Callable
+    dtype: np.dtype
+    padded_shape: tuple[int, ...]
+    padding: tuple[int, int]
+    pad_value: float
+    geometry: tuple[int, ...]
+    outputs: tuple[tuple[tuple[int, ...], np.dtype], ...]
+
+
+@dataclass(frozen=True)
+class _Forward:
+    """A validated call of a forward window op (conv2d, a pooling op, the
+    fused op): its kernel computes ``kernel(xp, *params, *geometry,
+    *outputs)`` into new arrays of ``outputs``."""
+
+    op: str
+    backend: str
+    algorithm: str
+    key: tuple
+    xp: np.ndarray
+    params: tuple
+    geometry: tuple
+    outputs: tuple
+    padding: tuple
+    pad_value: float
+    inapplicable: dict
+
+    def run(self, kernel):
+        outs = tuple(np.empty(shape, dtype) for shape, dtype in self.outputs)
+        kernel(self.xp, *self.params, *self.geometry, *outs)
+        return outs
+
+    def kernel(self):
+        return _kernel(self.op, self.backend, self.algorithm, self.key, self.run, self.xp.shape[0],
+                       self.inapplicable)
+
+    def __call__(self):
+        return self.run(self.kernel())
 
 
 # ------------------------------------------------------------------- conv2d
@@ -209,22 +269,19 @@ def conv2d(x, w, b=None, stride=1, padding=0, *, backend="auto", algorithm="auto
     padding >= 0 (zeros) as an int or an (H, W) pair.
     Returns (N, F, OH, OW) with OH = (H + 2*padding - KH) // stride + 1.
     """
+    return _conv2d_call(x, w, b, stride, padding, backend=backend, algorithm=algorithm)()[0]
+
+
+def _conv2d_call(x, w, b=None, stride=1, padding=0, *, backend="auto", algorithm="auto") -> _Forward:
     op = op_table.CONV2D.name
     x, w, geom = _conv_args(op, x, w, stride, padding)
-    f = w.shape[0]
     b = _bias(op, b, w)
     dtype = _float_dtype(op, x=x, w=w, b=b)
     x, w, b = _contiguous(dtype, x, w, b)
     xp = _pad(x, geom.padding, 0)
-    out_shape = (x.shape[0], f) + geom.out
-
-    def run(kernel):
-        out = np.empty(out_shape, dtype)
-        kernel(xp, w, b, *geom.stride, out)
-        return out
-
-    return _dispatch(op, backend, algorithm, (xp.shape, w.shape, geom.stride, dtype), run, x.shape[0],
-                     _inapplicable(geom))
+    out_shape = (x.shape[0], w.shape[0]) + geom.out
+    return _Forward(op, backend, algorithm, (xp.shape, w.shape, geom.stride, dtype), xp, (w, b), geom.stride,
+                    ((out_shape, dtype),), geom.padding, 0, _inapplicable(geom))
 
 
 def conv2d_backward(dy, x, w, stride=1, padding=0, *, compute_dx=True, backend="auto", algorithm="auto"):
@@ -261,18 +318,15 @@ def conv2d_backward(dy, x, w, stride=1, padding=0, *, compute_dx=True, backend="
 # ------------------------------------------------------------------ pooling
 
 
-def _pool(op, pad_value, x, kernel_size, stride, padding, backend, algorithm):
+def _pool_call(op, pad_value, x, kernel_size, stride=None, padding=0, *, backend="auto",
+               algorithm="auto") -> _Forward:
     x, geom = _pool_args(op, x, kernel_size, stride, padding)
     dtype = _float_dtype(op, x=x)
     (x,) = _contiguous(dtype, x)
     xp = _pad(x, geom.padding, pad_value)
-
-    def run(kernel):
-        out = np.empty(x.shape[:2] + geom.out, dtype)
-        kernel(xp, *geom.kernel, *geom.stride, out)
-        return out
-
-    return _dispatch(op, backend, algorithm, (xp.shape, geom.kernel, geom.stride, dtype), run, x.shape[0])
+    out_shape = x.shape[:2] + geom.out
+    return _Forward(op, backend, algorithm, (xp.shape, geom.kernel, geom.stride, dtype), xp, (),
+                    geom.kernel + geom.stride, ((out_shape, dtype),), geom.padding, pad_value, {})
 
 
 def _pool_backward(op, pad_value, dy, x, kernel_size, stride, padding, backend, algorithm):
@@ -299,7 +353,8 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, *, backend="auto", algori
     kernel_size, stride (default: kernel_size) and padding (-inf, at most
     half the kernel) as an int or an (H, W) pair.
     """
-    return _pool(op_table.MAX_POOL2D.name, -np.inf, x, kernel_size, stride, padding, backend, algorithm)
+    return _pool_call(op_table.MAX_POOL2D.name, -np.inf, x, kernel_size, stride, padding,
+                      backend=backend, algorithm=algorithm)()[0]
 
 
 def max_pool2d_backward(dy, x, kernel_size, stride=None, padding=0, *, backend="auto", algorithm="auto"):
@@ -314,7 +369,8 @@ def max_pool2d_backward(dy, x, kernel_size, stride=None, padding=0, *, backend="
 def avg_pool2d(x, kernel_size, stride=None, padding=0, *, backend="auto", algorithm="auto"):
     """Mean over each window, padded zeros included (PyTorch's default).
     x: (N, C, H, W) -> (N, C, OH, OW)."""
-    return _pool(op_table.AVG_POOL2D.name, 0, x, kernel_size, stride, padding, backend, algorithm)
+    return _pool_call(op_table.AVG_POOL2D.name, 0, x, kernel_size, stride, padding,
+                      backend=backend, algorithm=algorithm)()[0]
 
 
 def avg_pool2d_backward(dy, x, kernel_size, stride=None, padding=0, *, backend="auto", algorithm="auto"):
@@ -353,6 +409,11 @@ def conv2d_relu_maxpool2d(x, w, b=None, stride=1, padding=0, pool_size=2, pool_s
     offset in its window of the conv output that gets its gradient, or
     ``fastconv.kernels.NO_GRADIENT`` where the ReLU cut it.
     """
+    return _fused_call(x, w, b, stride, padding, pool_size, pool_stride, backend=backend, algorithm=algorithm)()
+
+
+def _fused_call(x, w, b=None, stride=1, padding=0, pool_size=2, pool_stride=None, *, backend="auto",
+                algorithm="auto") -> _Forward:
     op = op_table.FUSED.name
     x, w, conv, pool = _fused_args(op, x, w, stride, padding, pool_size, pool_stride)
     b = _bias(op, b, w)
@@ -360,15 +421,9 @@ def conv2d_relu_maxpool2d(x, w, b=None, stride=1, padding=0, pool_size=2, pool_s
     x, w, b = _contiguous(dtype, x, w, b)
     xp = _pad(x, conv.padding, 0)
     out_shape = (x.shape[0], w.shape[0]) + pool.out
-
-    def run(kernel):
-        out = np.empty(out_shape, dtype)
-        code = np.empty(out_shape, np.uint8)
-        kernel(xp, w, b, *conv.stride, *pool.kernel, *pool.stride, out, code)
-        return out, code
-
     key = (xp.shape, w.shape, conv.stride, pool.kernel, pool.stride, dtype)
-    return _dispatch(op, backend, algorithm, key, run, x.shape[0], _inapplicable(conv))
+    return _Forward(op, backend, algorithm, key, xp, (w, b), conv.stride + pool.kernel + pool.stride,
+                    ((out_shape, dtype), (out_shape, np.dtype(np.uint8))), conv.padding, 0, _inapplicable(conv))
 
 
 def conv2d_relu_maxpool2d_backward(dy, code, x, w, stride=1, padding=0, pool_size=2, pool_stride=None,
@@ -409,6 +464,28 @@ def conv2d_relu_maxpool2d_backward(dy, code, x, w, stride=1, padding=0, pool_siz
     dxp, dw, db = _dispatch(op, backend, algorithm, key, run, x.shape[0], _inapplicable(conv))
     dx = np.ascontiguousarray(_crop(dxp, conv.padding)) if compute_dx else None
     return dx, dw, db
+
+
+_FORWARD_CALLS = {
+    op_table.CONV2D.name: _conv2d_call,
+    op_table.MAX_POOL2D.name: partial(_pool_call, op_table.MAX_POOL2D.name, -np.inf),
+    op_table.AVG_POOL2D.name: partial(_pool_call, op_table.AVG_POOL2D.name, 0),
+    op_table.FUSED.name: _fused_call,
+}
+
+
+def prepare(op, *args, **kwargs) -> Launch:
+    """How to run ``op`` (conv2d, max_pool2d, avg_pool2d or
+    conv2d_relu_maxpool2d) called as ``ops.<op>(*args, **kwargs)`` on
+    buffers the caller owns: the same validation (the same errors), and
+    the kernel that call would run (``auto``: measured once on these
+    arrays and remembered, so one choice serves both). See :class:`Launch`;
+    what a compiled inference plan (:mod:`fastconv.plan`) is built from."""
+    if op not in _FORWARD_CALLS:
+        raise ValueError(f"prepare: op must be one of {tuple(_FORWARD_CALLS)}, got {op!r}")
+    call = _FORWARD_CALLS[op](*args, **kwargs)
+    return Launch(call.kernel(), call.xp.dtype, call.xp.shape, call.padding, call.pad_value, call.geometry,
+                  call.outputs)
 
 
 # --------------------------------------------------------------- batch norm
