@@ -39,7 +39,9 @@ class ConvReluMaxPoolStep:
         self.name = f"{conv.name}+{relu.name}+{pool.name}"
         self._x = self._code = None  # for backward, from a training forward
 
-    def _geometry(self):
+    def op_arguments(self) -> dict:
+        """The keyword arguments of the fused op, after x, w and b: the
+        conv's and the pool's geometry and the kernels the layers ask for."""
         conv, _, pool = self.layers
         return dict(stride=conv.stride, padding=conv.padding, pool_size=pool.kernel_size,
                     pool_stride=pool.stride, backend=conv.backend, algorithm=conv.algorithm)
@@ -47,7 +49,7 @@ class ConvReluMaxPoolStep:
     def forward(self, x, training):
         conv = self.layers[0]
         conv._require_params()
-        y, code = ops.conv2d_relu_maxpool2d(x, conv.params["w"], conv.params["b"], **self._geometry())
+        y, code = ops.conv2d_relu_maxpool2d(x, conv.params["w"], conv.params["b"], **self.op_arguments())
         self._x, self._code = (x, code) if training else (None, None)
         return y
 
@@ -55,7 +57,7 @@ class ConvReluMaxPoolStep:
         conv = self.layers[0]
         dx, conv.grads["w"], conv.grads["b"] = ops.conv2d_relu_maxpool2d_backward(
             dy, conv._cached(self._code), self._x, conv.params["w"],
-            compute_dx=conv.needs_input_grad, **self._geometry())
+            compute_dx=conv.needs_input_grad, **self.op_arguments())
         return dx
 
 

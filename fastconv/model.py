@@ -8,6 +8,7 @@ continues exactly where the saved one stopped.
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import html
 import sys
@@ -17,6 +18,7 @@ import numpy as np
 from tqdm.auto import tqdm  # a text bar on a terminal, a widget in Jupyter
 
 from fastconv import checkpoint, fusion
+from fastconv.plan import Plan
 from fastconv.layers import name_layers
 from fastconv.losses import softmax, softmax_cross_entropy
 from fastconv.optim import Adam
@@ -84,6 +86,7 @@ class Sequential:
             layer.initialize(self.rng, self.dtype)
         self._set_input_grad(False)
         self.fuse = fuse
+        self._plans = collections.OrderedDict()  # batch size -> Plan, the most recently used last
         self.optimizer = None
         self.epoch = 0
         self.history = History()
@@ -224,8 +227,41 @@ class Sequential:
         return x.astype(self.dtype, copy=False)
 
     def forward(self, x, training=False) -> np.ndarray:
-        """Logits (N, K) for images x (N, *input_shape), cast to the model dtype."""
-        return self._forward(self._as_input(x), training, NO_CLOCK)
+        """Logits (N, K) for images x (N, *input_shape), cast to the model
+        dtype. In evaluation (the default) through the compiled plan for
+        batch N (:meth:`compile`); in training layer by layer, each layer
+        keeping what its backward pass needs."""
+        x = self._as_input(x)
+        if training:
+            return self._forward(x, True, NO_CLOCK)
+        return self.compile(len(x)).run(x)
+
+    PLANS_KEPT = 4
+    """Plans kept per model, one per batch size, the least recently used
+    dropped first: evaluate and predict use two (the batch and the
+    remainder), a server a few."""
+
+    def compile(self, batch) -> Plan:
+        """The compiled evaluation pass (:class:`fastconv.plan.Plan`) for
+        batches of ``batch`` images, (batch, *input_shape) -> logits (batch,
+        K): built on first use, then kept (the last :attr:`PLANS_KEPT`
+        batch sizes). It follows the model: changed weights, layers or
+        steps make it rebuild itself before its next run."""
+        plans = self._plans
+        plan = plans.get(batch)
+        if plan is None:
+            plan = plans[batch] = Plan(self, batch)
+            while len(plans) > self.PLANS_KEPT:
+                try:
+                    plans.popitem(last=False)
+                except KeyError:  # another thread emptied it meanwhile
+                    break
+        else:
+            try:
+                plans.move_to_end(batch)
+            except KeyError:  # another thread dropped it meanwhile; this one still runs it
+                pass
+        return plan
 
     def _forward(self, out, training, clock):
         for step in self.steps:
