@@ -90,15 +90,21 @@ class Plan:
     def run(self, x) -> np.ndarray:
         """:meth:`__call__` for x already checked and cast by
         ``Sequential._as_input``, (batch, *input_shape) in the model's dtype."""
+        return self._current().run(np.ascontiguousarray(x))
+
+    def describe(self) -> list[tuple[str, str]]:
+        """``(step, how it runs)`` for each step of the plan for the model as
+        it is now: the op and variant whose kernel it calls, or what it does
+        on the buffers."""
+        return [(step.name, step.how) for step in self._current().steps]
+
+    def _current(self) -> _Compiled:
+        """The build for the model as it is now: the last one, or a new one
+        if the model changed since (see the module docstring)."""
         compiled = self._compiled
         if not compiled.is_current(threads.in_this_thread()):
             compiled = self._compiled = _Compiled(self.model, self.batch)
-        return compiled.run(np.ascontiguousarray(x))
-
-    def describe(self) -> list[tuple[str, str]]:
-        """``(step, how it runs)`` for each step of the plan as built last:
-        the kernel's name, or what is done on the buffers."""
-        return [(step.name, step.how) for step in self._compiled.steps]
+        return compiled
 
 
 class _Compiled:
