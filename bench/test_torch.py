@@ -4,7 +4,8 @@ computes dx, dw and db as ours does, pooling dx."""
 import numpy as np
 import pytest
 
-from fastconv.workloads import workloads
+from fastconv import interop, models
+from fastconv.workloads import BATCHES, INFERENCE_MODELS, workloads
 
 torch = pytest.importorskip("torch")
 functional = torch.nn.functional
@@ -61,34 +62,15 @@ def test_torch(measure, work):
     measure(work.label, torch_call(work), work.rate, op=work.op, **work.counts())
 
 
-def torch_cnn():
-    """The reference CNN (fastconv.models.cnn) in torch: same layers, same
-    225,034 parameters."""
-    nn = torch.nn
-    return nn.Sequential(
-        nn.Conv2d(1, 32, 3), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(32, 64, 3), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(1600, 128), nn.ReLU(), nn.Dropout(0.5),
-        nn.Linear(128, 10),
-    )
+TRAINED = {"cnn": 225_034, "cnn-deep": 897_610}
+"""Each network timed in training, with its parameter count: the torch
+network is fastconv.interop.torch_sequential of fastconv.models' network
+of that name (its weights too)."""
 
 
-def torch_cnn_deep():
-    """cnn-deep in PyTorch: 3x3 convs with padding 1, BatchNorm2d after each
-    pool (and after the third conv's ReLU), BatchNorm1d in the dense block."""
-    nn = torch.nn
-    return nn.Sequential(
-        nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.BatchNorm2d(32),
-        nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.BatchNorm2d(64),
-        nn.Conv2d(64, 128, 3, padding=1), nn.ReLU(), nn.BatchNorm2d(128),
-        nn.Flatten(), nn.Linear(128 * 7 * 7, 128), nn.BatchNorm1d(128), nn.ReLU(), nn.Dropout(0.5),
-        nn.Linear(128, 10),
-    )
-
-
-TRAINED = {"cnn": (torch_cnn, 225_034), "cnn-deep": (torch_cnn_deep, 897_610)}
-"""Each network timed in training: its builder and its parameter count,
-those of fastconv.models' network of that name."""
+def torch_network(name):
+    """The fastconv model ``name`` as a torch.nn.Sequential, with its weights."""
+    return interop.torch_sequential(models.build(name, seed=0))
 
 
 @pytest.mark.parametrize("batch", (64, 256), ids=lambda n: f"N{n}-torch")
@@ -96,9 +78,8 @@ those of fastconv.models' network of that name."""
 def test_torch_train_step(measure, name, batch):
     """Torch's training step of the network, as bench/test_training.py
     times fastconv's: forward, cross-entropy, backward, SGD momentum step."""
-    build, parameters = TRAINED[name]
-    model = build()
-    assert sum(p.numel() for p in model.parameters()) == parameters
+    model = torch_network(name).train()
+    assert sum(p.numel() for p in model.parameters()) == TRAINED[name]
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     generator = torch.Generator().manual_seed(0)
     x = torch.rand((batch, 1, 28, 28), generator=generator)
@@ -112,15 +93,16 @@ def test_torch_train_step(measure, name, batch):
     measure(f"{name} training N={batch}", step, lambda seconds: (batch / seconds, "images/s"), images=batch)
 
 
-@pytest.mark.parametrize("batch", (1, 64, 256), ids=lambda n: f"N{n}-torch")
-def test_torch_inference(measure, batch):
-    """Torch's eager forward pass of the reference CNN under no_grad, as
-    bench/test_training.py times fastconv's."""
-    model = torch_cnn().eval()
+@pytest.mark.parametrize("batch", BATCHES, ids=lambda n: f"N{n}-torch")
+@pytest.mark.parametrize("name", INFERENCE_MODELS)
+def test_torch_inference(measure, name, batch):
+    """Torch's eager forward pass of the network under no_grad, with the
+    fastconv model's weights, as bench/test_training.py times fastconv's."""
+    model = torch_network(name)
     x = torch.rand((batch, 1, 28, 28), generator=torch.Generator().manual_seed(0))
 
     def forward():
         with torch.no_grad():
             return model(x)
 
-    measure(f"cnn inference N={batch}", forward, lambda seconds: (batch / seconds, "images/s"), images=batch)
+    measure(f"{name} inference N={batch}", forward, lambda seconds: (batch / seconds, "images/s"), images=batch)

@@ -1,6 +1,7 @@
 """End to end: the reference CNN's training steps (forward, loss, backward,
-SGD step on one batch) and inference passes per second, for each variant
-that implements every op, and for ``auto``; cnn-deep's with ``auto``.
+SGD step on one batch) and inference passes (``Sequential.forward``, its
+compiled plan) per second, for each variant that implements every op, and
+for ``auto``; cnn-deep's with ``auto``.
 
 Images are seeded noise of MNIST's shape: the kernels' speed does not
 depend on the pixel values.
@@ -8,7 +9,7 @@ depend on the pixel values.
 import numpy as np
 import pytest
 
-from fastconv import fusion, models, optim
+from fastconv import fusion, models, optim, workloads
 
 BATCHES = (64, 256)
 # Variants that run the whole network, then auto, fused (the default) and not.
@@ -60,3 +61,12 @@ def test_inference(measure, batch, variant):
     model.fuse = fuse
     x, _ = batch_of(batch)
     measure(f"cnn inference N={batch}", lambda: model.forward(x), images_per_second(batch), images=batch)
+
+
+@pytest.mark.parametrize("batch", workloads.BATCHES, ids=lambda n: f"N{n}-auto/auto")
+def test_cnn_deep_inference(measure, batch):
+    """cnn-deep's evaluation pass (its compiled plan), as bench/test_torch.py
+    and bench/test_onnx.py time PyTorch's and onnxruntime's."""
+    model = models.build("cnn-deep", seed=0)
+    x, _ = batch_of(batch)
+    measure(f"cnn-deep inference N={batch}", lambda: model.forward(x), images_per_second(batch), images=batch)

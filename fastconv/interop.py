@@ -5,7 +5,9 @@ problem reported as :class:`~fastconv.state_dict.InteropError` naming the
 file.
 
 The ``onnx`` and ``safetensors`` packages are the optional ``interop``
-extra (``pip install "fastconv[interop]"``); nothing here needs PyTorch.
+extra (``pip install "fastconv[interop]"``). PyTorch is needed only by
+:func:`torch_sequential`, which imports it when called (never a dependency,
+never imported with fastconv).
 """
 from __future__ import annotations
 
@@ -89,3 +91,37 @@ def _onnx_initializers(path) -> dict:
         return {tensor.name: onnx.numpy_helper.to_array(tensor) for tensor in graph.initializer}
     except (DecodeError, ValueError, TypeError, OSError) as error:
         raise InteropError(f"{path}: not a readable ONNX file (truncated or damaged?): {error}") from None
+
+
+_TORCH_MODULES = {
+    "Conv2D": lambda nn, l: nn.Conv2d(l.in_channels, l.out_channels, l.kernel_size, l.stride, l.padding),
+    "MaxPool2D": lambda nn, l: nn.MaxPool2d(l.kernel_size, l.stride, l.padding),
+    "AvgPool2D": lambda nn, l: nn.AvgPool2d(l.kernel_size, l.stride, l.padding, count_include_pad=True),
+    "ReLU": lambda nn, l: nn.ReLU(), "Flatten": lambda nn, l: nn.Flatten(),
+    "Dense": lambda nn, l: nn.Linear(l.in_features, l.out_features), "Dropout": lambda nn, l: nn.Dropout(l.p),
+    "BatchNorm2D": lambda nn, l: nn.BatchNorm2d(l.num_features, l.eps, l.momentum),
+    "BatchNorm": lambda nn, l: nn.BatchNorm1d(l.num_features, l.eps, l.momentum),
+}
+"""Per fastconv layer class, the equivalent torch.nn module (one module per
+layer, as :mod:`fastconv.state_dict` numbers them)."""
+
+
+def torch_sequential(model):
+    """The ``torch.nn.Sequential`` equivalent of ``model`` (a
+    :class:`fastconv.model.Sequential`), float32, with its weights loaded
+    (``model.state_dict()``, strictly) and in evaluation mode: it maps
+    (N, *input_shape) to the same logits (N, K). ImportError when PyTorch
+    is not installed; InteropError for a layer PyTorch has no module for."""
+    import torch
+
+    modules = []
+    for index, layer in enumerate(model.layers):
+        build = _TORCH_MODULES.get(type(layer).__name__)
+        if build is None:
+            raise InteropError(f"layer {index} ({type(layer).__name__} {layer.name!r}) has no PyTorch module "
+                               f"(those with one: {', '.join(_TORCH_MODULES)})")
+        modules.append(build(torch.nn, layer))
+    net = torch.nn.Sequential(*modules)
+    state = {key: torch.from_numpy(value.astype("float32")) for key, value in model.state_dict().items()}
+    net.load_state_dict(state, strict=True)
+    return net.eval()

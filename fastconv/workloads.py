@@ -145,6 +145,11 @@ any, its fused blocks as the model runs them (``cnn-fused``: block1, block2)."""
 BATCHES = (1, 64, 256)
 DIRECTIONS = ("forward", "backward")
 
+INFERENCE_MODELS = ("cnn", "cnn-deep")
+"""The models whose whole evaluation forward pass the benchmark suite
+times, in fastconv, PyTorch and onnxruntime (groups ``<model> inference
+N=<batch>``, at each of :data:`BATCHES`)."""
+
 
 @dataclass(frozen=True)
 class Workload:

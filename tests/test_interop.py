@@ -57,21 +57,6 @@ def assert_same_logits(got, expected):
     assert (got.argmax(axis=1) == expected.argmax(axis=1)).all()
 
 
-def torch_sequential(model):
-    """The torch.nn.Sequential equivalent of a fastconv model (test-only twin)."""
-    nn = optional("torch").nn
-    modules = {
-        "Conv2D": lambda l: nn.Conv2d(l.in_channels, l.out_channels, l.kernel_size, l.stride, l.padding),
-        "MaxPool2D": lambda l: nn.MaxPool2d(l.kernel_size, l.stride, l.padding),
-        "AvgPool2D": lambda l: nn.AvgPool2d(l.kernel_size, l.stride, l.padding, count_include_pad=True),
-        "ReLU": lambda l: nn.ReLU(), "Flatten": lambda l: nn.Flatten(),
-        "Dense": lambda l: nn.Linear(l.in_features, l.out_features), "Dropout": lambda l: nn.Dropout(l.p),
-        "BatchNorm2D": lambda l: nn.BatchNorm2d(l.num_features, l.eps, l.momentum),
-        "BatchNorm": lambda l: nn.BatchNorm1d(l.num_features, l.eps, l.momentum),
-    }
-    return nn.Sequential(*(modules[type(layer).__name__](layer) for layer in model.layers)).eval()
-
-
 def torch_logits(net, x):
     torch = optional("torch")
     with torch.no_grad():
@@ -212,7 +197,7 @@ def test_safetensors_export_loads_into_torch_strictly(name, trained, digits, tmp
     optional("torch")
     model, path = trained[name], tmp_path / f"{name}.safetensors"
     interop.save_safetensors(model, path)
-    net = torch_sequential(model)
+    net = interop.torch_sequential(model)
     net.load_state_dict(safetensors_torch.load_file(path), strict=True)
     assert_same_logits(torch_logits(net, digits), model.forward(digits))
 
@@ -221,7 +206,7 @@ def test_safetensors_export_loads_into_torch_strictly(name, trained, digits, tmp
 def test_torch_made_weights_import_to_torchs_logits(name, digits):
     torch = optional("torch")
     torch.manual_seed(0)
-    net = torch_sequential(models.build(name))
+    net = interop.torch_sequential(models.build(name))
     for module in net:  # batch norm: statistics and affine terms PyTorch does not start from
         if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
             for tensor in (module.running_mean, module.weight, module.bias):
@@ -237,7 +222,7 @@ def test_torch_made_weights_import_to_torchs_logits(name, digits):
 def test_import_command_builds_a_checkpoint_from_torch_weights(digits, tmp_path, capsys):
     torch, safetensors_torch = optional("torch"), optional("safetensors.torch")
     torch.manual_seed(1)
-    net = torch_sequential(models.build("cnn"))
+    net = interop.torch_sequential(models.build("cnn"))
     weights, checkpoint = tmp_path / "torch.safetensors", tmp_path / "imported.npz"
     safetensors_torch.save_file(net.state_dict(), weights)
     assert import_main([str(weights), "--model", "cnn", "--out", str(checkpoint)]) == 0
