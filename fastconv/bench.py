@@ -16,10 +16,14 @@ With ``--user-variant OP=FILE.py:FUNCTION`` it times your own function
 (:mod:`fastconv.user_variants`) as the variant ``user/FUNCTION`` beside the
 built-ins.
 
-With ``--inference`` it times the reference CNN's whole forward pass
-instead: fastconv (``auto``, fused) and, when it is installed, onnxruntime
-running the model exported by :func:`fastconv.interop.save_onnx`, with as
-many threads, at each ``--batch``.
+With ``--inference`` it times whole evaluation forward passes instead, of
+each ``--model`` (default: the reference CNN) at each ``--batch``: fastconv
+(``Sequential.forward``, the model's compiled plan, :mod:`fastconv.plan`)
+and, when they are installed, PyTorch eager under ``no_grad`` on the same
+network and weights (:func:`fastconv.interop.torch_sequential`) and
+onnxruntime running the model exported by
+:func:`fastconv.interop.save_onnx`, with as many threads; a last column
+gives fastconv's images per second over each other engine's.
 
 Columns: milliseconds per call, throughput (GFLOP/s for conv, GB/s for
 pooling, counted as in :mod:`fastconv.workloads`), the conv as a percentage
@@ -41,7 +45,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from tqdm import tqdm
 
-from fastconv import autotune, isa, models, registry, threads, user_variants
+from fastconv import autotune, interop, isa, models, registry, threads, user_variants
 from fastconv.optim import SGD
 from fastconv.state_dict import InteropError
 from fastconv.workloads import NETWORKS, median_seconds, plain_number, workloads
@@ -90,42 +94,80 @@ def measure(works, backend, repeat, quiet=False) -> list[Row]:
     return rows
 
 
-def inference_rows(batches, repeat) -> list[tuple[str, int, float]]:
-    """``(engine, batch, seconds per forward pass)`` of the reference CNN:
-    fastconv, then onnxruntime on its ONNX export (left out when onnxruntime
-    or the interop extra is missing; a line on stderr says so)."""
+def _torch_forward(model):
+    """PyTorch eager under no_grad on ``model``'s network and weights, with
+    as many threads: a function of x (N, C, H, W). ImportError without torch."""
+    import torch
+
+    torch.set_num_threads(threads.num_threads())
+    net = interop.torch_sequential(model)
+
+    def forward(x):
+        with torch.no_grad():
+            return net(torch.from_numpy(x))
+
+    return forward
+
+
+def _onnxruntime_forward(model, folder):
+    """onnxruntime on ``model``'s ONNX export (written in ``folder``), with
+    as many intra-op threads: a function of x (N, C, H, W). ImportError
+    without onnxruntime, InteropError without the onnx package."""
+    import onnxruntime
+
+    path = os.path.join(folder, f"{id(model)}.onnx")
+    interop.save_onnx(model, path)
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads.num_threads()
+    options.inter_op_num_threads = 1  # one chain of nodes: nothing runs beside it
+    session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    return lambda x: session.run(["logits"], {"x": x})
+
+
+ENGINES = ("fastconv", "torch", "onnxruntime")
+
+
+def inference_rows(model_names, batches, repeat) -> list[tuple[str, str, int, float]]:
+    """``(model, engine, batch, seconds per forward pass)`` for each model of
+    ``model_names`` and each batch: fastconv (``Sequential.forward``, its
+    compiled plan), PyTorch eager under ``no_grad`` on the same network and
+    weights, and onnxruntime on its ONNX export, with as many threads. An
+    engine that is not installed (or onnxruntime without the interop extra)
+    is left out, with one line on stderr saying why."""
     import tempfile
 
-    import numpy as np
+    rng = np.random.default_rng(0)
+    inputs = {n: rng.random((n,) + models.INPUT_SHAPE, dtype=np.float32) for n in batches}
+    rows = []
+    with tempfile.TemporaryDirectory() as folder:
+        makers = {"fastconv": lambda model: model.forward, "torch": _torch_forward,
+                  "onnxruntime": lambda model: _onnxruntime_forward(model, folder)}
+        for name in model_names:
+            model = models.build(name, seed=0)
+            for engine in list(makers):
+                try:
+                    forward = makers[engine](model)
+                except (ImportError, InteropError) as error:  # InteropError: the interop extra is missing
+                    print(f"fastconv-bench: {engine} left out ({error})", file=sys.stderr)
+                    del makers[engine]
+                    continue
+                rows += [(name, engine, n, median_seconds(lambda x=inputs[n]: forward(x), repeat)) for n in batches]
+    return sorted(rows, key=lambda row: (model_names.index(row[0]), batches.index(row[2]), ENGINES.index(row[1])))
 
-    from fastconv import models
 
-    model = models.build("cnn", seed=0)
-    inputs = {n: np.random.default_rng(0).random((n,) + models.INPUT_SHAPE, dtype=np.float32) for n in batches}
-    rows = [("fastconv", n, median_seconds(lambda x=inputs[n]: model.forward(x), repeat)) for n in batches]
-    try:
-        import onnxruntime
-
-        from fastconv import interop
-
-        with tempfile.TemporaryDirectory() as folder:
-            path = os.path.join(folder, "cnn.onnx")
-            interop.save_onnx(model, path)
-            options = onnxruntime.SessionOptions()
-            options.intra_op_num_threads = threads.num_threads()
-            options.inter_op_num_threads = 1
-            session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-    except (ImportError, InteropError) as error:  # InteropError: the onnx package (interop extra) is missing
-        print(f"fastconv-bench: onnxruntime left out ({error})", file=sys.stderr)
-        return rows
-    rows += [("onnxruntime", n, median_seconds(lambda x=inputs[n]: session.run(["logits"], {"x": x}), repeat))
-             for n in batches]
-    return rows
+INFERENCE_LEGEND = ("fastconv/engine: fastconv's images per second over the engine's "
+                    "(above 1: fastconv is faster)")
 
 
 def inference_table(rows) -> str:
-    lines = [f"{'engine':<12}  {'N':>4}  {'ms':>8}  {'img/s':>9}"]
-    lines += [f"{engine:<12}  {n:>4}  {plain_number(t * 1e3):>8}  {n / t:>9,.0f}" for engine, n, t in rows]
+    """One line per (model, batch, engine), with fastconv's speed over each
+    other engine's at that model and batch."""
+    fastconv = {(name, n): t for name, engine, n, t in rows if engine == "fastconv"}
+    lines = [f"{'model':<9}  {'N':>4}  {'engine':<12}  {'ms':>8}  {'img/s':>9}  {'fastconv/engine':>15}"]
+    for name, engine, n, t in rows:
+        ratio = "" if engine == "fastconv" else f"{plain_number(t / fastconv[name, n])}x"
+        lines.append(f"{name:<9}  {n:>4}  {engine:<12}  {plain_number(t * 1e3):>8}  {n / t:>9,.0f}  "
+                     f"{ratio:>15}".rstrip())
     return "\n".join(lines)
 
 
@@ -207,8 +249,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="compile and time every variant, Numba's too, for auto at the shapes the built-in "
                              "models train and evaluate at, save the choices and exit")
     parser.add_argument("--inference", action="store_true",
-                        help="time the reference CNN's forward pass instead, fastconv beside onnxruntime "
-                             "(when installed) on its ONNX export (default: the kernel table)")
+                        help="time whole evaluation forward passes instead, fastconv beside PyTorch eager and "
+                             "onnxruntime (when installed) on the same network and weights "
+                             "(default: the kernel table)")
+    parser.add_argument("--model", nargs="+", choices=models.MODELS,
+                        help="with --inference: whose forward pass to time (default: cnn)")
     parser.add_argument("--markdown", metavar="PATH", help="also write the table as Markdown (default: not written)")
     parser.add_argument("--json", metavar="PATH", help="also write rows and conditions as JSON (default: not written)")
     return parser
@@ -233,6 +278,9 @@ def parse_args(argv):
     args = parser.parse_args(argv)
     if args.repeat < 1 or min(args.batch) < 1 or (args.threads is not None and args.threads < 1):
         parser.error("--repeat, --batch and --threads must be >= 1")
+    if args.model and not args.inference:
+        parser.error("--model goes with --inference (the kernel table takes --network)")
+    args.model = args.model or ["cnn"]
     args.user_functions = []
     for spec in args.user_variant:
         op, _, target = spec.partition("=")
@@ -295,8 +343,9 @@ def _run(args) -> int:
         return 0
     if args.inference:
         print(f"threads: {threads.num_threads()}, median of {args.repeat} samples, "
-              f"{autotune.machine()['cpu']}; the reference CNN's forward pass")
-        print(inference_table(inference_rows(args.batch, args.repeat)))
+              f"{autotune.machine()['cpu']}; the whole evaluation forward pass of {', '.join(args.model)}")
+        print(inference_table(inference_rows(args.model, args.batch, args.repeat)))
+        print(INFERENCE_LEGEND)
         return 0
     works = workloads(args.network, args.batch, args.ops)
     if not works:

@@ -1,6 +1,7 @@
 """fastconv-bench: runs on small shapes and reports every variant (no
 timing is checked, only that the table is complete and consistent)."""
 import contextlib
+import importlib.util
 import io
 import json
 import os
@@ -123,33 +124,61 @@ def test_the_header_names_the_cpu_and_the_cython_build(report):
     assert report[2]["conditions"]["machine"]["cython_build"] == isa.chosen()
 
 
-def test_inference_mode_times_fastconv_and_onnxruntime_on_the_whole_network():
-    status, printed = run(["--inference", "--batch", "1", "2", "--repeat", "1"])
+def installed(*modules) -> bool:
+    return all(importlib.util.find_spec(module) is not None for module in modules)
+
+
+ENGINE_MODULES = {"fastconv": (), "torch": ("torch",), "onnxruntime": ("onnxruntime", "onnx")}
+
+
+def inference_lines(printed):
+    """(model, N, engine, ms, ratio or None) per row of the inference table."""
+    rows = []
+    for line in printed.splitlines()[2:-1]:
+        cells = line.split()
+        rows.append((cells[0], int(cells[1]), cells[2], float(cells[3]),
+                     float(cells[5].rstrip("x")) if len(cells) == 6 else None))
+    return rows
+
+
+def test_inference_mode_times_each_model_in_every_installed_engine_with_ratios():
+    status, printed = run(["--inference", "--model", "cnn", "logreg", "--batch", "1", "2", "--repeat", "1"])
     assert status == 0
-    lines = printed.splitlines()
-    assert "forward pass" in lines[0]
-    engines = [line.split()[:2] for line in lines[2:]]
-    assert ["fastconv", "1"] in engines and ["fastconv", "2"] in engines
-    try:
-        import onnx  # noqa: F401
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        return  # left out, with a line on stderr
-    assert ["onnxruntime", "1"] in engines and ["onnxruntime", "2"] in engines
+    assert "forward pass of cnn, logreg" in printed.splitlines()[0]
+    assert printed.splitlines()[-1] == bench.INFERENCE_LEGEND
+    rows = inference_lines(printed)
+    engines = [engine for engine in bench.ENGINES if installed(*ENGINE_MODULES[engine])]
+    assert [row[:3] for row in rows] == [(model, n, engine) for model in ("cnn", "logreg") for n in (1, 2)
+                                         for engine in engines]
+    fastconv_ms = {(model, n): ms for model, n, engine, ms, _ in rows if engine == "fastconv"}
+    for model, n, engine, ms, ratio in rows:
+        if engine == "fastconv":
+            assert ratio is None
+        else:  # fastconv's img/s over the engine's, from the printed (3-digit) times
+            assert ratio == pytest.approx(ms / fastconv_ms[model, n], rel=0.02)
 
 
-@pytest.mark.parametrize("missing, reason", [
-    ("onnx", 'the onnx package is needed for this: pip install "fastconv[interop]"'),
-    ("onnxruntime", "onnxruntime"),
+@pytest.mark.parametrize("missing, engine, reason", [
+    ("onnx", "onnxruntime", 'the onnx package is needed for this: pip install "fastconv[interop]"'),
+    ("onnxruntime", "onnxruntime", "onnxruntime"),
+    ("torch", "torch", "torch"),
 ])
-def test_inference_mode_without_onnx_or_onnxruntime_leaves_that_column_out(monkeypatch, capsys, missing, reason):
+def test_inference_mode_without_an_engine_leaves_its_rows_out(monkeypatch, capsys, missing, engine, reason):
     monkeypatch.setitem(sys.modules, missing, None)  # import raises ImportError, as when not installed
-    monkeypatch.setattr(bench, "median_seconds", lambda fn, repeat: 1e-3)  # which columns, not how fast
-    assert bench.main(["--inference", "--batch", "1", "--repeat", "1"]) == 0
+    monkeypatch.setattr(bench, "median_seconds", lambda fn, repeat: 1e-3)  # which rows, not how fast
+    assert bench.main(["--inference", "--model", "cnn", "cnn-deep", "--batch", "1", "--repeat", "1"]) == 0
     out, err = capsys.readouterr()
-    assert [line.split()[0] for line in out.splitlines()[2:]] == ["fastconv"]
-    assert err.startswith("fastconv-bench: onnxruntime left out (") and reason in err
-    assert err.count("\n") == 1 and "Traceback" not in err
+    shown = {row[2] for row in inference_lines(out)}
+    assert "fastconv" in shown and engine not in shown
+    assert f"fastconv-bench: {engine} left out (" in err and reason in err
+    assert err.count(f"{engine} left out") == 1 and "Traceback" not in err  # once, not once per model
+
+
+def test_model_is_for_the_inference_mode(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        bench.parse_args(["--model", "cnn"])
+    assert exit_info.value.code == 2
+    assert "--model goes with --inference" in capsys.readouterr().err
 
 
 def missing_folder(tmp_path, monkeypatch):
