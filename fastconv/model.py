@@ -87,6 +87,7 @@ class Sequential:
         self._set_input_grad(False)
         self.fuse = fuse
         self._plans = collections.OrderedDict()  # batch size -> Plan, the most recently used last
+        self._kept_for_backward = False  # whether layers hold a training pass's arrays
         self.optimizer = None
         self.epoch = 0
         self.history = History()
@@ -234,6 +235,11 @@ class Sequential:
         x = self._as_input(x)
         if training:
             return self._forward(x, True, NO_CLOCK)
+        if self._kept_for_backward:
+            # Evaluation drops what the layers kept for backward (which is then
+            # refused), as a pass through them does; the plan never touches them.
+            self._kept_for_backward = False
+            self._forward(np.zeros((1,) + self.input_shape, self.dtype), False, NO_CLOCK)
         return self.compile(len(x)).run(x)
 
     PLANS_KEPT = 4
@@ -264,6 +270,7 @@ class Sequential:
         return plan
 
     def _forward(self, out, training, clock):
+        self._kept_for_backward = self._kept_for_backward or bool(training)
         for step in self.steps:
             out = step.forward(out, training)
             clock.lap(step.name, "forward")

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from fastconv import fusion, models, ops, optim
 from fastconv.layers import BatchNorm, BatchNorm2D, Conv2D, Dense, Flatten, Layer, ReLU
-from fastconv.losses import softmax
+from fastconv.losses import softmax, softmax_cross_entropy
 from fastconv.model import Sequential
 from fastconv.profile import NO_CLOCK
 
@@ -213,6 +213,16 @@ def test_fuse_and_the_kernels_asked_for_after_compiling_are_followed(deep_model,
     monkeypatch.setenv("FASTCONV_ALGORITHM", "im2col")
     assert_follows_the_model(deep_model)
     assert dict(deep_model.compile(4).describe())["conv2d_1"].endswith("/im2col")
+
+
+def test_an_evaluation_pass_after_training_drops_what_training_kept():
+    model = models.build("cnn-deep")
+    x, labels = images(2), np.array([0, 1])
+    model.forward(x)  # the plan exists before training
+    model.forward(x, training=True)
+    logits = model.forward(x)
+    with pytest.raises(RuntimeError, match=r"backward called before forward with training=True"):
+        model.backward(softmax_cross_entropy(logits, labels)[1])
 
 
 # ------------------------------------------------------ input checks
