@@ -273,15 +273,24 @@ change forward, so it runs through its own)."""
 
 
 # ------------------------------------------------------------ plan steps
-#
-# Each step has a name, ``how`` (for describe), ``owns_output`` (True: its
-# output is plan memory, which the next steps may overwrite; False: it may
-# be the caller's input; None: what it got), ``allocate()`` (its arrays in
-# one buffer set), ``slot(own)`` (where in those arrays the step before may
-# write this step's input, or None) and ``run(x, own, slot) -> y``.
 
 
-class _KernelStep:
+class _Step:
+    """A step of a plan: ``name``, ``how`` (for describe), ``owns_output``
+    (True: its output is plan memory, which the next steps may overwrite;
+    False: it may be the caller's input; None: whichever it got),
+    ``allocate()`` (its arrays in one buffer set, here none), ``slot(own)``
+    (where in those arrays the step before may write this step's input,
+    here nowhere) and ``run(x, own, slot) -> y``."""
+
+    def allocate(self):
+        return None
+
+    def slot(self, own):
+        return None
+
+
+class _KernelStep(_Step):
     """A conv, pool or fused conv -> ReLU -> max-pool step: x (N, C, H, W)
     -> (N, F, OH, OW), its kernel called on the plan's buffers."""
 
@@ -322,7 +331,7 @@ class _KernelStep:
         return outputs[0]
 
 
-class _InPlace:
+class _InPlace(_Step):
     """A step computed elementwise: into the next step's slot, else over its
     input when that is plan memory, else into its own buffer."""
 
@@ -334,9 +343,6 @@ class _InPlace:
 
     def allocate(self):
         return None if self.in_place else np.empty(self.shape, self.dtype)
-
-    def slot(self, own):
-        return None
 
     @staticmethod
     def destination(x, own, slot):
@@ -375,7 +381,7 @@ class _BatchNormStep(_InPlace):
         return out
 
 
-class _FlattenStep:
+class _FlattenStep(_Step):
     """(N, d1, d2, ...) -> (N, d1*d2*...), a view of the plan's buffer."""
 
     how = "reshape"
@@ -384,17 +390,11 @@ class _FlattenStep:
     def __init__(self, name):
         self.name = name
 
-    def allocate(self):
-        return None
-
-    def slot(self, own):
-        return None
-
     def run(self, x, own, slot):
         return x.reshape(x.shape[0], -1)
 
 
-class _DenseStep:
+class _DenseStep(_Step):
     """x (N, in) @ w (in, out) + b (out,) into the plan's (N, out) buffer."""
 
     how = "matmul"
@@ -408,16 +408,13 @@ class _DenseStep:
     def allocate(self):
         return np.empty(self.shape, self.dtype)
 
-    def slot(self, own):
-        return None
-
     def run(self, x, own, slot):
         np.matmul(x, self.w, out=own)
         own += self.b
         return own
 
 
-class _LayerForward:
+class _LayerForward(_Step):
     """A model step the plan does not compile (a layer of yours, or arrays
     the kernels cannot take as they are): its own forward, in evaluation."""
 
@@ -427,12 +424,6 @@ class _LayerForward:
     def __init__(self, step):
         self.name = step.name
         self.step = step
-
-    def allocate(self):
-        return None
-
-    def slot(self, own):
-        return None
 
     def run(self, x, own, slot):
         return np.ascontiguousarray(self.step.forward(x, False))
