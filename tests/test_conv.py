@@ -233,6 +233,22 @@ def winograd_geometries(draw):
     return (n, c, h, w), (f, c, 3, 3), (ph, pw), draw(st.sampled_from([np.float32, np.float64]))
 
 
+@pytest.mark.parametrize("backend", registry.COMPILED_BACKENDS)
+@given(geometry=winograd_geometries(), kernel=st.integers(1, 4), seed=st.integers(0, 2**32 - 1))
+@example(geometry=((1, 1, 3, 3), (1, 1, 3, 3), (0, 0), np.float64), kernel=3, seed=0)
+def test_vectorized_forward_at_stride_one_matches_reference(backend, geometry, kernel, seed):
+    """The register-blocked micro-kernel's wide rows: any channel and filter
+    count (whole and partial blocks of four), kernels 1 to 4, batch 1 (the
+    last image read with room after it), both dtypes."""
+    x_shape, w_shape, padding, dtype = geometry
+    w_shape = w_shape[:2] + (min(kernel, x_shape[2] + 2 * padding[0]), min(kernel, x_shape[3] + 2 * padding[1]))
+    out_shape = reference_forward(np.zeros(x_shape), np.zeros(w_shape), None, 1, padding).shape
+    x, w, b, _ = random_case(seed, x_shape, w_shape, out_shape, dtype)
+    out = ops.conv2d(x, w, b, 1, padding, backend=backend, algorithm="vectorized")
+    exact = [a.astype(np.float64) for a in (x, w, b)]
+    assert_close(out, reference_forward(*exact, 1, padding).astype(dtype), 1e-4 if dtype == np.float32 else 1e-10)
+
+
 @pytest.mark.parametrize("backend, algorithm", WINOGRAD)
 @given(geometry=winograd_geometries(), seed=st.integers(0, 2**32 - 1))
 @example(geometry=((1, 1, 3, 3), (1, 1, 3, 3), (0, 0), np.float64), seed=0)  # one tile, half of it outside

@@ -93,6 +93,44 @@ def test_nan_passes_through_and_sends_no_gradient(variant):
     assert np.isnan(y[0, 0, 0, 0]) and code[0, 0, 0, 0] == NO_GRADIENT
 
 
+VECTORIZED = [v for v in FUSED if v[1] == "vectorized"]
+
+
+@st.composite
+def stride_one_geometries(draw):
+    """What the vectorized forward pass at stride 1 does by output phases (2x2
+    pools at stride 2 over up to 32 taps) or by wide rows (more taps, other
+    pools): 1 to 40 channels, 1 to 20 filters (whole and partial blocks of
+    four), kernels 1 to 4, odd and even sizes, batch 1 to 3, both dtypes."""
+    n, c, f = draw(st.integers(1, 3)), draw(st.integers(1, 40)), draw(st.integers(1, 20))
+    k, padding = draw(st.integers(1, 4)), draw(st.integers(0, 1))
+    pool, pool_stride = draw(st.sampled_from([(2, 2), (2, 1), (3, 2), (1, 1)]))
+    size_min = pool + k - 1 - 2 * padding
+    h, w = draw(st.integers(max(1, size_min), size_min + 7)), draw(st.integers(max(1, size_min), size_min + 7))
+    return (n, c, h, w), (f, c, k, k), padding, pool, pool_stride, draw(st.sampled_from([np.float32, np.float64]))
+
+
+@pytest.mark.parametrize("variant", VECTORIZED, ids="/".join)
+@given(geometry=stride_one_geometries(), seed=st.integers(0, 2**16))
+def test_vectorized_forward_at_stride_one_equals_the_unfused_chain(variant, geometry, seed):
+    x_shape, w_shape, padding, pool, pool_stride, dtype = geometry
+    rng = np.random.default_rng(seed)
+    x, w = rng.standard_normal(x_shape).astype(dtype), rng.standard_normal(w_shape).astype(dtype)
+    b = rng.standard_normal(w_shape[0]).astype(dtype)
+    backend, algorithm = variant
+    y, code = ops.conv2d_relu_maxpool2d(x, w, b, 1, padding, pool, pool_stride, backend=backend, algorithm=algorithm)
+    relu = np.maximum(ops.conv2d(x, w, b, 1, padding, **REFERENCE), 0)
+    rtol = 1e-4 if dtype == np.float32 else 1e-10
+    assert_close(y, ops.max_pool2d(relu, pool, pool_stride, **REFERENCE), rtol)
+    # every code names a window position holding the pooled value, or is NO_GRADIENT where it is 0
+    image, channel, row, col = np.indices(y.shape)
+    taken = code != NO_GRADIENT
+    at = np.where(taken, code, 0)
+    picked = relu[image, channel, row * pool_stride + at // pool, col * pool_stride + at % pool]
+    assert_close(picked[taken], y[taken], rtol)
+    assert np.all(y[~taken] == 0)
+
+
 @pytest.mark.parametrize("variant", [v for v in FUSED if v[0] != "numpy"], ids="/".join)
 @pytest.mark.parametrize("layer, x_shape, w_shape", [
     ("conv1", (64, 1, 28, 28), (32, 1, 3, 3)),

@@ -1,0 +1,76 @@
+/* The register-blocked micro-kernel of the vectorized convolution, written
+ * once with GCC/Clang vector extensions: one source that each instruction
+ * set build compiles to its own vectors (AVX-512: 16 floats, AVX2: 8,
+ * baseline SSE2: 4), with no per-instruction-set intrinsics. Its Numba twin
+ * (conv_numba.py, ``_conv_image_tiled``) runs the same algorithm on the same
+ * layout in plain loops.
+ *
+ * The algorithm: a stride-1 convolution of one image computed on "wide
+ * rows". Output pixel (y, x) is position q = y*Wp + x of the padded input's
+ * plane (Hp, Wp), so the window of pixel q at tap (c, i, j) starts at input
+ * element q + (c*Hp + i)*Wp + j: a run of consecutive q reads a run of
+ * consecutive inputs for every tap, one vector load. Positions with
+ * x >= OW (Wp - OW of each row) are computed and never read; that is the
+ * price (conv2 of the MNIST CNN: 13 positions a row for 11 pixels).
+ *
+ * A tile holds FC_TILE_FILTERS filters times FC_TILE_VECTORS vectors of
+ * positions in registers (AVX-512: 4 x 6 = 24 of its 32 registers; 16-register
+ * sets: 4 x 2) and runs
+ * over every tap: per tap, FC_TILE_VECTORS vector loads of input, one
+ * broadcast weight per filter, and FILTERS x VECTORS multiply-adds, with no
+ * memory traffic for the accumulators.
+ *
+ * Layouts (T = C*KH*KW taps, F4 = F rounded up to a multiple of
+ * FC_TILE_FILTERS, padded with zero filters):
+ *   image  (C*Hp*Wp,) plus reads up to FC_LANES_<type> - 1 elements past
+ *          its end (the caller guarantees they are readable);
+ *   w4     (F4 / FC_TILE_FILTERS, T, FC_TILE_FILTERS): a block's weights for
+ *          one tap side by side;
+ *   b4     (F4,) or NULL for no bias;
+ *   tap_at (T,): offset of tap (c, i, j), (c*Hp + i)*Wp + j;
+ *   out    (F4, row) with row >= n_q rounded up to whole vectors: out[f, q].
+ */
+#ifndef FASTCONV_CONV_TILE_H
+#define FASTCONV_CONV_TILE_H
+
+#include <stddef.h>
+#include <string.h>
+
+/* Tile sizes per vector width (a width, not an instruction set: the code is
+ * the same), measured on conv2 of the MNIST CNN, one core of an Intel Xeon:
+ * AVX-512 6 vectors (144 effective GFLOP/s), AVX2 2 vectors (84). */
+#if defined(__AVX512F__)
+#define FC_VECTOR_BYTES 64
+#define FC_TILE_VECTORS 6
+#elif defined(__AVX__)
+#define FC_VECTOR_BYTES 32
+#define FC_TILE_VECTORS 2 /* 16 registers: with 3 (12 accumulators) GCC 12 spilled them, 5x slower */
+#else
+#define FC_VECTOR_BYTES 16
+#define FC_TILE_VECTORS 2
+#endif
+#define FC_TILE_FILTERS 4
+#define FC_LANES_FLOAT (FC_VECTOR_BYTES / 4)
+#define FC_LANES_DOUBLE (FC_VECTOR_BYTES / 8)
+
+#define FC_REAL float
+#define FC_VEC fc_vec_float
+#define FC_LANES FC_LANES_FLOAT
+#define FC_NAME(name) name##_float
+#include "conv_tile_body.h"
+#undef FC_REAL
+#undef FC_VEC
+#undef FC_LANES
+#undef FC_NAME
+
+#define FC_REAL double
+#define FC_VEC fc_vec_double
+#define FC_LANES FC_LANES_DOUBLE
+#define FC_NAME(name) name##_double
+#include "conv_tile_body.h"
+#undef FC_REAL
+#undef FC_VEC
+#undef FC_LANES
+#undef FC_NAME
+
+#endif

@@ -1,0 +1,60 @@
+/* The body of conv_tile.h for one float type (FC_REAL, its vector FC_VEC of
+ * FC_LANES elements, names FC_NAME(...)); conv_tile.h includes it once per
+ * type. See conv_tile.h for the algorithm and layouts. */
+
+typedef FC_REAL FC_VEC __attribute__((vector_size(FC_VECTOR_BYTES)));
+
+/* One tile: filters f0..f0+3 of block w (T, 4) at positions q0.. of
+ * n_vectors vectors (a constant once inlined, so the accumulators live in
+ * registers). memcpy is how C loads and stores a vector at any alignment. */
+static inline __attribute__((always_inline)) void FC_NAME(fc_tile)(
+    const FC_REAL *image, const FC_REAL *w, const FC_REAL *b, const ptrdiff_t *tap_at,
+    ptrdiff_t n_taps, FC_REAL *out, ptrdiff_t row, const int n_vectors)
+{
+    FC_VEC acc[FC_TILE_FILTERS][FC_TILE_VECTORS];
+    FC_VEC in[FC_TILE_VECTORS];
+    for (int f = 0; f < FC_TILE_FILTERS; f++)
+        for (int v = 0; v < n_vectors; v++)
+            acc[f][v] = (FC_VEC){0} + (b ? b[f] : (FC_REAL)0);
+    for (ptrdiff_t t = 0; t < n_taps; t++) {
+        const FC_REAL *window = image + tap_at[t];
+        for (int v = 0; v < n_vectors; v++)
+            memcpy(&in[v], window + v * FC_LANES, sizeof(FC_VEC));
+        for (int f = 0; f < FC_TILE_FILTERS; f++) {
+            FC_REAL weight = w[t * FC_TILE_FILTERS + f];
+            for (int v = 0; v < n_vectors; v++)
+                acc[f][v] += in[v] * weight;
+        }
+    }
+    for (int f = 0; f < FC_TILE_FILTERS; f++)
+        for (int v = 0; v < n_vectors; v++)
+            memcpy(out + f * row + v * FC_LANES, &acc[f][v], sizeof(FC_VEC));
+}
+
+/* out (F4, row) = the conv of one image at positions q < n_q (see
+ * conv_tile.h), bias b4 added unless it is NULL. */
+static void FC_NAME(fc_conv_image)(
+    const FC_REAL *image, const FC_REAL *w4, const FC_REAL *b4, const ptrdiff_t *tap_at,
+    ptrdiff_t n_taps, ptrdiff_t n_filt4, ptrdiff_t n_q, FC_REAL *out, ptrdiff_t row)
+{
+    ptrdiff_t n_vectors = (n_q + FC_LANES - 1) / FC_LANES;
+    for (ptrdiff_t f0 = 0; f0 < n_filt4; f0 += FC_TILE_FILTERS) {
+        const FC_REAL *w = w4 + f0 * n_taps;
+        const FC_REAL *b = b4 ? b4 + f0 : NULL;
+        for (ptrdiff_t v0 = 0; v0 < n_vectors; v0 += FC_TILE_VECTORS) {
+            const FC_REAL *at = image + v0 * FC_LANES;
+            FC_REAL *o = out + f0 * row + v0 * FC_LANES;
+            ptrdiff_t left = n_vectors - v0;
+            switch (left < FC_TILE_VECTORS ? left : FC_TILE_VECTORS) {
+            case 1: FC_NAME(fc_tile)(at, w, b, tap_at, n_taps, o, row, 1); break;
+            case 2: FC_NAME(fc_tile)(at, w, b, tap_at, n_taps, o, row, 2); break;
+#if FC_TILE_VECTORS > 2
+            case 3: FC_NAME(fc_tile)(at, w, b, tap_at, n_taps, o, row, 3); break;
+            case 4: FC_NAME(fc_tile)(at, w, b, tap_at, n_taps, o, row, 4); break;
+            case 5: FC_NAME(fc_tile)(at, w, b, tap_at, n_taps, o, row, 5); break;
+            case 6: FC_NAME(fc_tile)(at, w, b, tap_at, n_taps, o, row, 6); break;
+#endif
+            }
+        }
+    }
+}
