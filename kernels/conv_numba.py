@@ -176,15 +176,15 @@ def _strided_forward(xp, w, b, sh, sw, out):
 # algorithm and layout, but its accumulators live in memory (in L1), not
 # in registers, and it reads no position past n_q (no copy of the last image).
 
-TILE_FILTERS = 4  # conv_tile.h's FC_TILE_FILTERS: the filters of a block of w4
-TILE_POSITIONS = 96  # AVX-512's tile in conv_tile.h: 6 vectors of 16 floats
+TILE_FILTERS = 8  # the filters of a block of w4: conv_tile.h's AVX-512 tile, 8 filters
+TILE_POSITIONS = 48  # by 3 vectors of 16 floats
 
 
 @njit(cache=True)
 def _blocked_filters(w, b, n_filt4):
-    """w (F, C, KH, KW) and b (F,) as conv_tile.h takes them: w4 (F4 / 4,
-    C*KH*KW, 4), each block's four weights of a tap side by side, and b4
-    (F4,); filters F..F4 are zeros."""
+    """w (F, C, KH, KW) and b (F,) as conv_tile.h takes them: w4 (F4 / B,
+    C*KH*KW, B), B = TILE_FILTERS, each block's B weights of a tap side by
+    side, and b4 (F4,); filters F..F4 are zeros."""
     n_filt, n_taps = w.shape[0], w.shape[1] * w.shape[2] * w.shape[3]
     w4 = np.zeros((n_filt4, n_taps), w.dtype)
     w4[:n_filt] = w.reshape(n_filt, n_taps)
@@ -213,27 +213,45 @@ def _conv_image_tiled(image, w4, b4, add_bias, tap_at, n_q, wide):
                         acc[q] += weight * window[q]
 
 
+@njit(cache=True)
+def _group_start(group, n_groups, n_filt4):
+    """The first filter of filter group ``group`` of n_groups (whole blocks
+    of the F4 filters). The stride-1 forward passes cut a batch with fewer
+    images than threads into (image, group) work items, n_groups per image,
+    so that every thread has work (batch 1, as a server sees it); item i is
+    image i // n_groups, filters _group_start(i % n_groups) up to that of
+    the next group."""
+    return group * (n_filt4 // TILE_FILTERS) // n_groups * TILE_FILTERS
+
+
 @njit(parallel=True, cache=True)
 def _tiled_forward(xp, w, b, pkh, pkw, psh, psw, out, code, n_chunks):
     """The stride-1 forward pass of the conv (code None: out is the conv
-    output) or of the fused op (out and code pooled from it), the batch cut
-    into n_chunks chunks, one per thread."""
+    output) or of the fused op (out and code pooled from it), the work cut
+    into n_chunks chunks, one per thread (see _group_start)."""
     n_img, n_filt, kh, kw = xp.shape[0], w.shape[0], w.shape[2], w.shape[3]
     hp, wp, size = xp.shape[2], xp.shape[3], xp.shape[1] * xp.shape[2] * xp.shape[3]
     oh, ow = hp - kh + 1, wp - kw + 1
     n_q = (oh - 1) * wp + ow
     n_filt4 = (n_filt + TILE_FILTERS - 1) // TILE_FILTERS * TILE_FILTERS
+    n_groups = max(1, n_chunks // n_img)
+    n_items = n_img * n_groups
     w4, b4 = _blocked_filters(w, b, n_filt4)
     tap_at = _tap_offsets(xp.shape[1], kh, kw, hp, wp)
     images = xp.reshape(n_img, size)
     wide = np.empty((n_chunks, n_filt4, n_q + PAD), out.dtype)
     for t in prange(n_chunks):
-        for n in range(t * n_img // n_chunks, (t + 1) * n_img // n_chunks):
-            _conv_image_tiled(images[n], w4, b4, code is None, tap_at, n_q, wide[t])
+        for item in range(t * n_items // n_chunks, (t + 1) * n_items // n_chunks):
+            n = item // n_groups
+            f0 = _group_start(item % n_groups, n_groups, n_filt4)
+            f1 = _group_start(item % n_groups + 1, n_groups, n_filt4)
+            _conv_image_tiled(images[n], w4[f0 // TILE_FILTERS:f1 // TILE_FILTERS], b4[f0:f1], code is None,
+                              tap_at, n_q, wide[t, f0:f1])
+            f1 = min(f1, n_filt)
             if code is not None:
-                _relu_maxpool_image(wide[t, :n_filt], b, wp, pkh, pkw, psh, psw, out[n], code[n])
+                _relu_maxpool_image(wide[t, f0:f1], b[f0:f1], wp, pkh, pkw, psh, psw, out[n, f0:f1], code[n, f0:f1])
                 continue
-            for f in range(n_filt):
+            for f in range(f0, f1):
                 for y in range(oh):
                     out[n, f, y, :] = wide[t, f, y * wp:y * wp + ow]
 
@@ -297,12 +315,15 @@ def _relu_maxpool_phases(phases, b, n_q, w2, codes, out, code):
 @njit(parallel=True, cache=True)
 def _phase_pooled_forward(xp, w, b, out, code, n_chunks):
     """The stride-1 fused op with 2x2 pool windows at stride 2, by output
-    phases, the batch cut into n_chunks chunks, one per thread."""
+    phases, the work cut into n_chunks chunks, one per thread (see
+    _group_start)."""
     n_img, n_chan, n_filt, kh, kw = xp.shape[0], xp.shape[1], w.shape[0], w.shape[2], w.shape[3]
     h2, w2 = (xp.shape[2] + 1) // 2, (xp.shape[3] + 1) // 2
     ph, pw = out.shape[2], out.shape[3]
     n_q = (ph - 1) * w2 + pw
     n_filt4 = (n_filt + TILE_FILTERS - 1) // TILE_FILTERS * TILE_FILTERS
+    n_groups = max(1, n_chunks // n_img)
+    n_items = n_img * n_groups
     w4, b4 = _blocked_filters(w, b, n_filt4)
     tap_at = _phase_offsets(n_chan, kh, kw, h2, w2)
     # Per thread: the phase planes of an image (zeros: the entries no pooled
@@ -312,11 +333,17 @@ def _phase_pooled_forward(xp, w, b, out, code, n_chunks):
     phases = np.empty((n_chunks, 4, n_filt4, n_q + PAD), out.dtype)
     codes = np.empty((n_chunks, n_filt4, n_q + PAD), np.uint8)
     for t in prange(n_chunks):
-        for n in range(t * n_img // n_chunks, (t + 1) * n_img // n_chunks):
+        for item in range(t * n_items // n_chunks, (t + 1) * n_items // n_chunks):
+            n = item // n_groups
+            f0 = _group_start(item % n_groups, n_groups, n_filt4)
+            f1 = _group_start(item % n_groups + 1, n_groups, n_filt4)
             _split_phases(xp[n], planes[t])
             for phase in range(4):
-                _conv_image_tiled(planes[t].reshape(-1), w4, b4, False, tap_at[phase], n_q, phases[t, phase])
-            _relu_maxpool_phases(phases[t], b, n_q, w2, codes[t], out[n], code[n])
+                _conv_image_tiled(planes[t].reshape(-1), w4[f0 // TILE_FILTERS:f1 // TILE_FILTERS], b4[f0:f1],
+                                  False, tap_at[phase], n_q, phases[t, phase, f0:f1])
+            f1 = min(f1, n_filt)
+            _relu_maxpool_phases(phases[t, :, f0:f1], b[f0:f1], n_q, w2, codes[t, f0:f1], out[n, f0:f1],
+                                 code[n, f0:f1])
 
 
 def conv2d_backward_vectorized(dy, xp, w, sh, sw, dxp, dw):

@@ -14,14 +14,14 @@
  * price (conv2 of the MNIST CNN: 13 positions a row for 11 pixels).
  *
  * A tile holds FC_TILE_FILTERS filters times FC_TILE_VECTORS vectors of
- * positions in registers (AVX-512: 4 x 6 = 24 of its 32 registers; 16-register
+ * positions in registers (AVX-512: 8 x 3 = 24 of its 32 registers; 16-register
  * sets: 4 x 2) and runs
  * over every tap: per tap, FC_TILE_VECTORS vector loads of input, one
  * broadcast weight per filter, and FILTERS x VECTORS multiply-adds, with no
  * memory traffic for the accumulators.
  *
  * Layouts (T = C*KH*KW taps, F4 = F rounded up to a multiple of
- * FC_TILE_FILTERS, padded with zero filters):
+ * FC_TILE_FILTERS, padded with zero filters; 4 below stands for it):
  *   image  (C*Hp*Wp,) plus reads up to FC_LANES_<type> - 1 elements past
  *          its end (the caller guarantees they are readable);
  *   w4     (F4 / FC_TILE_FILTERS, T, FC_TILE_FILTERS): a block's weights for
@@ -37,19 +37,24 @@
 #include <string.h>
 
 /* Tile sizes per vector width (a width, not an instruction set: the code is
- * the same), measured on conv2 of the MNIST CNN, one core of an Intel Xeon:
- * AVX-512 6 vectors (144 effective GFLOP/s), AVX2 2 vectors (84). */
+ * the same), measured on conv2 of the MNIST CNN, one core of an Intel Xeon,
+ * in effective GFLOP/s: with 32 registers (AVX-512) 8 filters x 3 vectors
+ * (141; 4 x 6 gave 122: twice the vector loads of input, most of them across
+ * two cache lines), with 16 registers 4 x 2 (79; 8 x 1 gave 70, and 4 x 3
+ * made GCC 12 spill the accumulators, 5x slower). */
 #if defined(__AVX512F__)
 #define FC_VECTOR_BYTES 64
-#define FC_TILE_VECTORS 6
+#define FC_TILE_FILTERS 8
+#define FC_TILE_VECTORS 3
 #elif defined(__AVX__)
 #define FC_VECTOR_BYTES 32
-#define FC_TILE_VECTORS 2 /* 16 registers: with 3 (12 accumulators) GCC 12 spilled them, 5x slower */
+#define FC_TILE_FILTERS 4
+#define FC_TILE_VECTORS 2
 #else
 #define FC_VECTOR_BYTES 16
+#define FC_TILE_FILTERS 4
 #define FC_TILE_VECTORS 2
 #endif
-#define FC_TILE_FILTERS 4
 #define FC_LANES_FLOAT (FC_VECTOR_BYTES / 4)
 #define FC_LANES_DOUBLE (FC_VECTOR_BYTES / 8)
 

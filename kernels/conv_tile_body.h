@@ -4,7 +4,7 @@
 
 typedef FC_REAL FC_VEC __attribute__((vector_size(FC_VECTOR_BYTES)));
 
-/* One tile: filters f0..f0+3 of block w (T, 4) at positions q0.. of
+/* One tile: the FC_TILE_FILTERS filters of block w (T, FC_TILE_FILTERS) at positions q0.. of
  * n_vectors vectors (a constant once inlined, so the accumulators live in
  * registers). memcpy is how C loads and stores a vector at any alignment. */
 static inline __attribute__((always_inline)) void FC_NAME(fc_tile)(
@@ -50,9 +50,6 @@ static void FC_NAME(fc_conv_image)(
             case 2: FC_NAME(fc_tile)(at, w, b, tap_at, n_taps, o, row, 2); break;
 #if FC_TILE_VECTORS > 2
             case 3: FC_NAME(fc_tile)(at, w, b, tap_at, n_taps, o, row, 3); break;
-            case 4: FC_NAME(fc_tile)(at, w, b, tap_at, n_taps, o, row, 4); break;
-            case 5: FC_NAME(fc_tile)(at, w, b, tap_at, n_taps, o, row, 5); break;
-            case 6: FC_NAME(fc_tile)(at, w, b, tap_at, n_taps, o, row, 6); break;
 #endif
             }
         }
