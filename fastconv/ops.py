@@ -32,7 +32,7 @@ from fastconv.kernels import NO_GRADIENT
 from fastconv.registry import variants  # noqa: F401  (public API)
 from fastconv.shapes import as_pair, conv_out_size
 
-__all__ = [*op_table.OPS, "variants", "inapplicable_algorithms", "prepare", "Launch"]  # one function per declared op, named for it
+__all__ = [*op_table.OPS, "variants", "inapplicable_algorithms", "prepare", "Launch", "batch_norm_kernel"]  # one function per declared op, named for it
 
 
 # ---------------------------------------------------------------- validation
@@ -537,6 +537,35 @@ def batch_norm(x, gamma, beta, running_mean=None, running_var=None, eps=1e-5, *,
     ``running_var`` (C,), which evaluation needs and training refuses;
     returns y.
     """
+    y, mean, var = _batch_norm_call(x, gamma, beta, running_mean, running_var, eps, training, backend, algorithm)()
+    return (y, mean, var) if training else y
+
+
+def batch_norm_kernel(x, gamma, beta, running_mean, running_var, eps=1e-5, *, backend="auto", algorithm="auto"):
+    """The kernel an evaluation :func:`batch_norm` of these arguments runs
+    (the same validation and errors; ``auto``: measured once on them and
+    remembered, so one choice serves both), for a caller that owns its
+    buffers (:mod:`fastconv.plan`): ``kernel(x3, gamma, beta, mean, var,
+    eps, False, y3)`` with x3 and y3 (N, C, M) views of x and its output
+    (M the product of the axes after C; y3 may be x3 itself) and (C,)
+    arrays, all C-contiguous in the dtype of x; it reads mean and var."""
+    call = _batch_norm_call(x, gamma, beta, running_mean, running_var, eps, False, backend, algorithm)
+    return _kernel(*call.args)
+
+
+@dataclass(frozen=True)
+class _BatchNormCall:
+    """A validated :func:`batch_norm` call: ``args`` for :func:`_kernel` and
+    :func:`_dispatch` (op, backend, algorithm, key, run, batch); calling it
+    runs it."""
+
+    args: tuple
+
+    def __call__(self):
+        return _dispatch(*self.args)
+
+
+def _batch_norm_call(x, gamma, beta, running_mean, running_var, eps, training, backend, algorithm):
     op = op_table.BATCH_NORM.name
     _check_flag(op, "training", training)
     running = {"running_mean": running_mean, "running_var": running_var}
@@ -560,8 +589,7 @@ def batch_norm(x, gamma, beta, running_mean=None, running_var=None, eps=1e-5, *,
         kernel(x3, gamma, beta, mean, var, eps, training, y)
         return y.reshape(x.shape), mean, var
 
-    y, mean, var = _dispatch(op, backend, algorithm, (x3.shape, dtype, training), run, x.shape[0])
-    return (y, mean, var) if training else y
+    return _BatchNormCall((op, backend, algorithm, (x3.shape, dtype, training), run, x.shape[0]))
 
 
 def batch_norm_backward(dy, x, gamma, mean, var, eps=1e-5, *, compute_dx=True, backend="auto", algorithm="auto"):

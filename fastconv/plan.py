@@ -11,9 +11,9 @@ A :class:`Plan` is built from a model's steps (the fusion plan,
 * allocates each step's output, and for a conv or pool with padding a
   padded input buffer, filled with the pad value once, so that a run
   writes only its interior;
-* turns the cheap layers into operations on those buffers: ReLU and batch
-  norm in place on the buffer before them, or straight into the next
-  step's padded interior; Flatten a reshape (a view); Dropout nothing (the
+* turns the cheap layers into operations on those buffers: ReLU in place
+  on the buffer before it, or straight into the next step's padded
+  interior; batch norm's kernel in place; Flatten a reshape (a view); Dropout nothing (the
   identity in evaluation); Dense ``np.matmul(x, w, out=buffer)`` then
   ``+= b``. A layer of another kind (one of yours, or a subclass) runs as
   ``layer.forward(x, False)``, as does every layer whose arrays are not
@@ -35,10 +35,12 @@ folded weights are copies, which go stale when an optimiser step or
 norm follows a max pool, a ReLU or a Dense; after a max pool or a ReLU it
 cannot go into the conv before (neither commutes with a negative scale),
 nor exactly into the conv after (its zero padding would be shifted too).
-So the plan applies it as an epilogue on the buffer of the step before:
-scale and shift computed from the live (C,) arrays at each run
-(microseconds), then one multiply and one add, written into the next
-conv's padded interior where one follows, which saves the copy into it.
+So the plan runs it after the step before, in place on that step's
+output: the compiled batch norm kernel (the one ``auto`` picks for
+``ops.batch_norm`` in evaluation) reading the live (C,) arrays. At cnn-deep's
+shapes, batch 256, that took 1.1 ms where a NumPy multiply and add written
+straight into the next conv's padded interior took 3.3 ms (strided
+broadcasting), so the next conv copies it into its interior instead.
 
 Never stale: a plan holds the model's live arrays, so weights changed in
 place (an optimiser step, ``load_state_dict``) are used at once. Before each
@@ -55,6 +57,7 @@ puts it back after. The logits it returns are a copy, never plan memory.
 """
 from __future__ import annotations
 
+import math
 import operator
 
 import numpy as np
@@ -360,24 +363,30 @@ class _ReLUStep(_InPlace):
         return np.maximum(x, 0, out=self.destination(x, own, slot))
 
 
-class _BatchNormStep(_InPlace):
-    """Batch norm in evaluation as an epilogue (see the module docstring):
-    x (N, C) or (N, C, H, W) times scale plus shift per channel."""
+class _BatchNormStep(_Step):
+    """Batch norm in evaluation (see the module docstring): x (N, C) or
+    (N, C, H, W) normalised with the running statistics by the batch norm
+    kernel ``auto`` (or the layer) picks, in place when x is plan memory,
+    else into the step's own buffer."""
 
-    how = "batch norm epilogue"
+    how = "batch norm kernel"
+    owns_output = True
 
     def __init__(self, layer, x, owned):
-        super().__init__(layer.name, x, owned)
-        self.gamma, self.beta = layer.params["gamma"], layer.params["beta"]
-        self.mean, self.var = layer.buffers["running_mean"], layer.buffers["running_var"]
+        self.name = layer.name
+        self.arrays = (layer.params["gamma"], layer.params["beta"],
+                       layer.buffers["running_mean"], layer.buffers["running_var"])
         self.eps = layer.eps
-        self.per_channel = (-1,) + (1,) * (x.ndim - 2)  # (C,) against (N, C, ...)
+        self.kernel = ops.batch_norm_kernel(x, *self.arrays, self.eps, **layer._kernels())
+        self.shape, self.dtype, self.in_place = x.shape, x.dtype, owned
+        self.channels_shape = (x.shape[0], x.shape[1], math.prod(x.shape[2:]))  # (N, C, M)
+
+    def allocate(self):
+        return None if self.in_place else np.empty(self.shape, self.dtype)
 
     def run(self, x, own, slot):
-        scale = self.gamma / np.sqrt(self.var + self.eps)
-        shift = self.beta - self.mean * scale
-        out = np.multiply(x, scale.reshape(self.per_channel), out=self.destination(x, own, slot))
-        out += shift.reshape(self.per_channel)
+        out = x if own is None else own
+        self.kernel(x.reshape(self.channels_shape), *self.arrays, self.eps, False, out.reshape(self.channels_shape))
         return out
 
 

@@ -1,6 +1,6 @@
 """The compiled inference plan (fastconv.plan): the same logits as the
 layer-by-layer forward pass on every model, never stale, the same input
-checks, fresh logits, and batch norm's epilogue right. Threads sharing one
+checks, fresh logits, and batch norm right. Threads sharing one
 plan: tests/test_stateless.py."""
 import numpy as np
 import pytest
@@ -287,7 +287,7 @@ def test_plans_are_kept_for_the_last_few_batch_sizes():
     assert model.compile(2) is not plans[2]
 
 
-# ------------------------------------------------------ batch norm epilogue
+# ------------------------------------------------------------ batch norm
 
 
 def batch_norm_reference(x, layer):
@@ -297,20 +297,21 @@ def batch_norm_reference(x, layer):
     return gamma * (x - mean) / np.sqrt(var + layer.eps) + beta
 
 
+@pytest.mark.parametrize("kernels", [REFERENCE, {}], ids=["reference", "auto"])
 @given(n=st.integers(1, 4), c=st.integers(1, 6), size=st.integers(1, 7), seed=st.integers(0, 2**16),
        eps=st.sampled_from([1e-5, 1e-3, 0.5]))
-def test_batch_norm_runs_as_the_affine_map_of_its_running_statistics(n, c, size, seed, eps):
-    """Both places an epilogue writes: over the conv output before it, and
-    into the padded interior of the conv after it; then BatchNorm1d over a
-    Dense's output. Checked against the formula in float64 NumPy."""
-    first, norm2d = Conv2D(2, c, 1, **REFERENCE), BatchNorm2D(c, eps=eps, **REFERENCE)
+def test_batch_norm_runs_as_the_affine_map_of_its_running_statistics(kernels, n, c, size, seed, eps):
+    """Batch norm in place over a conv's output, which the padded conv
+    after it copies into its interior; then BatchNorm1d over a Dense's
+    output. Checked against the formula in float64 NumPy."""
+    first, norm2d = Conv2D(2, c, 1, **REFERENCE), BatchNorm2D(c, eps=eps, **kernels)
     second = Conv2D(c, 3, 3, padding=1, **REFERENCE)
-    dense, norm = Dense(3 * size * size, 5), BatchNorm(5, eps=eps, **REFERENCE)
+    dense, norm = Dense(3 * size * size, 5), BatchNorm(5, eps=eps, **kernels)
     model = randomise(Sequential([first, norm2d, second, Flatten(), dense, norm], input_shape=(2, size, size)),
                       seed=seed)
     x = images(n, seed=seed, shape=(2, size, size))
     hidden = batch_norm_reference(ops.conv2d(x, first.params["w"], first.params["b"], **REFERENCE), norm2d)
     hidden = ops.conv2d(hidden.astype(np.float32), second.params["w"], second.params["b"], padding=1, **REFERENCE)
     expected = batch_norm_reference(hidden.reshape(n, -1) @ dense.params["w"] + dense.params["b"], norm)
-    assert [how for _, how in model.compile(n).describe()].count("batch norm epilogue") == 2
+    assert [how for _, how in model.compile(n).describe()].count("batch norm kernel") == 2
     np.testing.assert_allclose(model.forward(x), expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
