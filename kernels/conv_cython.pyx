@@ -198,13 +198,22 @@ def _strided_forward(const floating[:, :, :, ::1] xp, const floating[:, :, :, ::
 def _blocked_filters(w, b, Py_ssize_t n_filt4):
     """w (F, C, KH, KW) and b (F,) as conv_tile.h takes them: w4 (F4 / B,
     C*KH*KW, B), B = FC_TILE_FILTERS, each block's B weights of a tap side
-    by side, and b4 (F4,); filters F..F4 are zeros."""
-    n_filt, n_taps = w.shape[0], w.shape[1] * w.shape[2] * w.shape[3]
-    w4 = np.zeros((n_filt4, n_taps), w.dtype)
-    w4[:n_filt] = w.reshape(n_filt, n_taps)
+    by side, and b4 (F4,); filters F..F4 are zeros. (One pass in a typed
+    loop: NumPy's reshape, transpose and copy took 14 us at conv2's shape,
+    most of a batch-1 call's overhead.)"""
+    w4 = np.zeros((n_filt4 // FC_TILE_FILTERS, w.shape[1] * w.shape[2] * w.shape[3], FC_TILE_FILTERS), w.dtype)
     b4 = np.zeros(n_filt4, w.dtype)
+    _block_filters(w.reshape(w.shape[0], -1), b, w4, b4)
+    return w4, b4
+
+
+def _block_filters(const floating[:, ::1] w_ft, const floating[::1] b, floating[:, :, ::1] w4, floating[::1] b4):
+    cdef Py_ssize_t n_filt = w_ft.shape[0], f, t, k
     b4[:n_filt] = b
-    return np.ascontiguousarray(w4.reshape(n_filt4 // FC_TILE_FILTERS, FC_TILE_FILTERS, n_taps).transpose(0, 2, 1)), b4
+    for f in range(0, n_filt, FC_TILE_FILTERS):  # whole blocks, then the last one's real filters
+        for t in range(w_ft.shape[1]):
+            for k in range(min(FC_TILE_FILTERS, n_filt - f)):
+                w4[f // FC_TILE_FILTERS, t, k] = w_ft[f + k, t]
 
 
 cdef void _conv_image_tiled(const floating *image, const floating[:, :, ::1] w4, const floating *b4,
@@ -219,29 +228,18 @@ cdef void _conv_image_tiled(const floating *image, const floating[:, :, ::1] w4,
                              &wide[0, 0], wide.shape[1])
 
 
-cdef inline Py_ssize_t _group_start(Py_ssize_t group, Py_ssize_t n_groups, Py_ssize_t n_filt4) noexcept nogil:
-    """The first filter of filter group ``group`` of n_groups (whole blocks
-    of the F4 filters). The stride-1 forward passes cut a batch with fewer
-    images than threads into (image, group) work items, n_groups per image,
-    so that every thread has work (batch 1, as a server sees it); item i is
-    image i // n_groups, filters _group_start(i % n_groups) up to that of
-    the next group."""
-    return group * (n_filt4 // FC_TILE_FILTERS) // n_groups * FC_TILE_FILTERS
-
-
 def _tiled_forward(const floating[:, :, :, ::1] xp, const floating[:, :, :, ::1] w, const floating[::1] b,
                    Py_ssize_t pkh, Py_ssize_t pkw, Py_ssize_t psh, Py_ssize_t psw,
                    floating[:, :, :, ::1] out, unsigned char[:, :, :, ::1] code, Py_ssize_t n_chunks):
     """The stride-1 forward pass of the conv (code None: out is the conv
-    output) or of the fused op (out and code pooled from it), the work cut
-    into n_chunks chunks, one per thread (see _group_start)."""
+    output) or of the fused op (out and code pooled from it), the batch cut
+    into n_chunks chunks, one per thread."""
     cdef Py_ssize_t n_img = xp.shape[0], n_filt = w.shape[0], kh = w.shape[2], kw = w.shape[3]
     cdef Py_ssize_t hp = xp.shape[2], wp = xp.shape[3], size = xp.shape[1] * hp * wp
     cdef Py_ssize_t oh = hp - kh + 1, ow = wp - kw + 1, n_q = (oh - 1) * wp + ow
     cdef Py_ssize_t lanes = FC_LANES_FLOAT if floating is float else FC_LANES_DOUBLE
     cdef Py_ssize_t n_filt4 = (n_filt + FC_TILE_FILTERS - 1) // FC_TILE_FILTERS * FC_TILE_FILTERS
-    cdef Py_ssize_t n_groups = max(1, n_chunks // n_img), n_items = n_img * n_groups
-    cdef Py_ssize_t t, item, n, f0, f1, f, y
+    cdef Py_ssize_t t, n, f, y
     cdef bint pooled = code is not None
     dtype = np.asarray(out).dtype
     w4_array, b4_array = _blocked_filters(np.asarray(w), np.asarray(b), n_filt4)
@@ -256,18 +254,13 @@ def _tiled_forward(const floating[:, :, :, ::1] xp, const floating[:, :, :, ::1]
     cdef floating[:, :, ::1] wide = np.empty((n_chunks, n_filt4, (n_q + lanes - 1) // lanes * lanes + PAD), dtype)
     with nogil:
         for t in prange(n_chunks, schedule="static", num_threads=n_chunks):
-            for item in range(t * n_items // n_chunks, (t + 1) * n_items // n_chunks):
-                n = item // n_groups
-                f0 = _group_start(item % n_groups, n_groups, n_filt4)
-                f1 = _group_start(item % n_groups + 1, n_groups, n_filt4)
-                _conv_image_tiled(<const floating *>&last[0] if n == n_img - 1 else &images[n, 0],
-                                  w4[f0 // FC_TILE_FILTERS:f1 // FC_TILE_FILTERS], NULL if pooled else &b4[f0],
-                                  tap_at, n_q, wide[t, f0:f1])
-                f1 = min(f1, n_filt)
+            for n in range(t * n_img // n_chunks, (t + 1) * n_img // n_chunks):
+                _conv_image_tiled(<const floating *>&last[0] if n == n_img - 1 else &images[n, 0], w4,
+                                  NULL if pooled else &b4[0], tap_at, n_q, wide[t])
                 if pooled:
-                    _relu_maxpool_image(wide[t, f0:f1], b[f0:f1], wp, pkh, pkw, psh, psw, out[n, f0:f1], code[n, f0:f1])
+                    _relu_maxpool_image(wide[t, :n_filt], b, wp, pkh, pkw, psh, psw, out[n], code[n])
                     continue
-                for f in range(f0, f1):
+                for f in range(n_filt):
                     for y in range(oh):
                         memcpy(&out[n, f, y, 0], &wide[t, f, y * wp], ow * sizeof(floating))
 
@@ -334,16 +327,14 @@ cdef void _relu_maxpool_phases(floating[:, :, ::1] phases, const floating[::1] b
 def _phase_pooled_forward(const floating[:, :, :, ::1] xp, const floating[:, :, :, ::1] w, const floating[::1] b,
                           floating[:, :, :, ::1] out, unsigned char[:, :, :, ::1] code, Py_ssize_t n_chunks):
     """The stride-1 fused op with 2x2 pool windows at stride 2, by output
-    phases, the work cut into n_chunks chunks, one per thread (see
-    _group_start)."""
+    phases, the batch cut into n_chunks chunks, one per thread."""
     cdef Py_ssize_t n_img = xp.shape[0], n_chan = xp.shape[1], n_filt = w.shape[0], kh = w.shape[2], kw = w.shape[3]
     cdef Py_ssize_t h2 = (xp.shape[2] + 1) // 2, w2 = (xp.shape[3] + 1) // 2
     cdef Py_ssize_t ph = out.shape[2], pw = out.shape[3], n_q = (ph - 1) * w2 + pw
     cdef Py_ssize_t lanes = FC_LANES_FLOAT if floating is float else FC_LANES_DOUBLE
     cdef Py_ssize_t n_filt4 = (n_filt + FC_TILE_FILTERS - 1) // FC_TILE_FILTERS * FC_TILE_FILTERS
     cdef Py_ssize_t row = (n_q + lanes - 1) // lanes * lanes + PAD
-    cdef Py_ssize_t n_groups = max(1, n_chunks // n_img), n_items = n_img * n_groups
-    cdef Py_ssize_t t, item, n, f0, f1, phase
+    cdef Py_ssize_t t, n, phase
     dtype = np.asarray(out).dtype
     w4_array = _blocked_filters(np.asarray(w), np.asarray(b), n_filt4)[0]
     cdef const floating[:, :, ::1] w4 = w4_array
@@ -357,17 +348,11 @@ def _phase_pooled_forward(const floating[:, :, :, ::1] xp, const floating[:, :, 
     cdef unsigned char[:, :, ::1] codes = np.empty((n_chunks, n_filt4, row), np.uint8)
     with nogil:
         for t in prange(n_chunks, schedule="static", num_threads=n_chunks):
-            for item in range(t * n_items // n_chunks, (t + 1) * n_items // n_chunks):
-                n = item // n_groups
-                f0 = _group_start(item % n_groups, n_groups, n_filt4)
-                f1 = _group_start(item % n_groups + 1, n_groups, n_filt4)
+            for n in range(t * n_img // n_chunks, (t + 1) * n_img // n_chunks):
                 _split_phases(xp[n], planes[t])
                 for phase in range(4):
-                    _conv_image_tiled(&planes[t, 0, 0, 0, 0, 0], w4[f0 // FC_TILE_FILTERS:f1 // FC_TILE_FILTERS],
-                                      NULL, tap_at[phase], n_q, phases[t, phase, f0:f1])
-                f1 = min(f1, n_filt)
-                _relu_maxpool_phases(phases[t, :, f0:f1], b[f0:f1], n_q, w2, codes[t, f0:f1], out[n, f0:f1],
-                                     code[n, f0:f1])
+                    _conv_image_tiled(&planes[t, 0, 0, 0, 0, 0], w4, NULL, tap_at[phase], n_q, phases[t, phase])
+                _relu_maxpool_phases(phases[t], b, n_q, w2, codes[t], out[n], code[n])
 
 
 def conv2d_backward_vectorized(dy, xp, w, Py_ssize_t sh, Py_ssize_t sw, dxp, dw):

@@ -184,13 +184,23 @@ TILE_POSITIONS = 48  # by 3 vectors of 16 floats
 def _blocked_filters(w, b, n_filt4):
     """w (F, C, KH, KW) and b (F,) as conv_tile.h takes them: w4 (F4 / B,
     C*KH*KW, B), B = TILE_FILTERS, each block's B weights of a tap side by
-    side, and b4 (F4,); filters F..F4 are zeros."""
-    n_filt, n_taps = w.shape[0], w.shape[1] * w.shape[2] * w.shape[3]
-    w4 = np.zeros((n_filt4, n_taps), w.dtype)
-    w4[:n_filt] = w.reshape(n_filt, n_taps)
+    side, and b4 (F4,); filters F..F4 are zeros. (One pass in a typed
+    loop: NumPy's reshape, transpose and copy took 14 us at conv2's shape,
+    most of a batch-1 call's overhead.)"""
+    w4 = np.zeros((n_filt4 // TILE_FILTERS, w.shape[1] * w.shape[2] * w.shape[3], TILE_FILTERS), w.dtype)
     b4 = np.zeros(n_filt4, w.dtype)
+    _block_filters(w.reshape(w.shape[0], -1), b, w4, b4)
+    return w4, b4
+
+
+@njit(cache=True)
+def _block_filters(w_ft, b, w4, b4):
+    n_filt = w_ft.shape[0]
     b4[:n_filt] = b
-    return np.ascontiguousarray(w4.reshape(n_filt4 // TILE_FILTERS, TILE_FILTERS, n_taps).transpose(0, 2, 1)), b4
+    for f in range(0, n_filt, TILE_FILTERS):  # whole blocks, then the last one's real filters
+        for t in range(w_ft.shape[1]):
+            for k in range(min(TILE_FILTERS, n_filt - f)):
+                w4[f // TILE_FILTERS, t, k] = w_ft[f + k, t]
 
 
 @njit(cache=True)
@@ -213,45 +223,27 @@ def _conv_image_tiled(image, w4, b4, add_bias, tap_at, n_q, wide):
                         acc[q] += weight * window[q]
 
 
-@njit(cache=True)
-def _group_start(group, n_groups, n_filt4):
-    """The first filter of filter group ``group`` of n_groups (whole blocks
-    of the F4 filters). The stride-1 forward passes cut a batch with fewer
-    images than threads into (image, group) work items, n_groups per image,
-    so that every thread has work (batch 1, as a server sees it); item i is
-    image i // n_groups, filters _group_start(i % n_groups) up to that of
-    the next group."""
-    return group * (n_filt4 // TILE_FILTERS) // n_groups * TILE_FILTERS
-
-
 @njit(parallel=True, cache=True)
 def _tiled_forward(xp, w, b, pkh, pkw, psh, psw, out, code, n_chunks):
     """The stride-1 forward pass of the conv (code None: out is the conv
-    output) or of the fused op (out and code pooled from it), the work cut
-    into n_chunks chunks, one per thread (see _group_start)."""
+    output) or of the fused op (out and code pooled from it), the batch cut
+    into n_chunks chunks, one per thread."""
     n_img, n_filt, kh, kw = xp.shape[0], w.shape[0], w.shape[2], w.shape[3]
     hp, wp, size = xp.shape[2], xp.shape[3], xp.shape[1] * xp.shape[2] * xp.shape[3]
     oh, ow = hp - kh + 1, wp - kw + 1
     n_q = (oh - 1) * wp + ow
     n_filt4 = (n_filt + TILE_FILTERS - 1) // TILE_FILTERS * TILE_FILTERS
-    n_groups = max(1, n_chunks // n_img)
-    n_items = n_img * n_groups
     w4, b4 = _blocked_filters(w, b, n_filt4)
     tap_at = _tap_offsets(xp.shape[1], kh, kw, hp, wp)
     images = xp.reshape(n_img, size)
     wide = np.empty((n_chunks, n_filt4, n_q + PAD), out.dtype)
     for t in prange(n_chunks):
-        for item in range(t * n_items // n_chunks, (t + 1) * n_items // n_chunks):
-            n = item // n_groups
-            f0 = _group_start(item % n_groups, n_groups, n_filt4)
-            f1 = _group_start(item % n_groups + 1, n_groups, n_filt4)
-            _conv_image_tiled(images[n], w4[f0 // TILE_FILTERS:f1 // TILE_FILTERS], b4[f0:f1], code is None,
-                              tap_at, n_q, wide[t, f0:f1])
-            f1 = min(f1, n_filt)
+        for n in range(t * n_img // n_chunks, (t + 1) * n_img // n_chunks):
+            _conv_image_tiled(images[n], w4, b4, code is None, tap_at, n_q, wide[t])
             if code is not None:
-                _relu_maxpool_image(wide[t, f0:f1], b[f0:f1], wp, pkh, pkw, psh, psw, out[n, f0:f1], code[n, f0:f1])
+                _relu_maxpool_image(wide[t, :n_filt], b, wp, pkh, pkw, psh, psw, out[n], code[n])
                 continue
-            for f in range(f0, f1):
+            for f in range(n_filt):
                 for y in range(oh):
                     out[n, f, y, :] = wide[t, f, y * wp:y * wp + ow]
 
@@ -315,15 +307,12 @@ def _relu_maxpool_phases(phases, b, n_q, w2, codes, out, code):
 @njit(parallel=True, cache=True)
 def _phase_pooled_forward(xp, w, b, out, code, n_chunks):
     """The stride-1 fused op with 2x2 pool windows at stride 2, by output
-    phases, the work cut into n_chunks chunks, one per thread (see
-    _group_start)."""
+    phases, the batch cut into n_chunks chunks, one per thread."""
     n_img, n_chan, n_filt, kh, kw = xp.shape[0], xp.shape[1], w.shape[0], w.shape[2], w.shape[3]
     h2, w2 = (xp.shape[2] + 1) // 2, (xp.shape[3] + 1) // 2
     ph, pw = out.shape[2], out.shape[3]
     n_q = (ph - 1) * w2 + pw
     n_filt4 = (n_filt + TILE_FILTERS - 1) // TILE_FILTERS * TILE_FILTERS
-    n_groups = max(1, n_chunks // n_img)
-    n_items = n_img * n_groups
     w4, b4 = _blocked_filters(w, b, n_filt4)
     tap_at = _phase_offsets(n_chan, kh, kw, h2, w2)
     # Per thread: the phase planes of an image (zeros: the entries no pooled
@@ -333,17 +322,11 @@ def _phase_pooled_forward(xp, w, b, out, code, n_chunks):
     phases = np.empty((n_chunks, 4, n_filt4, n_q + PAD), out.dtype)
     codes = np.empty((n_chunks, n_filt4, n_q + PAD), np.uint8)
     for t in prange(n_chunks):
-        for item in range(t * n_items // n_chunks, (t + 1) * n_items // n_chunks):
-            n = item // n_groups
-            f0 = _group_start(item % n_groups, n_groups, n_filt4)
-            f1 = _group_start(item % n_groups + 1, n_groups, n_filt4)
+        for n in range(t * n_img // n_chunks, (t + 1) * n_img // n_chunks):
             _split_phases(xp[n], planes[t])
             for phase in range(4):
-                _conv_image_tiled(planes[t].reshape(-1), w4[f0 // TILE_FILTERS:f1 // TILE_FILTERS], b4[f0:f1],
-                                  False, tap_at[phase], n_q, phases[t, phase, f0:f1])
-            f1 = min(f1, n_filt)
-            _relu_maxpool_phases(phases[t, :, f0:f1], b[f0:f1], n_q, w2, codes[t, f0:f1], out[n, f0:f1],
-                                 code[n, f0:f1])
+                _conv_image_tiled(planes[t].reshape(-1), w4, b4, False, tap_at[phase], n_q, phases[t, phase])
+            _relu_maxpool_phases(phases[t], b, n_q, w2, codes[t], out[n], code[n])
 
 
 def conv2d_backward_vectorized(dy, xp, w, sh, sw, dxp, dw):
