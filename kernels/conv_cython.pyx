@@ -12,6 +12,9 @@ contiguous loop runs over the vector being accumulated into (forward: the F
 filters of an output pixel; dw: the F filters of one tap (c, i, j); dx: the
 C*KH*KW taps of one window), so each step is a broadcast scalar times a
 vector: a SIMD multiply-add, as in Zhang, Franchetti and Low (ICML 2018).
+At stride 1 the forward passes (the conv and the fused op) run instead a
+register-blocked micro-kernel over "wide rows" of output positions, in
+the C header ``conv_tile.h`` (GCC/Clang vector extensions), whose accumulators stay in registers; see ``_tiled_forward``.
 
 ``gemm`` unfolds a group of images at a time into a buffer of its thread,
 as many as fit in half the L2 (conv2 of the MNIST CNN: 288 x 121 floats,
@@ -228,6 +231,26 @@ cdef void _conv_image_tiled(const floating *image, const floating[:, :, ::1] w4,
                              &wide[0, 0], wide.shape[1])
 
 
+cdef void _relu_maxpool_wide(const floating[:, ::1] wide, const floating[::1] b, Py_ssize_t wp,
+                             floating[:, ::1] pooled, unsigned char[:, ::1] codes, floating[:, :, ::1] out,
+                             unsigned char[:, :, ::1] code) noexcept nogil:
+    """out (F, PH, PW) and code = the ReLU-max-pool, 2x2 windows at stride 2,
+    of one image's conv output in wide rows, wide (F, row) (bias b (F,) not
+    yet added). Pooled pixel (py, px) is wide position j = py*Wp + px of
+    pooled and codes (F, row): its window starts at 2j. One long run of j
+    per filter, the positions past PW of each row computed and never read,
+    then the rows copied out: the loop vectorizes, where one of PW pixels
+    a row (5 for conv2 of the MNIST CNN) did not."""
+    cdef Py_ssize_t f, j, py, pw = out.shape[2], n_j = (out.shape[1] - 1) * wp + out.shape[2]
+    for f in range(out.shape[0]):
+        for j in range(n_j):
+            pooled[f, j] = _relu_max4(wide[f, 2 * j] + b[f], wide[f, 2 * j + 1] + b[f], wide[f, 2 * j + wp] + b[f],
+                                      wide[f, 2 * j + wp + 1] + b[f], &codes[f, j])
+        for py in range(out.shape[1]):
+            memcpy(&out[f, py, 0], &pooled[f, py * wp], pw * sizeof(floating))
+            memcpy(&code[f, py, 0], &codes[f, py * wp], pw)
+
+
 def _tiled_forward(const floating[:, :, :, ::1] xp, const floating[:, :, :, ::1] w, const floating[::1] b,
                    Py_ssize_t pkh, Py_ssize_t pkw, Py_ssize_t psh, Py_ssize_t psw,
                    floating[:, :, :, ::1] out, unsigned char[:, :, :, ::1] code, Py_ssize_t n_chunks):
@@ -251,14 +274,22 @@ def _tiled_forward(const floating[:, :, :, ::1] xp, const floating[:, :, :, ::1]
     # image: the next image's, and for the last one a copy with room after it.
     cdef floating[::1] last = np.zeros(size + lanes, dtype)
     last[:size] = images[n_img - 1]
-    cdef floating[:, :, ::1] wide = np.empty((n_chunks, n_filt4, (n_q + lanes - 1) // lanes * lanes + PAD), dtype)
+    cdef Py_ssize_t row = (n_q + lanes - 1) // lanes * lanes + PAD
+    cdef floating[:, :, ::1] wide = np.empty((n_chunks, n_filt4, row), dtype)
+    # the usual pool (2x2 windows at stride 2) runs in wide rows too, into these
+    cdef bint wide_pool = pooled and pkh == pkw == psh == psw == 2
+    cdef floating[:, :, ::1] pooled_rows = np.empty((n_chunks if wide_pool else 0, n_filt, row), dtype)
+    cdef unsigned char[:, :, ::1] codes = np.empty((n_chunks if wide_pool else 0, n_filt, row), np.uint8)
     with nogil:
         for t in prange(n_chunks, schedule="static", num_threads=n_chunks):
             for n in range(t * n_img // n_chunks, (t + 1) * n_img // n_chunks):
                 _conv_image_tiled(<const floating *>&last[0] if n == n_img - 1 else &images[n, 0], w4,
                                   NULL if pooled else &b4[0], tap_at, n_q, wide[t])
-                if pooled:
+                if wide_pool:
+                    _relu_maxpool_wide(wide[t, :n_filt], b, wp, pooled_rows[t], codes[t], out[n], code[n])
+                elif pooled:
                     _relu_maxpool_image(wide[t, :n_filt], b, wp, pkh, pkw, psh, psw, out[n], code[n])
+                if pooled:
                     continue
                 for f in range(n_filt):
                     for y in range(oh):

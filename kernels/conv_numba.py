@@ -11,6 +11,11 @@ contiguous loop runs over the vector being accumulated into (forward: the F
 filters of an output pixel; dw: the F filters of one tap (c, i, j); dx: the
 C*KH*KW taps of one window), so each step is a broadcast scalar times a
 vector: a SIMD multiply-add, as in Zhang, Franchetti and Low (ICML 2018).
+At stride 1 the forward passes (the conv and the fused op) run instead a
+register-blocked micro-kernel over "wide rows" of output positions, in
+plain loops: the algorithm and layout of the Cython twin's C header
+``conv_tile.h``, with accumulators in L1 rather than in registers (slower;
+see ``_tiled_forward``).
 
 ``gemm`` unfolds a group of images at a time into a buffer of its thread,
 as many as fit in half the L2 (conv2 of the MNIST CNN: 288 x 121 floats,
@@ -223,6 +228,25 @@ def _conv_image_tiled(image, w4, b4, add_bias, tap_at, n_q, wide):
                         acc[q] += weight * window[q]
 
 
+@njit(cache=True)
+def _relu_maxpool_wide(wide, b, wp, pooled, codes, out, code):
+    """out (F, PH, PW) and code = the ReLU-max-pool, 2x2 windows at stride 2,
+    of one image's conv output in wide rows, wide (F, row) (bias b (F,) not
+    yet added). Pooled pixel (py, px) is wide position j = py*Wp + px of
+    pooled and codes (F, row): its window starts at 2j. One long run of j
+    per filter, the positions past PW of each row computed and never read,
+    then the rows copied out: the loop vectorizes, where one of PW pixels
+    a row (5 for conv2 of the MNIST CNN) did not."""
+    pw, n_j = out.shape[2], (out.shape[1] - 1) * wp + out.shape[2]
+    for f in range(out.shape[0]):
+        for j in range(n_j):
+            pooled[f, j], codes[f, j] = _relu_max4(wide[f, 2 * j] + b[f], wide[f, 2 * j + 1] + b[f],
+                                                   wide[f, 2 * j + wp] + b[f], wide[f, 2 * j + wp + 1] + b[f])
+        for py in range(out.shape[1]):
+            out[f, py, :] = pooled[f, py * wp:py * wp + pw]
+            code[f, py, :] = codes[f, py * wp:py * wp + pw]
+
+
 @njit(parallel=True, cache=True)
 def _tiled_forward(xp, w, b, pkh, pkw, psh, psw, out, code, n_chunks):
     """The stride-1 forward pass of the conv (code None: out is the conv
@@ -237,11 +261,18 @@ def _tiled_forward(xp, w, b, pkh, pkw, psh, psw, out, code, n_chunks):
     tap_at = _tap_offsets(xp.shape[1], kh, kw, hp, wp)
     images = xp.reshape(n_img, size)
     wide = np.empty((n_chunks, n_filt4, n_q + PAD), out.dtype)
+    # the usual pool (2x2 windows at stride 2) runs in wide rows too, into these
+    wide_pool = pkh == pkw == psh == psw == 2
+    pooled_rows = np.empty((n_chunks if wide_pool else 0, n_filt, n_q + PAD), out.dtype)
+    codes = np.empty((n_chunks if wide_pool else 0, n_filt, n_q + PAD), np.uint8)
     for t in prange(n_chunks):
         for n in range(t * n_img // n_chunks, (t + 1) * n_img // n_chunks):
             _conv_image_tiled(images[n], w4, b4, code is None, tap_at, n_q, wide[t])
-            if code is not None:
+            if code is not None and wide_pool:
+                _relu_maxpool_wide(wide[t, :n_filt], b, wp, pooled_rows[t], codes[t], out[n], code[n])
+            elif code is not None:
                 _relu_maxpool_image(wide[t, :n_filt], b, wp, pkh, pkw, psh, psw, out[n], code[n])
+            if code is not None:
                 continue
             for f in range(n_filt):
                 for y in range(oh):
