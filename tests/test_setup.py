@@ -144,9 +144,18 @@ def test_every_kernel_of_every_build_gets_the_probes_choice(tmp_path, monkeypatc
     assert any("Cython kernels run single-threaded" in str(w.message) for w in recwarn) is not has_openmp
 
 
-def test_the_alias_check_limit_is_raised_where_the_compiler_knows_it(setup_module):
+@pytest.mark.parametrize("flag", ["MANY_ALIAS_CHECKS", "NO_TRAPPING_MATH"])
+def test_the_vectorization_flags_are_passed_where_the_compiler_knows_them(setup_module, flag):
     accepts = setup_module["compiler_accepts"]
     compiler = setup_module["default_compiler"]()
-    assert accepts(compiler, setup_module["MANY_ALIAS_CHECKS"]) is True  # gcc, as in CI
+    assert accepts(compiler, setup_module[flag]) is True  # gcc, as in CI
     assert accepts(compiler, "--param=no-such-parameter=1") is False
-    assert setup_module["MANY_ALIAS_CHECKS"] in setup_module["compile_args"]
+    assert setup_module[flag] in setup_module["compile_args"]
+
+
+def test_every_kernel_extension_finds_the_micro_kernel_header(setup_module):
+    """conv_tile.h is included from kernels/, and a change to it rebuilds the kernels."""
+    for build in setup_module["ISA_FLAGS"]:
+        for extension in setup_module["build_extensions"](build):
+            assert "kernels" in extension.include_dirs, extension.name
+            assert "kernels/conv_tile.h" in extension.depends, extension.name
