@@ -126,7 +126,8 @@ def _pixel_offsets(oh, ow, sh, sw, wp):
 def conv2d_vectorized(xp, w, b, sh, sw, out):
     # Stride 1: the register-blocked micro-kernel, one chunk of the batch per thread.
     if sh == 1 and sw == 1:
-        _tiled_forward(xp, w, b, 0, 0, 0, 0, out, None, min(numba.get_num_threads(), xp.shape[0]))
+        _tiled_forward(xp, w, b, *_blocked_filters(w, b, _filters_in_blocks(w)), 0, 0, 0, 0, out, None,
+                       min(numba.get_num_threads(), xp.shape[0]))
     else:
         _strided_forward(xp, w, b, sh, sw, out)
 
@@ -185,27 +186,23 @@ TILE_FILTERS = 8  # the filters of a block of w4: conv_tile.h's AVX-512 tile, 8 
 TILE_POSITIONS = 48  # by 3 vectors of 16 floats
 
 
-@njit(cache=True)
 def _blocked_filters(w, b, n_filt4):
     """w (F, C, KH, KW) and b (F,) as conv_tile.h takes them: w4 (F4 / B,
     C*KH*KW, B), B = TILE_FILTERS, each block's B weights of a tap side by
-    side, and b4 (F4,); filters F..F4 are zeros. (One pass in a typed
-    loop: NumPy's reshape, transpose and copy took 14 us at conv2's shape,
-    most of a batch-1 call's overhead.)"""
-    w4 = np.zeros((n_filt4 // TILE_FILTERS, w.shape[1] * w.shape[2] * w.shape[3], TILE_FILTERS), w.dtype)
+    side, and b4 (F4,); filters F..F4 are zeros. NumPy, called before the
+    jitted loops: compiled, it added 0.45 s to a first call's wait (2.4 s
+    written with array slices)."""
+    n_filt, n_taps = w.shape[0], w.shape[1] * w.shape[2] * w.shape[3]
+    w4 = np.zeros((n_filt4, n_taps), w.dtype)
+    w4[:n_filt] = w.reshape(n_filt, n_taps)
     b4 = np.zeros(n_filt4, w.dtype)
-    _block_filters(w.reshape(w.shape[0], -1), b, w4, b4)
-    return w4, b4
-
-
-@njit(cache=True)
-def _block_filters(w_ft, b, w4, b4):
-    n_filt = w_ft.shape[0]
     b4[:n_filt] = b
-    for f in range(0, n_filt, TILE_FILTERS):  # whole blocks, then the last one's real filters
-        for t in range(w_ft.shape[1]):
-            for k in range(min(TILE_FILTERS, n_filt - f)):
-                w4[f // TILE_FILTERS, t, k] = w_ft[f + k, t]
+    return np.ascontiguousarray(w4.reshape(n_filt4 // TILE_FILTERS, TILE_FILTERS, n_taps).transpose(0, 2, 1)), b4
+
+
+def _filters_in_blocks(w):
+    """F4: the F filters of w (F, C, KH, KW) rounded up to whole blocks."""
+    return (w.shape[0] + TILE_FILTERS - 1) // TILE_FILTERS * TILE_FILTERS
 
 
 @njit(cache=True)
@@ -243,21 +240,22 @@ def _relu_maxpool_wide(wide, b, wp, pooled, codes, out, code):
             pooled[f, j], codes[f, j] = _relu_max4(wide[f, 2 * j] + b[f], wide[f, 2 * j + 1] + b[f],
                                                    wide[f, 2 * j + wp] + b[f], wide[f, 2 * j + wp + 1] + b[f])
         for py in range(out.shape[1]):
-            out[f, py, :] = pooled[f, py * wp:py * wp + pw]
-            code[f, py, :] = codes[f, py * wp:py * wp + pw]
+            for px in range(pw):
+                out[f, py, px] = pooled[f, py * wp + px]
+                code[f, py, px] = codes[f, py * wp + px]
 
 
 @njit(parallel=True, cache=True)
-def _tiled_forward(xp, w, b, pkh, pkw, psh, psw, out, code, n_chunks):
+def _tiled_forward(xp, w, b, w4, b4, pkh, pkw, psh, psw, out, code, n_chunks):
     """The stride-1 forward pass of the conv (code None: out is the conv
     output) or of the fused op (out and code pooled from it), the batch cut
-    into n_chunks chunks, one per thread."""
+    into n_chunks chunks, one per thread; w4 and b4 are w and b blocked
+    (_blocked_filters, run by the caller)."""
     n_img, n_filt, kh, kw = xp.shape[0], w.shape[0], w.shape[2], w.shape[3]
     hp, wp, size = xp.shape[2], xp.shape[3], xp.shape[1] * xp.shape[2] * xp.shape[3]
     oh, ow = hp - kh + 1, wp - kw + 1
     n_q = (oh - 1) * wp + ow
-    n_filt4 = (n_filt + TILE_FILTERS - 1) // TILE_FILTERS * TILE_FILTERS
-    w4, b4 = _blocked_filters(w, b, n_filt4)
+    n_filt4 = w4.shape[0] * TILE_FILTERS
     tap_at = _tap_offsets(xp.shape[1], kh, kw, hp, wp)
     images = xp.reshape(n_img, size)
     wide = np.empty((n_chunks, n_filt4, n_q + PAD), out.dtype)
@@ -276,7 +274,8 @@ def _tiled_forward(xp, w, b, pkh, pkw, psh, psw, out, code, n_chunks):
                 continue
             for f in range(n_filt):
                 for y in range(oh):
-                    out[n, f, y, :] = wide[t, f, y * wp:y * wp + ow]
+                    for x in range(ow):
+                        out[n, f, y, x] = wide[t, f, y * wp + x]
 
 
 # The fused op's usual case, 2x2 pool windows at stride 2, pools without
@@ -331,20 +330,22 @@ def _relu_maxpool_phases(phases, b, n_q, w2, codes, out, code):
             phases[0, f, q], codes[f, q] = _relu_max4(phases[0, f, q] + b[f], phases[1, f, q] + b[f],
                                                       phases[2, f, q] + b[f], phases[3, f, q] + b[f])
         for py in range(out.shape[1]):
-            out[f, py, :] = phases[0, f, py * w2:py * w2 + out.shape[2]]
-            code[f, py, :] = codes[f, py * w2:py * w2 + out.shape[2]]
+            for px in range(out.shape[2]):
+                out[f, py, px] = phases[0, f, py * w2 + px]
+                code[f, py, px] = codes[f, py * w2 + px]
 
 
 @njit(parallel=True, cache=True)
-def _phase_pooled_forward(xp, w, b, out, code, n_chunks):
+def _phase_pooled_forward(xp, w, b, w4, out, code, n_chunks):
     """The stride-1 fused op with 2x2 pool windows at stride 2, by output
-    phases, the batch cut into n_chunks chunks, one per thread."""
+    phases, the batch cut into n_chunks chunks, one per thread; w4 is w
+    blocked (_blocked_filters, run by the caller)."""
     n_img, n_chan, n_filt, kh, kw = xp.shape[0], xp.shape[1], w.shape[0], w.shape[2], w.shape[3]
     h2, w2 = (xp.shape[2] + 1) // 2, (xp.shape[3] + 1) // 2
     ph, pw = out.shape[2], out.shape[3]
     n_q = (ph - 1) * w2 + pw
-    n_filt4 = (n_filt + TILE_FILTERS - 1) // TILE_FILTERS * TILE_FILTERS
-    w4, b4 = _blocked_filters(w, b, n_filt4)
+    n_filt4 = w4.shape[0] * TILE_FILTERS
+    b4 = np.zeros(n_filt4, out.dtype)  # not added here: the pooling adds b
     tap_at = _phase_offsets(n_chan, kh, kw, h2, w2)
     # Per thread: the phase planes of an image (zeros: the entries no pooled
     # position reads are numbers too); the four phases of its conv output;
@@ -759,9 +760,10 @@ def conv2d_relu_maxpool2d_vectorized(xp, w, b, sh, sw, pkh, pkw, psh, psw, out, 
     # against 6.7 ms, its short phase rows rounded up to whole vectors).
     n_chunks = min(numba.get_num_threads(), xp.shape[0])
     if sh == 1 and sw == 1 and pkh == pkw == psh == psw == 2 and w.shape[1] * w.shape[2] * w.shape[3] <= FEW_TAPS:
-        _phase_pooled_forward(xp, w, b, out, code, n_chunks)
+        _phase_pooled_forward(xp, w, b, _blocked_filters(w, b, _filters_in_blocks(w))[0], out, code, n_chunks)
     elif sh == 1 and sw == 1:
-        _tiled_forward(xp, w, b, pkh, pkw, psh, psw, out, code, n_chunks)
+        _tiled_forward(xp, w, b, *_blocked_filters(w, b, _filters_in_blocks(w)), pkh, pkw, psh, psw, out, code,
+                       n_chunks)
     else:
         _fused_strided_forward(xp, w, b, sh, sw, pkh, pkw, psh, psw, out, code)
 
