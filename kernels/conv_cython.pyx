@@ -50,6 +50,12 @@ cdef extern from "conv_tile.h" nogil:
                              Py_ssize_t n_taps, Py_ssize_t n_filt4, Py_ssize_t n_q, float *out, Py_ssize_t row)
     void fc_conv_image_double(const double *image, const double *w4, const double *b4, const Py_ssize_t *tap_at,
                               Py_ssize_t n_taps, Py_ssize_t n_filt4, Py_ssize_t n_q, double *out, Py_ssize_t row)
+    void fc_filter_gradient_float(const float *image, Py_ssize_t image_step, const float *dy, Py_ssize_t dy_step,
+                                  Py_ssize_t plane, Py_ssize_t n_images, const Py_ssize_t *tap_at, Py_ssize_t n_taps,
+                                  Py_ssize_t n_filt4, Py_ssize_t n_q, float *dw4)
+    void fc_filter_gradient_double(const double *image, Py_ssize_t image_step, const double *dy, Py_ssize_t dy_step,
+                                   Py_ssize_t plane, Py_ssize_t n_images, const Py_ssize_t *tap_at, Py_ssize_t n_taps,
+                                   Py_ssize_t n_filt4, Py_ssize_t n_q, double *dw4)
 
 import numpy as np
 
@@ -386,11 +392,168 @@ def _phase_pooled_forward(const floating[:, :, :, ::1] xp, const floating[:, :, 
                 _relu_maxpool_phases(phases[t], b, n_q, w2, codes[t], out[n], code[n])
 
 
+# The stride-1 backward pass (the conv and the fused op) on the same
+# micro-kernel. Each image's conv output gradient goes into "gradient
+# planes" (F4, plane): filter f's gradient at output (y, x) is element
+# (y + KH - 1)*Wp + KW - 1 + x of its plane, zeros everywhere else. Then
+#   dw: from position base = (KH - 1)*Wp + KW - 1 on, the planes hold the
+#       gradient in wide rows (the zeros between rows are where x >= OW),
+#       so dw[f, tap] = sum over q of plane[f, base + q] * image[tap_at + q],
+#       a reduction tile (conv_tile.h, fc_filter_gradient) over a group of
+#       images at a time;
+#   dx: the full convolution of the planes with the filters flipped and
+#       transposed, dxp[c, p] = sum over (f, i, j) of w[f, c, i, j] *
+#       plane[f, p + (KH - 1 - i)*Wp + KW - 1 - j] for every p < Hp*Wp (the
+#       zeros stand in for the gradient outside the output), the forward
+#       micro-kernel with C as its filters and F*KH*KW taps.
+
+GROUP_BYTES = 1 << 19  # a thread's group of images in the tiled backward: half of a 1 MiB L2 (AMD Zen 4's)
+
+
+CACHE_LINE = 64  # bytes
+
+
+def _aligned_zeros(shape, dtype, first):
+    """Zeros of the given shape, element ``first`` of the first row (along
+    the last axis) starting a cache line: so does every row's, if rows are
+    whole cache lines long."""
+    size = int(np.prod(shape))
+    line = CACHE_LINE // np.dtype(dtype).itemsize
+    buffer = np.zeros(size + line, dtype)
+    skip = (-(buffer.ctypes.data // buffer.itemsize + first)) % line
+    return buffer[skip:skip + size].reshape(shape)
+
+
+def _gradient_tap_offsets(Py_ssize_t n_filt, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t wp, Py_ssize_t plane):
+    """Offset of tap (f, i, j), numbered (f*KH + i)*KW + j, of the full
+    convolution that gives dx, from a position in the gradient planes."""
+    tap_at = np.empty(n_filt * kh * kw, np.intp)
+    cdef Py_ssize_t[::1] tap_at_view = tap_at
+    cdef Py_ssize_t f, i, j
+    for f in range(n_filt):
+        for i in range(kh):
+            for j in range(kw):
+                tap_at_view[(f * kh + i) * kw + j] = f * plane + (kh - 1 - i) * wp + kw - 1 - j
+    return tap_at
+
+
+def _blocked_input_filters(w, Py_ssize_t n_chan4):
+    """w (F, C, KH, KW) as the dx convolution's filters for conv_tile.h:
+    (C4 / B, F*KH*KW, B), B = FC_TILE_FILTERS, w[f, c, i, j] at
+    [c // B, (f*KH + i)*KW + j, c % B]; channels C..C4 are zeros."""
+    n_filt, n_chan, kh, kw = w.shape
+    w4 = np.zeros((n_chan4, n_filt, kh, kw), w.dtype)
+    w4[:n_chan] = w.transpose(1, 0, 2, 3)
+    return np.ascontiguousarray(w4.reshape(n_chan4 // FC_TILE_FILTERS, FC_TILE_FILTERS, -1).transpose(0, 2, 1))
+
+
+cdef void _gradient_tiled(const floating *image, Py_ssize_t image_step, const floating *dy, Py_ssize_t dy_step,
+                          Py_ssize_t plane, Py_ssize_t n_images, const Py_ssize_t[::1] tap_at, Py_ssize_t n_q,
+                          floating[:, :, ::1] dw4) noexcept nogil:
+    """dw4 (F4 / B, T, B) += the filter gradient of n_images images from
+    their gradient planes, each from its position base on (conv_tile.h)."""
+    if floating is float:
+        fc_filter_gradient_float(image, image_step, dy, dy_step, plane, n_images, &tap_at[0], tap_at.shape[0],
+                                 dw4.shape[0] * FC_TILE_FILTERS, n_q, &dw4[0, 0, 0])
+    else:
+        fc_filter_gradient_double(image, image_step, dy, dy_step, plane, n_images, &tap_at[0], tap_at.shape[0],
+                                  dw4.shape[0] * FC_TILE_FILTERS, n_q, &dw4[0, 0, 0])
+
+
+def _tiled_backward(const floating[:, :, :, ::1] dy, const unsigned char[:, :, :, ::1] code,
+                    const floating[:, :, :, ::1] xp, const floating[:, :, :, ::1] w, Py_ssize_t pkw,
+                    Py_ssize_t psh, Py_ssize_t psw, floating[:, :, :, ::1] dxp, floating[:, :, :, ::1] dw,
+                    floating[::1] db, Py_ssize_t n_chunks):
+    """The stride-1 backward pass of the conv (code and db None: dy is the
+    conv output's gradient) or of the fused op (code routes the pooled dy
+    to the conv output; db += the routed gradient per filter), the batch
+    cut into n_chunks chunks, one per thread, each with its own dw."""
+    cdef Py_ssize_t n_img = xp.shape[0], n_chan = xp.shape[1], hp = xp.shape[2], wp = xp.shape[3]
+    cdef Py_ssize_t n_filt = w.shape[0], kh = w.shape[2], kw = w.shape[3], size = n_chan * hp * wp
+    cdef Py_ssize_t oh = hp - kh + 1, ow = wp - kw + 1, n_q = (oh - 1) * wp + ow
+    cdef Py_ssize_t lanes = FC_LANES_FLOAT if floating is float else FC_LANES_DOUBLE
+    cdef Py_ssize_t n_filt4 = (n_filt + FC_TILE_FILTERS - 1) // FC_TILE_FILTERS * FC_TILE_FILTERS
+    cdef Py_ssize_t n_chan4 = (n_chan + FC_TILE_FILTERS - 1) // FC_TILE_FILTERS * FC_TILE_FILTERS
+    cdef Py_ssize_t base = (kh - 1) * wp + kw - 1
+    cdef Py_ssize_t row = (hp * wp + lanes - 1) // lanes * lanes + PAD
+    cdef Py_ssize_t t, first, end, g, n, k, m, f, y, c, direct
+    cdef bint compute_dx = dxp is not None, routed = code is not None
+    dtype = np.asarray(dw).dtype
+    # room for whole-vector reads past the last gradient position (zeros),
+    # whole cache lines, so that the filter gradient's reads are aligned
+    cdef Py_ssize_t line = CACHE_LINE // dtype.itemsize
+    cdef Py_ssize_t plane = ((hp + kh - 1) * wp + kw + lanes + line - 1) // line * line
+    cdef Py_ssize_t group = max(1, min(GROUP_BYTES // ((n_filt4 * plane + size) * dtype.itemsize),
+                                       (n_img + n_chunks - 1) // n_chunks))
+    cdef const Py_ssize_t[::1] tap_at = _tap_offsets(n_chan, kh, kw, hp, wp)
+    cdef const Py_ssize_t[::1] tap_at_dx = _gradient_tap_offsets(n_filt, kh, kw, wp, plane)
+    cdef const floating[:, :, ::1] w4_dx = _blocked_input_filters(np.asarray(w), n_chan4)
+    cdef const floating[:, ::1] images = np.asarray(xp).reshape(n_img, size)
+    cdef floating[:, ::1] dx_images = np.asarray(dxp).reshape(n_img, size) if compute_dx else None
+    # The micro-kernel reads whole vectors, up to lanes - 1 elements past an
+    # image: the next image's, and for the last one a copy with room after it.
+    cdef floating[::1] last = np.zeros(size + lanes, dtype)
+    last[:size] = images[n_img - 1]
+    cdef floating[:, :, :, ::1] planes = _aligned_zeros((n_chunks, group, n_filt4, plane), dtype, base)
+    cdef floating[:, :, ::1] dx_wide = np.empty((n_chunks if compute_dx else 0, n_chan4, row), dtype)
+    cdef floating[:, :, :, ::1] dw4_parts = np.zeros((n_chunks, n_filt4 // FC_TILE_FILTERS, tap_at.shape[0],
+                                                      FC_TILE_FILTERS), dtype)
+    cdef floating[:, ::1] db_parts = np.zeros((n_chunks, n_filt + PAD), dtype)
+    with nogil:
+        for t in prange(n_chunks, schedule="static", num_threads=n_chunks):
+            first, end = t * n_img // n_chunks, (t + 1) * n_img // n_chunks
+            for g in range((end - first + group - 1) // group):
+                n = first + g * group
+                m = min(group, end - n)
+                for k in range(m):
+                    if routed:
+                        _unpool_image(dy[n + k], code[n + k], wp, pkw, psh, psw,
+                                      planes[t, k, :n_filt, base:base + n_q], db_parts[t])
+                    else:
+                        for f in range(n_filt):
+                            for y in range(oh):
+                                memcpy(&planes[t, k, f, base + y * wp], &dy[n + k, f, y, 0], ow * sizeof(floating))
+                    if compute_dx:
+                        _conv_image_tiled(&planes[t, k, 0, 0], w4_dx, NULL, tap_at_dx, hp * wp, dx_wide[t])
+                        for c in range(n_chan):
+                            memcpy(&dx_images[n + k, c * hp * wp], &dx_wide[t, c, 0], hp * wp * sizeof(floating))
+                # dw: the group's images read in place, but the batch's last from its copy
+                direct = m - 1 if n + m == n_img else m
+                _gradient_tiled(&images[n, 0], size, &planes[t, 0, 0, base], n_filt4 * plane, plane,
+                                direct, tap_at, n_q, dw4_parts[t])
+                if direct < m:
+                    _gradient_tiled(&last[0], size, &planes[t, m - 1, 0, base], 0, plane, 1, tap_at, n_q,
+                                    dw4_parts[t])
+                if routed:  # the planes zeros again for the next group
+                    for k in range(m):
+                        _clear_unpooled(code[n + k], wp, pkw, psh, psw, planes[t, k, :n_filt, base:base + n_q])
+    _add_blocked_parts(dw4_parts, dw)
+    if routed:
+        for t in range(n_chunks):
+            for f in range(n_filt):
+                db[f] += db_parts[t, f]
+
+
+def _add_blocked_parts(const floating[:, :, :, ::1] dw4_parts, floating[:, :, :, ::1] dw):
+    """dw (F, C, KH, KW) += the sum of the per-chunk parts (chunks, F4 / B,
+    C*KH*KW, B) of the tiled backward, filter f at [f // B, :, f % B]."""
+    cdef floating[:, ::1] dw_ft = np.asarray(dw).reshape(dw.shape[0], -1)
+    cdef Py_ssize_t t, f, r
+    for t in range(dw4_parts.shape[0]):
+        for f in range(dw_ft.shape[0]):
+            for r in range(dw_ft.shape[1]):
+                dw_ft[f, r] += dw4_parts[t, f // FC_TILE_FILTERS, r, f % FC_TILE_FILTERS]
+
+
 def conv2d_backward_vectorized(dy, xp, w, Py_ssize_t sh, Py_ssize_t sw, dxp, dw):
     # The batch is cut into one chunk per thread; each chunk sums its weight
     # gradient privately and the chunks are added once at the end (no races).
+    # Stride 1: the register-blocked micro-kernel.
     n_chunks = min(openmp.omp_get_max_threads(), dy.shape[0])
-    _backward_in_chunks(dy, xp, w, sh, sw, dxp, dw, n_chunks)
+    if sh == 1 and sw == 1:
+        _tiled_backward(dy, None, xp, w, 0, 0, 0, dxp, dw, None, n_chunks)
+    else:
+        _backward_in_chunks(dy, xp, w, sh, sw, dxp, dw, n_chunks)
 
 
 def _backward_in_chunks(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::1] xp,
@@ -799,20 +962,54 @@ cdef void _relu_maxpool_image(const floating[:, ::1] conv, const floating[::1] b
                     code[f, py, px] = NO_GRADIENT
 
 
+cdef inline void _window_offsets(Py_ssize_t pkw, Py_ssize_t row, Py_ssize_t *window_at) noexcept nogil:
+    """window_at[code] = the offset from its window's first conv output of
+    the one a code names, conv output (y, x) being column y*row + x; 0 for
+    NO_GRADIENT and every code past the window (never passed)."""
+    cdef Py_ssize_t at, i = 0, j = 0
+    for at in range(NO_GRADIENT):
+        window_at[at] = i * row + j
+        j += 1
+        if j == pkw:
+            i, j = i + 1, 0
+    window_at[NO_GRADIENT] = 0
+
+
 cdef void _unpool_image(const floating[:, :, ::1] dy, const unsigned char[:, :, ::1] code,
                         Py_ssize_t row, Py_ssize_t pkw, Py_ssize_t psh, Py_ssize_t psw,
                         floating[:, ::1] dconv, floating[::1] db) noexcept nogil:
     """dconv (F, S) += each pooled gradient dy (F, PH, PW) at the conv
     output its code names (none for NO_GRADIENT), conv output (y, x) being
-    column y*row + x, and db (F,) += the sum of those that pass."""
+    column y*row + x, and db (F,) += the sum of those that pass. No branch
+    on the code (the ReLU cuts at random): a cut gradient adds 0 at the
+    window's first conv output."""
+    cdef Py_ssize_t window_at[NO_GRADIENT + 1]
     cdef Py_ssize_t f, py, px, at
+    cdef floating grad, total
+    _window_offsets(pkw, row, window_at)
     for f in range(dy.shape[0]):
+        total = 0
         for py in range(dy.shape[1]):
             for px in range(dy.shape[2]):
                 at = code[f, py, px]
-                if at != NO_GRADIENT:
-                    dconv[f, (py * psh + at // pkw) * row + px * psw + at % pkw] += dy[f, py, px]
-                    db[f] += dy[f, py, px]
+                grad = dy[f, py, px] if at != NO_GRADIENT else 0
+                dconv[f, py * psh * row + px * psw + window_at[at]] += grad
+                total = total + grad
+        db[f] += total
+
+
+cdef void _clear_unpooled(const unsigned char[:, :, ::1] code, Py_ssize_t row, Py_ssize_t pkw, Py_ssize_t psh,
+                          Py_ssize_t psw, floating[:, ::1] dconv) noexcept nogil:
+    """Zeros where _unpool_image with this code wrote in dconv (F, S), and
+    at the first conv output of the windows it cut: dconv is all zeros
+    again if it was before, in a quarter of a memset's writes (2x2 pool)."""
+    cdef Py_ssize_t window_at[NO_GRADIENT + 1]
+    cdef Py_ssize_t f, py, px
+    _window_offsets(pkw, row, window_at)
+    for f in range(code.shape[0]):
+        for py in range(code.shape[1]):
+            for px in range(code.shape[2]):
+                dconv[f, py * psh * row + px * psw + window_at[code[f, py, px]]] = 0
 
 
 # The vectorized fused op: a direct convolution that never stores the conv
@@ -932,9 +1129,13 @@ def _fused_strided_forward(const floating[:, :, :, ::1] xp, const floating[:, :,
 def conv2d_relu_maxpool2d_backward_vectorized(dy, code, xp, w, Py_ssize_t sh, Py_ssize_t sw,
                                               Py_ssize_t pkh, Py_ssize_t pkw, Py_ssize_t psh,
                                               Py_ssize_t psw, dxp, dw, db):
-    # One chunk of the batch per thread, each with its own dw and db, added at the end.
+    # One chunk of the batch per thread, each with its own dw and db, added
+    # at the end. Stride 1: the register-blocked micro-kernel.
     n_chunks = min(openmp.omp_get_max_threads(), dy.shape[0])
-    _fused_backward_in_chunks(dy, code, xp, w, sh, sw, pkh, pkw, psh, psw, dxp, dw, db, n_chunks)
+    if sh == 1 and sw == 1:
+        _tiled_backward(dy, code, xp, w, pkw, psh, psw, dxp, dw, db, n_chunks)
+    else:
+        _fused_backward_in_chunks(dy, code, xp, w, sh, sw, pkh, pkw, psh, psw, dxp, dw, db, n_chunks)
 
 
 def _fused_backward_in_chunks(const floating[:, :, :, ::1] dy, const unsigned char[:, :, :, ::1] code,

@@ -361,13 +361,188 @@ def _phase_pooled_forward(xp, w, b, w4, out, code, n_chunks):
             _relu_maxpool_phases(phases[t], b, n_q, w2, codes[t], out[n], code[n])
 
 
+# The stride-1 backward pass (the conv and the fused op) on the same
+# micro-kernel. Each image's conv output gradient goes into "gradient
+# planes" (F4, plane): filter f's gradient at output (y, x) is element
+# (y + KH - 1)*Wp + KW - 1 + x of its plane, zeros everywhere else. Then
+#   dw: from position base = (KH - 1)*Wp + KW - 1 on, the planes hold the
+#       gradient in wide rows (the zeros between rows are where x >= OW),
+#       so dw[f, tap] = sum over q of plane[f, base + q] * image[tap_at + q],
+#       a reduction tile (conv_tile.h, fc_filter_gradient) over a group of
+#       images at a time;
+#   dx: the full convolution of the planes with the filters flipped and
+#       transposed, dxp[c, p] = sum over (f, i, j) of w[f, c, i, j] *
+#       plane[f, p + (KH - 1 - i)*Wp + KW - 1 - j] for every p < Hp*Wp (the
+#       zeros stand in for the gradient outside the output), the forward
+#       micro-kernel with C as its filters and F*KH*KW taps.
+
+GROUP_BYTES = 1 << 19  # a thread's group of images in the tiled backward: half of a 1 MiB L2 (AMD Zen 4's)
+TILE_TAPS = 3  # the taps of a filter-gradient tile (conv_tile.h's AVX-512 tile: 8 filters x 3 taps)
+LANES = 16  # the positions of one vector of 16 floats
+
+
+CACHE_LINE = 64  # bytes
+
+
+def _aligned_zeros(shape, dtype, first):
+    """Zeros of the given shape, element ``first`` of the first row (along
+    the last axis) starting a cache line: so does every row's, if rows are
+    whole cache lines long."""
+    size = int(np.prod(shape))
+    line = CACHE_LINE // np.dtype(dtype).itemsize
+    buffer = np.zeros(size + line, dtype)
+    skip = (-(buffer.ctypes.data // buffer.itemsize + first)) % line
+    return buffer[skip:skip + size].reshape(shape)
+
+
+@njit(cache=True)
+def _gradient_tap_offsets(n_filt, kh, kw, wp, plane):
+    """Offset of tap (f, i, j), numbered (f*KH + i)*KW + j, of the full
+    convolution that gives dx, from a position in the gradient planes."""
+    tap_at = np.empty(n_filt * kh * kw, np.intp)
+    for f in range(n_filt):
+        for i in range(kh):
+            for j in range(kw):
+                tap_at[(f * kh + i) * kw + j] = f * plane + (kh - 1 - i) * wp + kw - 1 - j
+    return tap_at
+
+
+def _blocked_input_filters(w, n_chan4):
+    """w (F, C, KH, KW) as the dx convolution's filters for conv_tile.h:
+    (C4 / B, F*KH*KW, B), B = TILE_FILTERS, w[f, c, i, j] at
+    [c // B, (f*KH + i)*KW + j, c % B]; channels C..C4 are zeros."""
+    n_filt, n_chan, kh, kw = w.shape
+    w4 = np.zeros((n_chan4, n_filt, kh, kw), w.dtype)
+    w4[:n_chan] = w.transpose(1, 0, 2, 3)
+    return np.ascontiguousarray(w4.reshape(n_chan4 // TILE_FILTERS, TILE_FILTERS, -1).transpose(0, 2, 1))
+
+
+@njit(cache=True)
+def _gradient_tiled(image, image_step, dy, n_images, tap_at, n_q, dw4):
+    """dw4 (F4 / B, T, B) += the filter gradient of n_images images, image k
+    at k*image_step of the flat image, its gradient planes dy[k] (F4, S)
+    from position base on (conv_tile.h's algorithm: TILE_TAPS taps by B
+    filters by LANES positions of accumulators, summed across the lanes at
+    the end)."""
+    n_blocks, n_taps, n_tile = dw4.shape
+    acc = np.zeros((TILE_TAPS, n_tile, LANES), dw4.dtype)
+    for block in range(n_blocks):
+        for t0 in range(0, n_taps, TILE_TAPS):
+            span = min(TILE_TAPS, n_taps - t0)
+            acc[:] = 0
+            for k in range(n_images):
+                for q0 in range(0, n_q, LANES):
+                    for t in range(span):
+                        at = k * image_step + tap_at[t0 + t] + q0
+                        for f in range(n_tile):
+                            for lane in range(LANES):
+                                acc[t, f, lane] += image[at + lane] * dy[k, block * n_tile + f, q0 + lane]
+            for t in range(span):
+                for f in range(n_tile):
+                    dw4[block, t0 + t, f] += acc[t, f].sum()
+
+
+@njit(parallel=True, cache=True)
+def _tiled_backward(dy, code, xp, w, w4_dx, pkw, psh, psw, dxp, dw, db, n_chunks, planes):
+    """The stride-1 backward pass of the conv (code and db None: dy is the
+    conv output's gradient) or of the fused op (code routes the pooled dy
+    to the conv output; db += the routed gradient per filter), the batch
+    cut into n_chunks chunks, one per thread, each with its own dw, in
+    groups of images; w4_dx is w as the dx convolution's filters
+    (_blocked_input_filters), and planes (n_chunks, group, F4, plane) the
+    threads' gradient planes, zeros, both made by the caller."""
+    n_img, n_chan, hp, wp = xp.shape
+    n_filt, kh, kw = w.shape[0], w.shape[2], w.shape[3]
+    size = n_chan * hp * wp
+    oh, ow = hp - kh + 1, wp - kw + 1
+    n_q = (oh - 1) * wp + ow
+    n_filt4 = (n_filt + TILE_FILTERS - 1) // TILE_FILTERS * TILE_FILTERS
+    n_chan4 = w4_dx.shape[0] * TILE_FILTERS
+    base = (kh - 1) * wp + kw - 1
+    group, plane = planes.shape[1], planes.shape[3]
+    tap_at = _tap_offsets(n_chan, kh, kw, hp, wp)
+    tap_at_dx = _gradient_tap_offsets(n_filt, kh, kw, wp, plane)
+    no_bias = np.zeros(n_chan4, dw.dtype)
+    images = xp.reshape(n_img * size)
+    # The filter gradient reads whole vectors, up to LANES - 1 elements past
+    # an image: the next image's, and for the last one a copy with room after it.
+    last = np.zeros(size + LANES, dw.dtype)
+    last[:size] = images[(n_img - 1) * size:]
+    dx_wide = np.empty((n_chunks if dxp is not None else 0, n_chan4, hp * wp + PAD), dw.dtype)
+    dw4_parts = np.zeros((n_chunks, n_filt4 // TILE_FILTERS, tap_at.shape[0], TILE_FILTERS), dw.dtype)
+    db_parts = np.zeros((n_chunks, n_filt + PAD), dw.dtype)
+    for t in prange(n_chunks):
+        first, end = t * n_img // n_chunks, (t + 1) * n_img // n_chunks
+        for g in range((end - first + group - 1) // group):
+            n = first + g * group
+            m = min(group, end - n)
+            for k in range(m):
+                if code is not None:
+                    _unpool_image(dy[n + k], code[n + k], wp, pkw, psh, psw, planes[t, k, :n_filt, base:base + n_q],
+                                  db_parts[t])
+                else:
+                    for f in range(n_filt):
+                        for y in range(oh):
+                            for x in range(ow):
+                                planes[t, k, f, base + y * wp + x] = dy[n + k, f, y, x]
+                if dxp is not None:
+                    _conv_image_tiled(planes[t, k].reshape(-1), w4_dx, no_bias, False, tap_at_dx, hp * wp, dx_wide[t])
+                    for c in range(n_chan):
+                        for y in range(hp):
+                            for x in range(wp):
+                                dxp[n + k, c, y, x] = dx_wide[t, c, y * wp + x]
+            # dw: the group's images read in place, but the batch's last from its copy
+            direct = m - 1 if n + m == n_img else m
+            _gradient_tiled(images[n * size:], size, planes[t, :, :, base:], direct, tap_at, n_q, dw4_parts[t])
+            if direct < m:
+                _gradient_tiled(last, 0, planes[t, m - 1:, :, base:], 1, tap_at, n_q, dw4_parts[t])
+            if code is not None:  # the planes zeros again for the next group
+                for k in range(m):
+                    _clear_unpooled(code[n + k], wp, pkw, psh, psw, planes[t, k, :n_filt, base:base + n_q])
+    _add_blocked_parts(dw4_parts, dw)
+    if db is not None:
+        for t in range(n_chunks):
+            for f in range(n_filt):
+                db[f] += db_parts[t, f]
+
+
+@njit(cache=True)
+def _add_blocked_parts(dw4_parts, dw):
+    """dw (F, C, KH, KW) += the sum of the per-chunk parts (chunks, F4 / B,
+    C*KH*KW, B) of the tiled backward, filter f at [f // B, :, f % B]."""
+    dw_ft = dw.reshape(dw.shape[0], -1)
+    for t in range(dw4_parts.shape[0]):
+        for f in range(dw_ft.shape[0]):
+            for r in range(dw_ft.shape[1]):
+                dw_ft[f, r] += dw4_parts[t, f // TILE_FILTERS, r, f % TILE_FILTERS]
+
+
+def _tiled_backward_call(dy, code, xp, w, pkw, psh, psw, dxp, dw, db, n_chunks):
+    """_tiled_backward with its filters blocked and its group of images
+    chosen (NumPy and Python, before the jitted loops)."""
+    hp, wp, kh, kw = xp.shape[2], xp.shape[3], w.shape[2], w.shape[3]
+    n_filt4 = _filters_in_blocks(w)
+    # room for whole-vector reads past the last gradient position (zeros),
+    # whole cache lines, so that the filter gradient's reads are aligned
+    line = CACHE_LINE // dw.itemsize
+    plane = ((hp + kh - 1) * wp + kw + LANES + line - 1) // line * line
+    group = max(1, min(GROUP_BYTES // ((n_filt4 * plane + xp[0].size) * dw.itemsize), -(-xp.shape[0] // n_chunks)))
+    planes = _aligned_zeros((n_chunks, group, n_filt4, plane), dw.dtype, (kh - 1) * wp + kw - 1)
+    w4_dx = _blocked_input_filters(w, (w.shape[1] + TILE_FILTERS - 1) // TILE_FILTERS * TILE_FILTERS)
+    _tiled_backward(dy, code, xp, w, w4_dx, pkw, psh, psw, dxp, dw, db, n_chunks, planes)
+
+
 def conv2d_backward_vectorized(dy, xp, w, sh, sw, dxp, dw):
     # The batch is cut into one chunk per thread; each chunk sums its weight
     # gradient privately and the chunks are added once at the end (no races).
     # (The thread count is read here: a jitted function reading it cannot be
     # cached on disk.)
+    # Stride 1: the register-blocked micro-kernel.
     n_chunks = min(numba.get_num_threads(), dy.shape[0])
-    _backward_in_chunks(dy, xp, w, sh, sw, dxp, dw, n_chunks)
+    if sh == 1 and sw == 1:
+        _tiled_backward_call(dy, None, xp, w, 0, 0, 0, dxp, dw, None, n_chunks)
+    else:
+        _backward_in_chunks(dy, xp, w, sh, sw, dxp, dw, n_chunks)
 
 
 @njit(parallel=True, cache=True)
@@ -723,17 +898,50 @@ def _relu_maxpool_image(conv, b, ow, pkh, pkw, psh, psw, out, code):
 
 
 @njit(cache=True)
+def _window_offsets(pkw, row):
+    """window_at[code] = the offset from its window's first conv output of
+    the one a code names, conv output (y, x) being column y*row + x; 0 for
+    NO_GRADIENT and every code past the window (never passed)."""
+    window_at = np.empty(NO_GRADIENT + 1, np.intp)
+    i, j = 0, 0
+    for at in range(NO_GRADIENT):
+        window_at[at] = i * row + j
+        j += 1
+        if j == pkw:
+            i, j = i + 1, 0
+    window_at[NO_GRADIENT] = 0
+    return window_at
+
+
+@njit(cache=True)
 def _unpool_image(dy, code, row, pkw, psh, psw, dconv, db):
     """dconv (F, S) += each pooled gradient dy (F, PH, PW) at the conv
     output its code names (none for NO_GRADIENT), conv output (y, x) being
-    column y*row + x, and db (F,) += the sum of those that pass."""
+    column y*row + x, and db (F,) += the sum of those that pass. No branch
+    on the code (the ReLU cuts at random): a cut gradient adds 0 at the
+    window's first conv output."""
+    window_at = _window_offsets(pkw, row)
     for f in range(dy.shape[0]):
+        total = dy.dtype.type(0)
         for py in range(dy.shape[1]):
             for px in range(dy.shape[2]):
                 at = code[f, py, px]
-                if at != NO_GRADIENT:
-                    dconv[f, (py * psh + at // pkw) * row + px * psw + at % pkw] += dy[f, py, px]
-                    db[f] += dy[f, py, px]
+                grad = dy[f, py, px] if at != NO_GRADIENT else dy.dtype.type(0)
+                dconv[f, py * psh * row + px * psw + window_at[at]] += grad
+                total = total + grad
+        db[f] += total
+
+
+@njit(cache=True)
+def _clear_unpooled(code, row, pkw, psh, psw, dconv):
+    """Zeros where _unpool_image with this code wrote in dconv (F, S), and
+    at the first conv output of the windows it cut: dconv is all zeros
+    again if it was before, in a quarter of a memset's writes (2x2 pool)."""
+    window_at = _window_offsets(pkw, row)
+    for f in range(code.shape[0]):
+        for py in range(code.shape[1]):
+            for px in range(code.shape[2]):
+                dconv[f, py * psh * row + px * psw + window_at[code[f, py, px]]] = 0
 
 
 # The vectorized fused op: a direct convolution that never stores the conv
@@ -844,9 +1052,13 @@ def _fused_strided_forward(xp, w, b, sh, sw, pkh, pkw, psh, psw, out, code):
 
 
 def conv2d_relu_maxpool2d_backward_vectorized(dy, code, xp, w, sh, sw, pkh, pkw, psh, psw, dxp, dw, db):
-    # One chunk of the batch per thread, each with its own dw and db, added at the end.
+    # One chunk of the batch per thread, each with its own dw and db, added
+    # at the end. Stride 1: the register-blocked micro-kernel.
     n_chunks = min(numba.get_num_threads(), dy.shape[0])
-    _fused_backward_in_chunks(dy, code, xp, w, sh, sw, pkh, pkw, psh, psw, dxp, dw, db, n_chunks)
+    if sh == 1 and sw == 1:
+        _tiled_backward_call(dy, code, xp, w, pkw, psh, psw, dxp, dw, db, n_chunks)
+    else:
+        _fused_backward_in_chunks(dy, code, xp, w, sh, sw, pkh, pkw, psh, psw, dxp, dw, db, n_chunks)
 
 
 @njit(parallel=True, cache=True)

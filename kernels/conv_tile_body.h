@@ -55,3 +55,77 @@ static void FC_NAME(fc_conv_image)(
         }
     }
 }
+
+/* One filter-gradient tile: the FC_TILE_FILTERS filters of a block times
+ * n_taps taps (at most FC_TILE_VECTORS; a constant once inlined), summed
+ * over n_images images and n_vectors vectors of wide positions, the
+ * accumulators in registers; then each is summed across its lanes into
+ * dw (n_taps, FC_TILE_FILTERS). Per vector of positions: n_taps loads of
+ * input, one of output gradient per filter (aligned if dy and plane are:
+ * a 64-byte load across two cache lines costs two), FILTERS x n_taps
+ * multiply-adds. */
+static inline __attribute__((always_inline)) void FC_NAME(fc_gradient_tile)(
+    const FC_REAL *image, ptrdiff_t image_step, const FC_REAL *dy, ptrdiff_t dy_step, ptrdiff_t plane,
+    ptrdiff_t n_images, const ptrdiff_t *tap_at, ptrdiff_t n_vectors, FC_REAL *dw, const int n_taps)
+{
+    FC_VEC acc[FC_TILE_VECTORS][FC_TILE_FILTERS];
+    FC_VEC in[FC_TILE_VECTORS];
+    FC_VEC grad;
+    for (int t = 0; t < n_taps; t++)
+        for (int f = 0; f < FC_TILE_FILTERS; f++)
+            acc[t][f] = (FC_VEC){0};
+    for (ptrdiff_t k = 0; k < n_images; k++) {
+        const FC_REAL *x = image + k * image_step;
+        const FC_REAL *g = dy + k * dy_step;
+        for (ptrdiff_t v = 0; v < n_vectors; v++) {
+            for (int t = 0; t < n_taps; t++)
+                memcpy(&in[t], x + tap_at[t] + v * FC_LANES, sizeof(FC_VEC));
+            for (int f = 0; f < FC_TILE_FILTERS; f++) {
+                memcpy(&grad, g + f * plane + v * FC_LANES, sizeof(FC_VEC));
+                /* grad in a register for its n_taps multiply-adds: GCC 12
+                 * otherwise read it from memory in each of them, and the
+                 * tile ran at half speed, bound by loads */
+                __asm__("" : "+v"(grad));
+                for (int t = 0; t < n_taps; t++)
+                    acc[t][f] += in[t] * grad;
+            }
+        }
+    }
+    for (int t = 0; t < n_taps; t++)
+        for (int f = 0; f < FC_TILE_FILTERS; f++) {
+            FC_REAL sum = 0;
+            for (int l = 0; l < FC_LANES; l++)
+                sum += acc[t][f][l];
+            dw[t * FC_TILE_FILTERS + f] += sum;
+        }
+}
+
+/* dw4 (F4 / FC_TILE_FILTERS, T, FC_TILE_FILTERS) += the filter gradient of
+ * n_images images, image k at image + k*image_step (C*Hp*Wp,), its output
+ * gradient in wide rows at dy + k*dy_step: filter f's at position q is
+ * element f*plane + q, zero at every q >= n_q rounded up to whole vectors
+ * and wherever x >= OW (see conv_tile.h). */
+static void FC_NAME(fc_filter_gradient)(
+    const FC_REAL *image, ptrdiff_t image_step, const FC_REAL *dy, ptrdiff_t dy_step, ptrdiff_t plane,
+    ptrdiff_t n_images, const ptrdiff_t *tap_at, ptrdiff_t n_taps, ptrdiff_t n_filt4, ptrdiff_t n_q,
+    FC_REAL *dw4)
+{
+    ptrdiff_t n_vectors = (n_q + FC_LANES - 1) / FC_LANES;
+    for (ptrdiff_t f0 = 0; f0 < n_filt4; f0 += FC_TILE_FILTERS) {
+        const FC_REAL *g = dy + f0 * plane;
+        for (ptrdiff_t t0 = 0; t0 < n_taps; t0 += FC_TILE_VECTORS) {
+            FC_REAL *d = dw4 + (f0 * n_taps + t0 * FC_TILE_FILTERS);
+            ptrdiff_t left = n_taps - t0;
+            switch (left < FC_TILE_VECTORS ? left : FC_TILE_VECTORS) {
+            case 1: FC_NAME(fc_gradient_tile)(image, image_step, g, dy_step, plane, n_images, tap_at + t0,
+                                              n_vectors, d, 1); break;
+            case 2: FC_NAME(fc_gradient_tile)(image, image_step, g, dy_step, plane, n_images, tap_at + t0,
+                                              n_vectors, d, 2); break;
+#if FC_TILE_VECTORS > 2
+            case 3: FC_NAME(fc_gradient_tile)(image, image_step, g, dy_step, plane, n_images, tap_at + t0,
+                                              n_vectors, d, 3); break;
+#endif
+            }
+        }
+    }
+}
