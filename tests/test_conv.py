@@ -7,6 +7,7 @@ the largest reference magnitude as ``atol`` (sums of mixed-sign products
 cancel, so single elements may be far smaller than the terms they sum).
 """
 import functools
+import importlib
 
 import numpy as np
 import pytest
@@ -247,6 +248,49 @@ def test_vectorized_forward_at_stride_one_matches_reference(backend, geometry, k
     out = ops.conv2d(x, w, b, 1, padding, backend=backend, algorithm="vectorized")
     exact = [a.astype(np.float64) for a in (x, w, b)]
     assert_close(out, reference_forward(*exact, 1, padding).astype(dtype), 1e-4 if dtype == np.float32 else 1e-10)
+
+
+@pytest.mark.parametrize("backend", registry.COMPILED_BACKENDS)
+@given(geometry=winograd_geometries(), kernel=st.integers(1, 4), compute_dx=st.booleans(),
+       seed=st.integers(0, 2**32 - 1))
+@example(geometry=((1, 1, 3, 3), (1, 1, 3, 3), (0, 0), np.float64), kernel=3, compute_dx=True, seed=0)
+# 9 images in chunks of 4 and 5, gradient planes of 136 filters: groups of 3
+@example(geometry=((9, 130, 12, 12), (130, 130, 3, 3), (1, 1), np.float32), kernel=3, compute_dx=True, seed=0)
+def test_vectorized_backward_at_stride_one_matches_reference(backend, geometry, kernel, compute_dx, seed):
+    """The micro-kernel's backward pass (gradient planes, the filter-gradient
+    tile, dx as a full convolution): any channel and filter count, kernels
+    1 to 4, the batch's last image read from its copy, both dtypes, with
+    and without dx."""
+    x_shape, w_shape, padding, dtype = geometry
+    w_shape = w_shape[:2] + (min(kernel, x_shape[2] + 2 * padding[0]), min(kernel, x_shape[3] + 2 * padding[1]))
+    out_shape = reference_forward(np.zeros(x_shape), np.zeros(w_shape), None, 1, padding).shape
+    x, w, _, dy = random_case(seed, x_shape, w_shape, out_shape, dtype)
+    grads = ops.conv2d_backward(dy, x, w, 1, padding, compute_dx=compute_dx, backend=backend,
+                                algorithm="vectorized")
+    expected = reference_backward(*(a.astype(np.float64) for a in (dy, x, w)), 1, padding)
+    assert (grads[0] is None) == (not compute_dx)
+    for got, want in zip(grads, expected):
+        if got is not None:
+            assert_close(got, want.astype(dtype), 1e-4 if dtype == np.float32 else 1e-10)
+
+
+@pytest.mark.parametrize("backend", registry.COMPILED_BACKENDS)
+@pytest.mark.parametrize("group_bytes", [1, 25_000, 40_000, 10**9])
+def test_vectorized_backward_gives_the_same_results_whatever_images_share_a_group(backend, group_bytes,
+                                                                                  monkeypatch):
+    # 7 images in chunks of 3 and 4 (2 threads); one image's gradient
+    # planes and padded input take 7 to 12 kB (4 or 8 planes of 144 to 152
+    # float64s, as the build's tile has 4 or 8 filters, and 3 channels of
+    # 11 x 10): groups of one image, of two to five, and a whole chunk.
+    module = importlib.import_module(registry._module_name(backend, f"conv_{backend}"))
+    monkeypatch.setattr(module, "GROUP_BYTES", group_bytes)
+    rng = np.random.default_rng(8)
+    x, w, dy = rng.standard_normal((7, 3, 9, 8)), rng.standard_normal((4, 3, 3, 3)), rng.standard_normal((7, 4, 9, 8))
+    for compute_dx in (True, False):
+        grads = ops.conv2d_backward(dy, x, w, 1, 1, compute_dx=compute_dx, backend=backend, algorithm="vectorized")
+        for got, want in zip(grads, reference_backward(dy, x, w, 1, 1)):
+            if compute_dx or got is not None:
+                assert_close(got, want, 1e-10)
 
 
 @pytest.mark.parametrize("backend, algorithm", WINOGRAD)

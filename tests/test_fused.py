@@ -6,6 +6,8 @@ The unfused chain (fastconv.battery.unfused) is built from the reference
 ops (NumPy) and ReLU's own rule, so a fused kernel is checked against code
 it shares nothing with.
 """
+import importlib
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -129,6 +131,48 @@ def test_vectorized_forward_at_stride_one_equals_the_unfused_chain(variant, geom
     picked = relu[image, channel, row * pool_stride + at // pool, col * pool_stride + at % pool]
     assert_close(picked[taken], y[taken], rtol)
     assert np.all(y[~taken] == 0)
+
+
+@pytest.mark.parametrize("variant", VECTORIZED, ids="/".join)
+@given(geometry=stride_one_geometries(), compute_dx=st.booleans(), seed=st.integers(0, 2**16))
+def test_vectorized_backward_at_stride_one_equals_the_unfused_chain(variant, geometry, compute_dx, seed):
+    """The micro-kernel's backward pass with the pooled gradient routed into
+    the gradient planes: overlapping and non-overlapping pools, ReLU cuts."""
+    x_shape, w_shape, padding, pool, pool_stride, dtype = geometry
+    rng = np.random.default_rng(seed)
+    x, w = rng.standard_normal(x_shape).astype(dtype), rng.standard_normal(w_shape).astype(dtype)
+    b = rng.standard_normal(w_shape[0]).astype(dtype)
+    y_shape = ops.conv2d_relu_maxpool2d(x, w, b, 1, padding, pool, pool_stride, **REFERENCE)[0].shape
+    dy = rng.standard_normal(y_shape).astype(dtype)
+    _, _, dx, dw, db = fused(variant, x, w, b, 1, padding, pool, pool_stride, dy, compute_dx)
+    _, *expected = unfused(*(a.astype(np.float64) for a in (x, w, b)), 1, padding, pool, pool_stride,
+                           dy.astype(np.float64))
+    assert (dx is None) == (not compute_dx)
+    rtol = 1e-4 if dtype == np.float32 else 1e-10
+    for got, want in zip((dx, dw, db), expected):
+        if got is not None:
+            assert_close(got, want.astype(dtype), rtol)
+
+
+@pytest.mark.parametrize("backend", registry.COMPILED_BACKENDS)
+@pytest.mark.parametrize("group_bytes", [1, 25_000, 40_000, 10**9])
+@pytest.mark.parametrize("pool, pool_stride", [(2, 2), (3, 2)])
+def test_vectorized_backward_clears_the_gradient_planes_between_groups(backend, group_bytes, pool, pool_stride,
+                                                                       monkeypatch):
+    # A thread's gradient planes are reused by its next group of images,
+    # zeroed where the last group's codes wrote. 7 images in chunks of 3
+    # and 4 (2 threads), 7 to 12 kB of planes and input per image: groups
+    # of one image, of two to five, and a whole chunk.
+    module = importlib.import_module(registry._module_name(backend, f"conv_{backend}"))
+    monkeypatch.setattr(module, "GROUP_BYTES", group_bytes)
+    rng = np.random.default_rng(9)
+    x, w, b = rng.standard_normal((7, 3, 9, 8)), rng.standard_normal((4, 3, 3, 3)), rng.standard_normal(4)
+    y_shape = ops.conv2d_relu_maxpool2d(x, w, b, 1, 1, pool, pool_stride, **REFERENCE)[0].shape
+    dy = rng.standard_normal(y_shape)
+    got = fused((backend, "vectorized"), x, w, b, 1, 1, pool, pool_stride, dy)
+    expected = unfused(x, w, b, 1, 1, pool, pool_stride, dy)
+    for a, e in zip((got[0],) + got[2:], expected):
+        assert_close(a, e, 1e-10)
 
 
 @pytest.mark.parametrize("variant", [v for v in FUSED if v[0] != "numpy"], ids="/".join)
