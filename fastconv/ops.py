@@ -142,10 +142,15 @@ def _check_flag(op, name, value):
 
 
 def _pad(a, padding, value):
+    """a (N, C, H, W) inside a border of ``value``, (N, C, H + 2*ph, W + 2*pw)
+    (one fill and one copy: np.pad's generic path takes ~1.7x as long)."""
     ph, pw = padding
     if ph == 0 and pw == 0:
         return a
-    return np.pad(a, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=value)
+    n, c, h, w = a.shape
+    padded = np.full((n, c, h + 2 * ph, w + 2 * pw), value, a.dtype)
+    padded[:, :, ph : ph + h, pw : pw + w] = a
+    return padded
 
 
 def _crop(a, padding):
