@@ -12,9 +12,11 @@ contiguous loop runs over the vector being accumulated into (forward: the F
 filters of an output pixel; dw: the F filters of one tap (c, i, j); dx: the
 C*KH*KW taps of one window), so each step is a broadcast scalar times a
 vector: a SIMD multiply-add, as in Zhang, Franchetti and Low (ICML 2018).
-At stride 1 the forward passes (the conv and the fused op) run instead a
-register-blocked micro-kernel over "wide rows" of output positions, in
-the C header ``conv_tile.h`` (GCC/Clang vector extensions), whose accumulators stay in registers; see ``_tiled_forward``.
+At stride 1 the forward and backward passes (the conv and the fused op)
+run instead a register-blocked micro-kernel over "wide rows" of output
+positions, in the C header ``conv_tile.h`` (GCC/Clang vector extensions),
+whose accumulators stay in registers; see ``_tiled_forward`` and
+``_tiled_backward``.
 
 ``gemm`` unfolds a group of images at a time into a buffer of its thread,
 as many as fit in half the L2 (conv2 of the MNIST CNN: 288 x 121 floats,
@@ -407,7 +409,11 @@ def _phase_pooled_forward(const floating[:, :, :, ::1] xp, const floating[:, :, 
 #       zeros stand in for the gradient outside the output), the forward
 #       micro-kernel with C as its filters and F*KH*KW taps.
 
-GROUP_BYTES = 1 << 19  # a thread's group of images in the tiled backward: half of a 1 MiB L2 (AMD Zen 4's)
+# A thread's group of images in the tiled backward: half of a 1 MiB L2
+# (AMD Zen 4's). With a 2 MiB L2 (Intel Xeon) groups of 1 to 8 MiB were
+# no faster (cnn-deep conv2 and conv3, batch 64): the filter-gradient tile
+# reuses a block's gradient planes from L1, not L2.
+GROUP_BYTES = 1 << 19
 
 
 CACHE_LINE = 64  # bytes

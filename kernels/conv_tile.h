@@ -29,6 +29,14 @@
  *   b4     (F4,) or NULL for no bias;
  *   tap_at (T,): offset of tap (c, i, j), (c*Hp + i)*Wp + j;
  *   out    (F4, row) with row >= n_q rounded up to whole vectors: out[f, q].
+ *
+ * The backward pass at stride 1 uses the same wide rows (conv_cython.pyx,
+ * "gradient planes"): dx is this forward tile run on the output gradient
+ * with the filters flipped and transposed, and dw is a second tile,
+ * fc_filter_gradient, that holds FC_TILE_FILTERS filters times up to
+ * FC_TILE_VECTORS taps of accumulators (each a vector of positions), runs
+ * over the positions of a group of images, and sums each accumulator
+ * across its lanes once per group.
  */
 #ifndef FASTCONV_CONV_TILE_H
 #define FASTCONV_CONV_TILE_H
