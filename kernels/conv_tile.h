@@ -52,19 +52,46 @@
  * made GCC 12 spill the accumulators, 5x slower). */
 #if defined(__AVX512F__)
 #define FC_VECTOR_BYTES 64
+#define FC_LANES_FLOAT 16
+#define FC_LANES_DOUBLE 8
 #define FC_TILE_FILTERS 8
 #define FC_TILE_VECTORS 3
 #elif defined(__AVX__)
 #define FC_VECTOR_BYTES 32
+#define FC_LANES_FLOAT 8
+#define FC_LANES_DOUBLE 4
 #define FC_TILE_FILTERS 4
 #define FC_TILE_VECTORS 2
 #else
 #define FC_VECTOR_BYTES 16
+#define FC_LANES_FLOAT 4
+#define FC_LANES_DOUBLE 2
 #define FC_TILE_FILTERS 4
 #define FC_TILE_VECTORS 2
 #endif
-#define FC_LANES_FLOAT (FC_VECTOR_BYTES / 4)
-#define FC_LANES_DOUBLE (FC_VECTOR_BYTES / 8)
+
+/* Lane sums by folding (the filter-gradient tile's epilogue): a fold of
+ * two vectors a, b whose lanes make blocks of 2h, each block the partial
+ * sums of one accumulator, adds each block's halves and interleaves the
+ * results: block 2j of the output is a's block j, block 2j + 1 b's, each
+ * h lanes. FC_FOLD_AT(l, h) is the lane of (a, b) that lane l of the first
+ * addend takes (a's lanes 0..L-1, b's L..2L-1); the second addend takes
+ * the lane h further. FC_INDICES lists it for every lane: L (FC_LANES, a
+ * literal) constant indices, what __builtin_shufflevector needs (GCC 12
+ * and Clang). */
+#define FC_FOLD_AT(l, h) \
+    ((l) % (2 * (h)) < (h) ? (l) : FC_LANES + (l) - (h))
+#define FC_FOLD_HIGH_AT(l, h) (FC_FOLD_AT(l, h) + (h))
+#define FC_INDICES_2(M, h) M(0, h), M(1, h)
+#define FC_INDICES_4(M, h) FC_INDICES_2(M, h), M(2, h), M(3, h)
+#define FC_INDICES_8(M, h) FC_INDICES_4(M, h), M(4, h), M(5, h), M(6, h), M(7, h)
+#define FC_INDICES_16(M, h) \
+    FC_INDICES_8(M, h), M(8, h), M(9, h), M(10, h), M(11, h), M(12, h), M(13, h), M(14, h), M(15, h)
+#define FC_INDICES_OF(lanes, M, h) FC_INDICES_##lanes(M, h)
+#define FC_INDICES(lanes, M, h) FC_INDICES_OF(lanes, M, h)
+#define FC_FOLD(a, b, h) \
+    (__builtin_shufflevector(a, b, FC_INDICES(FC_LANES, FC_FOLD_AT, h)) + \
+     __builtin_shufflevector(a, b, FC_INDICES(FC_LANES, FC_FOLD_HIGH_AT, h)))
 
 #define FC_REAL float
 #define FC_VEC fc_vec_float

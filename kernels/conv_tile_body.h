@@ -56,6 +56,47 @@ static void FC_NAME(fc_conv_image)(
     }
 }
 
+/* out[f] += the sum of acc[f]'s lanes, for the FC_TILE_FILTERS vectors
+ * of acc (which it overwrites). Folds (FC_FOLD) pair the vectors up and
+ * halve each accumulator's lanes, log2 FC_LANES times, a vector without a
+ * partner paired with zeros; then lane k of vector i holds accumulator
+ * i*FC_LANES + (k with its log2 FC_LANES bits reversed), and the numbers
+ * past FC_TILE_FILTERS are those zeros. About 3 instructions a fold, 8
+ * folds for AVX-512's 8 accumulators of 16 floats, where adding the lanes
+ * one by one took 120 additions and as many lane moves (40% of the tile's
+ * time on cnn-deep conv3). */
+static inline __attribute__((always_inline)) void FC_NAME(fc_add_lane_sums)(FC_VEC *acc, FC_REAL *out)
+{
+    const FC_VEC zero = {0};
+    int n = FC_TILE_FILTERS;
+#if FC_LANES >= 16
+    for (int i = 0; i < (n + 1) / 2; i++)
+        acc[i] = FC_FOLD(acc[2 * i], 2 * i + 1 < n ? acc[2 * i + 1] : zero, 8);
+    n = (n + 1) / 2;
+#endif
+#if FC_LANES >= 8
+    for (int i = 0; i < (n + 1) / 2; i++)
+        acc[i] = FC_FOLD(acc[2 * i], 2 * i + 1 < n ? acc[2 * i + 1] : zero, 4);
+    n = (n + 1) / 2;
+#endif
+#if FC_LANES >= 4
+    for (int i = 0; i < (n + 1) / 2; i++)
+        acc[i] = FC_FOLD(acc[2 * i], 2 * i + 1 < n ? acc[2 * i + 1] : zero, 2);
+    n = (n + 1) / 2;
+#endif
+    for (int i = 0; i < (n + 1) / 2; i++)
+        acc[i] = FC_FOLD(acc[2 * i], 2 * i + 1 < n ? acc[2 * i + 1] : zero, 1);
+    n = (n + 1) / 2;
+    for (int i = 0; i < n; i++)
+        for (int k = 0; k < FC_LANES; k++) {
+            int f = i * FC_LANES, rest = k;
+            for (int bit = FC_LANES / 2; bit >= 1; bit /= 2, rest >>= 1)
+                f += (rest & 1) * bit;
+            if (f < FC_TILE_FILTERS)
+                out[f] += acc[i][k];
+        }
+}
+
 /* One filter-gradient tile: the FC_TILE_FILTERS filters of a block times
  * n_taps taps (at most FC_TILE_VECTORS; a constant once inlined), summed
  * over n_images images and n_vectors vectors of wide positions, the
@@ -92,12 +133,7 @@ static inline __attribute__((always_inline)) void FC_NAME(fc_gradient_tile)(
         }
     }
     for (int t = 0; t < n_taps; t++)
-        for (int f = 0; f < FC_TILE_FILTERS; f++) {
-            FC_REAL sum = 0;
-            for (int l = 0; l < FC_LANES; l++)
-                sum += acc[t][f][l];
-            dw[t * FC_TILE_FILTERS + f] += sum;
-        }
+        FC_NAME(fc_add_lane_sums)(acc[t], dw + t * FC_TILE_FILTERS);
 }
 
 /* dw4 (F4 / FC_TILE_FILTERS, T, FC_TILE_FILTERS) += the filter gradient of
