@@ -279,9 +279,13 @@ def _tiled_forward(const floating[:, :, :, ::1] xp, const floating[:, :, :, ::1]
     cdef const Py_ssize_t[::1] tap_at = _tap_offsets(xp.shape[1], kh, kw, hp, wp)
     cdef const floating[:, ::1] images = np.asarray(xp).reshape(n_img, size)
     # The micro-kernel reads whole vectors, up to lanes - 1 elements past an
-    # image: the next image's, and for the last one a copy with room after it.
-    cdef floating[::1] last = np.zeros(size + lanes, dtype)
-    last[:size] = images[n_img - 1]
+    # image (for positions it then drops): the next images', and for the
+    # last images, as many as those reads reach (one unless images are
+    # smaller than a vector), a copy with zeros after it.
+    cdef Py_ssize_t n_tail = min(n_img, 1 + (lanes - 2) // size), first_tail = n_img - n_tail
+    tail_array = np.zeros(n_tail * size + lanes, dtype)
+    tail_array[:n_tail * size] = np.asarray(xp)[first_tail:].reshape(-1)
+    cdef const floating[::1] tail = tail_array
     cdef Py_ssize_t row = (n_q + lanes - 1) // lanes * lanes + PAD
     cdef floating[:, :, ::1] wide = np.empty((n_chunks, n_filt4, row), dtype)
     # the usual pool (2x2 windows at stride 2) runs in wide rows too, into these
@@ -291,8 +295,8 @@ def _tiled_forward(const floating[:, :, :, ::1] xp, const floating[:, :, :, ::1]
     with nogil:
         for t in prange(n_chunks, schedule="static", num_threads=n_chunks):
             for n in range(t * n_img // n_chunks, (t + 1) * n_img // n_chunks):
-                _conv_image_tiled(<const floating *>&last[0] if n == n_img - 1 else &images[n, 0], w4,
-                                  NULL if pooled else &b4[0], tap_at, n_q, wide[t])
+                _conv_image_tiled(<const floating *>&tail[(n - first_tail) * size] if n >= first_tail
+                                  else &images[n, 0], w4, NULL if pooled else &b4[0], tap_at, n_q, wide[t])
                 if wide_pool:
                     _relu_maxpool_wide(wide[t, :n_filt], b, wp, pooled_rows[t], codes[t], out[n], code[n])
                 elif pooled:
@@ -482,24 +486,26 @@ def _tiled_backward(const floating[:, :, :, ::1] dy, const unsigned char[:, :, :
     cdef Py_ssize_t n_chan4 = (n_chan + FC_TILE_FILTERS - 1) // FC_TILE_FILTERS * FC_TILE_FILTERS
     cdef Py_ssize_t base = (kh - 1) * wp + kw - 1
     cdef Py_ssize_t row = (hp * wp + lanes - 1) // lanes * lanes + PAD
-    cdef Py_ssize_t t, first, end, g, n, k, m, f, y, c, direct
+    cdef Py_ssize_t t, first, end, g, n, k, m, f, y, c
     cdef bint compute_dx = dxp is not None, routed = code is not None
     dtype = np.asarray(dw).dtype
     # room for whole-vector reads past the last gradient position (zeros),
     # whole cache lines, so that the filter gradient's reads are aligned
     cdef Py_ssize_t line = CACHE_LINE // dtype.itemsize
     cdef Py_ssize_t plane = ((hp + kh - 1) * wp + kw + lanes + line - 1) // line * line
-    cdef Py_ssize_t group = max(1, min(GROUP_BYTES // ((n_filt4 * plane + size) * dtype.itemsize),
+    # and each image of a group copied with zeros after it, for the filter
+    # gradient's reads past its end: they are multiplied by a zero gradient,
+    # and anything there but a number (the next image's inf, memory past the
+    # batch) would make the product NaN
+    cdef Py_ssize_t image_step = (size + lanes + line - 1) // line * line
+    cdef Py_ssize_t group = max(1, min(GROUP_BYTES // ((n_filt4 * plane + image_step) * dtype.itemsize),
                                        (n_img + n_chunks - 1) // n_chunks))
     cdef const Py_ssize_t[::1] tap_at = _tap_offsets(n_chan, kh, kw, hp, wp)
     cdef const Py_ssize_t[::1] tap_at_dx = _gradient_tap_offsets(n_filt, kh, kw, wp, plane)
     cdef const floating[:, :, ::1] w4_dx = _blocked_input_filters(np.asarray(w), n_chan4)
     cdef const floating[:, ::1] images = np.asarray(xp).reshape(n_img, size)
     cdef floating[:, ::1] dx_images = np.asarray(dxp).reshape(n_img, size) if compute_dx else None
-    # The micro-kernel reads whole vectors, up to lanes - 1 elements past an
-    # image: the next image's, and for the last one a copy with room after it.
-    cdef floating[::1] last = np.zeros(size + lanes, dtype)
-    last[:size] = images[n_img - 1]
+    cdef floating[:, :, ::1] group_images = _aligned_zeros((n_chunks, group, image_step), dtype, 0)
     cdef floating[:, :, :, ::1] planes = _aligned_zeros((n_chunks, group, n_filt4, plane), dtype, base)
     cdef floating[:, :, ::1] dx_wide = np.empty((n_chunks if compute_dx else 0, n_chan4, row), dtype)
     cdef floating[:, :, :, ::1] dw4_parts = np.zeros((n_chunks, n_filt4 // FC_TILE_FILTERS, tap_at.shape[0],
@@ -512,6 +518,7 @@ def _tiled_backward(const floating[:, :, :, ::1] dy, const unsigned char[:, :, :
                 n = first + g * group
                 m = min(group, end - n)
                 for k in range(m):
+                    memcpy(&group_images[t, k, 0], &images[n + k, 0], size * sizeof(floating))
                     if routed:
                         _unpool_image(dy[n + k], code[n + k], wp, pkw, psh, psw,
                                       planes[t, k, :n_filt, base:base + n_q], db_parts[t])
@@ -523,13 +530,8 @@ def _tiled_backward(const floating[:, :, :, ::1] dy, const unsigned char[:, :, :
                         _conv_image_tiled(&planes[t, k, 0, 0], w4_dx, NULL, tap_at_dx, hp * wp, dx_wide[t])
                         for c in range(n_chan):
                             memcpy(&dx_images[n + k, c * hp * wp], &dx_wide[t, c, 0], hp * wp * sizeof(floating))
-                # dw: the group's images read in place, but the batch's last from its copy
-                direct = m - 1 if n + m == n_img else m
-                _gradient_tiled(&images[n, 0], size, &planes[t, 0, 0, base], n_filt4 * plane, plane,
-                                direct, tap_at, n_q, dw4_parts[t])
-                if direct < m:
-                    _gradient_tiled(&last[0], size, &planes[t, m - 1, 0, base], 0, plane, 1, tap_at, n_q,
-                                    dw4_parts[t])
+                _gradient_tiled(&group_images[t, 0, 0], image_step, &planes[t, 0, 0, base], n_filt4 * plane,
+                                plane, m, tap_at, n_q, dw4_parts[t])
                 if routed:  # the planes zeros again for the next group
                     for k in range(m):
                         _clear_unpooled(code[n + k], wp, pkw, psh, psw, planes[t, k, :n_filt, base:base + n_q])

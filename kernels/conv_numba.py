@@ -451,14 +451,15 @@ def _gradient_tiled(image, image_step, dy, dy_step, plane, n_images, tap_at, n_q
 
 
 @njit(parallel=True, cache=True)
-def _tiled_backward(dy, code, xp, w, w4_dx, pkw, psh, psw, dxp, dw, db, n_chunks, planes):
+def _tiled_backward(dy, code, xp, w, w4_dx, pkw, psh, psw, dxp, dw, db, n_chunks, planes, group_images):
     """The stride-1 backward pass of the conv (code and db None: dy is the
     conv output's gradient) or of the fused op (code routes the pooled dy
     to the conv output; db += the routed gradient per filter), the batch
     cut into n_chunks chunks, one per thread, each with its own dw, in
     groups of images; w4_dx is w as the dx convolution's filters
-    (_blocked_input_filters), and planes (n_chunks, group, F4, plane) the
-    threads' gradient planes, zeros, both made by the caller."""
+    (_blocked_input_filters), planes (n_chunks, group, F4, plane) the
+    threads' gradient planes and group_images (n_chunks, group, step) their
+    copies of the group's images, zeros, all made by the caller."""
     n_img, n_chan, hp, wp = xp.shape
     n_filt, kh, kw = w.shape[0], w.shape[2], w.shape[3]
     size = n_chan * hp * wp
@@ -467,15 +468,11 @@ def _tiled_backward(dy, code, xp, w, w4_dx, pkw, psh, psw, dxp, dw, db, n_chunks
     n_filt4 = (n_filt + TILE_FILTERS - 1) // TILE_FILTERS * TILE_FILTERS
     n_chan4 = w4_dx.shape[0] * TILE_FILTERS
     base = (kh - 1) * wp + kw - 1
-    group, plane = planes.shape[1], planes.shape[3]
+    group, plane, image_step = planes.shape[1], planes.shape[3], group_images.shape[2]
     tap_at = _tap_offsets(n_chan, kh, kw, hp, wp)
     tap_at_dx = _gradient_tap_offsets(n_filt, kh, kw, wp, plane)
     no_bias = np.zeros(n_chan4, dw.dtype)
     images = xp.reshape(n_img * size)
-    # The filter gradient reads whole vectors, up to LANES - 1 elements past
-    # an image: the next image's, and for the last one a copy with room after it.
-    last = np.zeros(size + LANES, dw.dtype)
-    last[:size] = images[(n_img - 1) * size:]
     dx_wide = np.empty((n_chunks if dxp is not None else 0, n_chan4, hp * wp + PAD), dw.dtype)
     dw4_parts = np.zeros((n_chunks, n_filt4 // TILE_FILTERS, tap_at.shape[0], TILE_FILTERS), dw.dtype)
     db_parts = np.zeros((n_chunks, n_filt + PAD), dw.dtype)
@@ -485,6 +482,8 @@ def _tiled_backward(dy, code, xp, w, w4_dx, pkw, psh, psw, dxp, dw, db, n_chunks
             n = first + g * group
             m = min(group, end - n)
             for k in range(m):
+                for j in range(size):
+                    group_images[t, k, j] = images[(n + k) * size + j]
                 if code is not None:
                     _unpool_image(dy[n + k], code[n + k], wp, pkw, psh, psw, planes[t, k, :n_filt, base:base + n_q],
                                   db_parts[t])
@@ -499,13 +498,8 @@ def _tiled_backward(dy, code, xp, w, w4_dx, pkw, psh, psw, dxp, dw, db, n_chunks
                         for y in range(hp):
                             for x in range(wp):
                                 dxp[n + k, c, y, x] = dx_wide[t, c, y * wp + x]
-            # dw: the group's images read in place, but the batch's last from its copy
-            direct = m - 1 if n + m == n_img else m
-            _gradient_tiled(images[n * size:], size, planes[t].reshape(-1)[base:], n_filt4 * plane, plane, direct,
-                            tap_at, n_q, dw4_parts[t])
-            if direct < m:
-                _gradient_tiled(last, 0, planes[t, m - 1].reshape(-1)[base:], 0, plane, 1, tap_at, n_q,
-                                dw4_parts[t])
+            _gradient_tiled(group_images[t].reshape(-1), image_step, planes[t].reshape(-1)[base:], n_filt4 * plane,
+                            plane, m, tap_at, n_q, dw4_parts[t])
             if code is not None:  # the planes zeros again for the next group
                 for k in range(m):
                     _clear_unpooled(code[n + k], wp, pkw, psh, psw, planes[t, k, :n_filt, base:base + n_q])
@@ -536,10 +530,16 @@ def _tiled_backward_call(dy, code, xp, w, pkw, psh, psw, dxp, dw, db, n_chunks):
     # whole cache lines, so that the filter gradient's reads are aligned
     line = CACHE_LINE // dw.itemsize
     plane = ((hp + kh - 1) * wp + kw + LANES + line - 1) // line * line
-    group = max(1, min(GROUP_BYTES // ((n_filt4 * plane + xp[0].size) * dw.itemsize), -(-xp.shape[0] // n_chunks)))
+    # and each image of a group copied with zeros after it, for the filter
+    # gradient's reads past its end: they are multiplied by a zero gradient,
+    # and anything there but a number (the next image's inf, memory past the
+    # batch) would make the product NaN
+    image_step = (xp[0].size + LANES + line - 1) // line * line
+    group = max(1, min(GROUP_BYTES // ((n_filt4 * plane + image_step) * dw.itemsize), -(-xp.shape[0] // n_chunks)))
     planes = _aligned_zeros((n_chunks, group, n_filt4, plane), dw.dtype, (kh - 1) * wp + kw - 1)
+    group_images = _aligned_zeros((n_chunks, group, image_step), dw.dtype, 0)
     w4_dx = _blocked_input_filters(w, (w.shape[1] + TILE_FILTERS - 1) // TILE_FILTERS * TILE_FILTERS)
-    _tiled_backward(dy, code, xp, w, w4_dx, pkw, psh, psw, dxp, dw, db, n_chunks, planes)
+    _tiled_backward(dy, code, xp, w, w4_dx, pkw, psh, psw, dxp, dw, db, n_chunks, planes, group_images)
 
 
 def conv2d_backward_vectorized(dy, xp, w, sh, sw, dxp, dw):

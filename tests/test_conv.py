@@ -293,6 +293,33 @@ def test_vectorized_backward_gives_the_same_results_whatever_images_share_a_grou
                 assert_close(got, want, 1e-10)
 
 
+@pytest.mark.parametrize("backend", registry.COMPILED_BACKENDS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_vectorized_at_stride_one_reads_nothing_of_another_image(backend, dtype):
+    # The micro-kernel reads whole vectors, past the end of an image. Images
+    # of one value (smaller than a vector): those reads must not reach past
+    # the batch. An inf at the start of the second image: the first image's
+    # filter gradient, whose reads past its end are multiplied by a zero
+    # gradient, must not turn it into NaN in the channel that is finite.
+    rng = np.random.default_rng(10)
+    tiny = rng.standard_normal((5, 1, 1, 1)).astype(dtype)
+    w, dy = rng.standard_normal((1, 1, 1, 1)).astype(dtype), rng.standard_normal((5, 1, 1, 1)).astype(dtype)
+    exact = [a.astype(np.float64) for a in (tiny, w, dy)]
+    rtol = 1e-5 if dtype == np.float32 else 1e-12
+    assert_close(ops.conv2d(tiny, w, None, backend=backend, algorithm="vectorized"),
+                 reference_forward(*exact[:2], None).astype(dtype), rtol)
+    for got, want in zip(ops.conv2d_backward(dy, tiny, w, backend=backend, algorithm="vectorized"),
+                         reference_backward(exact[2], *exact[:2])):
+        assert_close(got, want.astype(dtype), rtol)
+    x = rng.standard_normal((2, 2, 5, 5)).astype(dtype)
+    x[1, 0, 0, 0] = np.inf
+    w, dy = rng.standard_normal((3, 2, 3, 3)).astype(dtype), rng.standard_normal((2, 3, 3, 3)).astype(dtype)
+    _, dw, _ = ops.conv2d_backward(dy, x, w, compute_dx=False, backend=backend, algorithm="vectorized")
+    want = reference_backward(*(a.astype(np.float64) for a in (dy, x, w)))[1]
+    assert np.all(np.isfinite(dw[:, 1]))
+    assert_close(dw[:, 1], want[:, 1].astype(dtype), rtol)
+
+
 @pytest.mark.parametrize("backend, algorithm", WINOGRAD)
 @given(geometry=winograd_geometries(), seed=st.integers(0, 2**32 - 1))
 @example(geometry=((1, 1, 3, 3), (1, 1, 3, 3), (0, 0), np.float64), seed=0)  # one tile, half of it outside
