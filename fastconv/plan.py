@@ -14,7 +14,7 @@ A :class:`Plan` is built from a model's steps (the fusion plan,
 * turns the cheap layers into operations on those buffers: ReLU in place
   on the buffer before it, or straight into the next step's padded
   interior; batch norm's kernel in place; Flatten a reshape (a view); Dropout nothing (the
-  identity in evaluation); Dense ``np.matmul(x, w, out=buffer)`` then
+  identity in evaluation); Dense ``blas.matmul(x, w, buffer)`` then
   ``+= b``. A layer of another kind (one of yours, or a subclass) runs as
   ``layer.forward(x, False)``, as does every layer whose arrays are not
   C-contiguous in the model's dtype (the ops would convert them on each
@@ -64,6 +64,7 @@ import numpy as np
 
 from fastconv import autotune, fusion, op_table, ops, registry, threads
 from fastconv.integers import positive_int
+from fastconv.kernels import blas
 from fastconv.layers import AvgPool2D, BatchNorm, BatchNorm2D, Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU
 
 
@@ -435,7 +436,7 @@ class _DenseStep(_Step):
         return np.empty(self.shape, self.dtype)
 
     def run(self, x, own, slot):
-        np.matmul(x, self.w, out=own)
+        blas.matmul(x, self.w, own)
         own += self.b
         return own
 

@@ -1,6 +1,6 @@
 """The im2col algorithm of every op, built once from a backend's unfold pair.
 
-Convolution becomes one GEMM (BLAS, through NumPy) on the unfolded columns;
+Convolution becomes one GEMM (BLAS, through :mod:`.blas`) on the unfolded columns;
 pooling becomes a reduction over them. Only ``im2col``/``col2im`` differ
 between backends, so this module is shared by Cython and Numba alike.
 Shapes and layouts follow the contract in :mod:`fastconv.kernels`.
@@ -8,6 +8,8 @@ Shapes and layouts follow the contract in :mod:`fastconv.kernels`.
 from __future__ import annotations
 
 import numpy as np
+
+from . import blas
 
 
 def im2col_kernels(im2col, col2im) -> dict:
@@ -22,7 +24,7 @@ def im2col_kernels(im2col, col2im) -> dict:
     def conv2d(xp, w, b, sh, sw, out):
         n, f, oh, ow = out.shape
         cols = unfold(xp, w.shape[2], w.shape[3], sh, sw, oh, ow)
-        out_fnp = w.reshape(f, -1) @ cols  # (F, N*OH*OW): one GEMM for the batch
+        out_fnp = blas.matmul(w.reshape(f, -1), cols)  # (F, N*OH*OW): one GEMM for the batch
         out_fnp += b[:, None]
         out[...] = out_fnp.reshape(f, n, oh, ow).transpose(1, 0, 2, 3)
 
@@ -31,9 +33,9 @@ def im2col_kernels(im2col, col2im) -> dict:
         kh, kw = w.shape[2:]
         cols = unfold(xp, kh, kw, sh, sw, oh, ow)
         dy_fnp = np.ascontiguousarray(dy.transpose(1, 0, 2, 3)).reshape(f, -1)
-        dw[...] = (dy_fnp @ cols.T).reshape(dw.shape)
+        dw[...] = blas.matmul(dy_fnp, cols.T).reshape(dw.shape)
         if dxp is not None:
-            col2im(w.reshape(f, -1).T @ dy_fnp, kh, kw, sh, sw, dxp)
+            col2im(blas.matmul(w.reshape(f, -1).T, dy_fnp), kh, kw, sh, sw, dxp)
 
     def channels_as_images(a):
         """(N, C, H, W) -> (N*C, 1, H, W): pooling acts on each channel alone."""

@@ -1,0 +1,50 @@
+"""Matrix products for the dense layers and the im2col algorithm, through
+SciPy's BLAS.
+
+Not NumPy's ``@``, because of when the two BLAS libraries load. OpenBLAS
+reads ``OPENBLAS_THREAD_TIMEOUT`` once, when it loads: with the default its
+idle threads spin for about 0.1 s after every product. fastconv sets the
+variable when it is imported (``fastconv.threads``), so that they sleep
+instead of taking the cores the kernels' OpenMP threads need next. NumPy's
+OpenBLAS loads with NumPy, and most programs import NumPy first, so it
+never sees the variable; SciPy's OpenBLAS (the one the Cython kernels and
+Numba's ``np.dot`` call) loads after fastconv, with this module. Through NumPy's, a
+program that imported NumPy first trained 1.5-1.6x slower and ran inference
+1.7-2.0x slower (``python bench/import_order.py``; the README's Threads
+section).
+
+A program that imports SciPy's linear algebra before fastconv has the same
+problem with both libraries; setting ``OPENBLAS_THREAD_TIMEOUT=4`` in the
+environment before starting Python avoids it whatever the order.
+"""
+from __future__ import annotations
+
+import numpy as np
+from scipy.linalg import blas as scipy_blas
+
+_GEMM = {np.dtype(np.float32): scipy_blas.sgemm, np.dtype(np.float64): scipy_blas.dgemm}
+
+
+def matmul(a, b, out=None) -> np.ndarray:
+    """a (M, K) @ b (K, N) -> (M, N), C-contiguous, written into ``out`` if
+    given. Through SciPy's BLAS when a and b are float32 or float64 of one
+    dtype, each C- or F-contiguous (a transposed view of a C array is), and
+    ``out`` is None or C-contiguous of that dtype; otherwise ``np.matmul``."""
+    gemm = _GEMM.get(a.dtype)
+    if (gemm is None or b.dtype != a.dtype or a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0]
+            or 0 in a.shape or 0 in b.shape or not (_contiguous(a) and _contiguous(b))
+            or (out is not None and (out.dtype != a.dtype or not out.flags.c_contiguous
+                                     or out.shape != (a.shape[0], b.shape[1])))):
+        return np.matmul(a, b, out=out)
+    if out is None:
+        out = np.empty((a.shape[0], b.shape[1]), a.dtype)
+    # BLAS is column-major: out.T (N, M) = b.T (N, K) @ a.T (K, M), each
+    # operand passed as its column-major self, or transposed by BLAS.
+    b_op, trans_b = (b.T, 0) if b.flags.c_contiguous else (b, 1)
+    a_op, trans_a = (a.T, 0) if a.flags.c_contiguous else (a, 1)
+    gemm(1.0, b_op, a_op, trans_a=trans_b, trans_b=trans_a, c=out.T, overwrite_c=True)
+    return out
+
+
+def _contiguous(a) -> bool:
+    return a.flags.c_contiguous or a.flags.f_contiguous
