@@ -121,6 +121,18 @@ def conv2d_backward_naive(const floating[:, :, :, ::1] dy, const floating[:, :, 
 
 PAD = 16  # elements: at least one 64-byte cache line
 
+# The fused op's 2x2 pooling runs over whole blocks of POOL_RUN positions of
+# a wide row, the ones past the last pooled pixel computed and dropped (their
+# buffers are long enough and zero-filled): GCC vectorizes the loop in blocks
+# of 32 and left the rest of a run to a scalar loop with branches, which took
+# most of the pooling's time (conv2 of the MNIST CNN: 25 of a run of 57).
+cdef Py_ssize_t POOL_RUN = 64
+
+
+cdef inline Py_ssize_t _whole_runs(Py_ssize_t n) noexcept nogil:
+    """n rounded up to whole blocks of POOL_RUN."""
+    return (n + POOL_RUN - 1) // POOL_RUN * POOL_RUN
+
 
 def _tap_offsets(Py_ssize_t n_chan, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t hp, Py_ssize_t wp):
     """Offset of tap (c, i, j), numbered (c*KH + i)*KW + j, from a window's
@@ -246,12 +258,13 @@ cdef void _relu_maxpool_wide(const floating[:, ::1] wide, const floating[::1] b,
     of one image's conv output in wide rows, wide (F, row) (bias b (F,) not
     yet added). Pooled pixel (py, px) is wide position j = py*Wp + px of
     pooled and codes (F, row): its window starts at 2j. One long run of j
-    per filter, the positions past PW of each row computed and never read,
-    then the rows copied out: the loop vectorizes, where one of PW pixels
-    a row (5 for conv2 of the MNIST CNN) did not."""
-    cdef Py_ssize_t f, j, py, pw = out.shape[2], n_j = (out.shape[1] - 1) * wp + out.shape[2]
+    per filter, whole blocks of POOL_RUN (wide readable up to 2*run + Wp),
+    the positions past PW of each row computed and never read, then the
+    rows copied out: the loop vectorizes, where one of PW pixels a row (5
+    for conv2 of the MNIST CNN) did not."""
+    cdef Py_ssize_t f, j, py, pw = out.shape[2], n_run = _whole_runs((out.shape[1] - 1) * wp + out.shape[2])
     for f in range(out.shape[0]):
-        for j in range(n_j):
+        for j in range(n_run):
             pooled[f, j] = _relu_max4(wide[f, 2 * j] + b[f], wide[f, 2 * j + 1] + b[f], wide[f, 2 * j + wp] + b[f],
                                       wide[f, 2 * j + wp + 1] + b[f], &codes[f, j])
         for py in range(out.shape[1]):
@@ -287,9 +300,12 @@ def _tiled_forward(const floating[:, :, :, ::1] xp, const floating[:, :, :, ::1]
     tail_array[:n_tail * size] = np.asarray(xp)[first_tail:].reshape(-1)
     cdef const floating[::1] tail = tail_array
     cdef Py_ssize_t row = (n_q + lanes - 1) // lanes * lanes + PAD
-    cdef floating[:, :, ::1] wide = np.empty((n_chunks, n_filt4, row), dtype)
-    # the usual pool (2x2 windows at stride 2) runs in wide rows too, into these
+    # the usual pool (2x2 windows at stride 2) runs in wide rows too, into
+    # these, over whole blocks (_relu_maxpool_wide)
     cdef bint wide_pool = pooled and pkh == pkw == psh == psw == 2
+    if wide_pool:
+        row = max(row, 2 * _whole_runs((out.shape[2] - 1) * wp + out.shape[3]) + wp + PAD)
+    cdef floating[:, :, ::1] wide = np.zeros((n_chunks, n_filt4, row), dtype)
     cdef floating[:, :, ::1] pooled_rows = np.empty((n_chunks if wide_pool else 0, n_filt, row), dtype)
     cdef unsigned char[:, :, ::1] codes = np.empty((n_chunks if wide_pool else 0, n_filt, row), np.uint8)
     with nogil:
@@ -356,10 +372,10 @@ cdef void _relu_maxpool_phases(floating[:, :, ::1] phases, const floating[::1] b
     (4, F4, row) of one image's conv output (bias b (F,) not yet added),
     pooled pixel (py, px) at wide position py*W2 + px. The pooled values go
     over phase 0 and the codes into codes (F4, row) first, one long run per
-    filter, then row by row into out and code."""
+    filter in whole blocks of POOL_RUN, then row by row into out and code."""
     cdef Py_ssize_t f, q, py
     for f in range(out.shape[0]):
-        for q in range(n_q):
+        for q in range(_whole_runs(n_q)):
             phases[0, f, q] = _relu_max4(phases[0, f, q] + b[f], phases[1, f, q] + b[f], phases[2, f, q] + b[f],
                                          phases[3, f, q] + b[f], &codes[f, q])
         for py in range(out.shape[1]):
@@ -376,7 +392,7 @@ def _phase_pooled_forward(const floating[:, :, :, ::1] xp, const floating[:, :, 
     cdef Py_ssize_t ph = out.shape[2], pw = out.shape[3], n_q = (ph - 1) * w2 + pw
     cdef Py_ssize_t lanes = FC_LANES_FLOAT if floating is float else FC_LANES_DOUBLE
     cdef Py_ssize_t n_filt4 = (n_filt + FC_TILE_FILTERS - 1) // FC_TILE_FILTERS * FC_TILE_FILTERS
-    cdef Py_ssize_t row = (n_q + lanes - 1) // lanes * lanes + PAD
+    cdef Py_ssize_t row = max((n_q + lanes - 1) // lanes * lanes, _whole_runs(n_q)) + PAD
     cdef Py_ssize_t t, n, phase
     dtype = np.asarray(out).dtype
     w4_array = _blocked_filters(np.asarray(w), np.asarray(b), n_filt4)[0]
@@ -387,7 +403,7 @@ def _phase_pooled_forward(const floating[:, :, :, ::1] xp, const floating[:, :, 
     # four phases of its conv output; the codes of its pooled pixels.
     cdef Py_ssize_t room = (lanes + 4 * h2 * w2 - 1) // (4 * h2 * w2)
     cdef floating[:, :, :, :, :, ::1] planes = np.zeros((n_chunks, n_chan + room, 2, 2, h2, w2), dtype)
-    cdef floating[:, :, :, ::1] phases = np.empty((n_chunks, 4, n_filt4, row), dtype)
+    cdef floating[:, :, :, ::1] phases = np.zeros((n_chunks, 4, n_filt4, row), dtype)
     cdef unsigned char[:, :, ::1] codes = np.empty((n_chunks, n_filt4, row), np.uint8)
     with nogil:
         for t in prange(n_chunks, schedule="static", num_threads=n_chunks):

@@ -99,6 +99,20 @@ def conv2d_backward_naive(dy, xp, w, sh, sw, dxp, dw):
 
 PAD = 16  # elements: at least one 64-byte cache line
 
+# The fused op's 2x2 pooling runs over whole blocks of POOL_RUN positions of
+# a wide row, the ones past the last pooled pixel computed and dropped (their
+# buffers are long enough and zero-filled): the Cython twin's compiler
+# vectorizes the loop in blocks of 32 and left the rest of a run to a scalar
+# loop with branches, which took most of the pooling's time (conv2 of the
+# MNIST CNN: 25 of a run of 57).
+POOL_RUN = 64
+
+
+@njit(cache=True)
+def _whole_runs(n):
+    """n rounded up to whole blocks of POOL_RUN."""
+    return (n + POOL_RUN - 1) // POOL_RUN * POOL_RUN
+
 
 @njit(cache=True)
 def _tap_offsets(n_chan, kh, kw, hp, wp):
@@ -231,12 +245,13 @@ def _relu_maxpool_wide(wide, b, wp, pooled, codes, out, code):
     of one image's conv output in wide rows, wide (F, row) (bias b (F,) not
     yet added). Pooled pixel (py, px) is wide position j = py*Wp + px of
     pooled and codes (F, row): its window starts at 2j. One long run of j
-    per filter, the positions past PW of each row computed and never read,
-    then the rows copied out: the loop vectorizes, where one of PW pixels
-    a row (5 for conv2 of the MNIST CNN) did not."""
-    pw, n_j = out.shape[2], (out.shape[1] - 1) * wp + out.shape[2]
+    per filter, whole blocks of POOL_RUN (wide readable up to 2*run + Wp),
+    the positions past PW of each row computed and never read, then the
+    rows copied out: the loop vectorizes, where one of PW pixels a row (5
+    for conv2 of the MNIST CNN) did not."""
+    pw, n_run = out.shape[2], _whole_runs((out.shape[1] - 1) * wp + out.shape[2])
     for f in range(out.shape[0]):
-        for j in range(n_j):
+        for j in range(n_run):
             pooled[f, j], codes[f, j] = _relu_max4(wide[f, 2 * j] + b[f], wide[f, 2 * j + 1] + b[f],
                                                    wide[f, 2 * j + wp] + b[f], wide[f, 2 * j + wp + 1] + b[f])
         for py in range(out.shape[1]):
@@ -258,11 +273,15 @@ def _tiled_forward(xp, w, b, w4, b4, pkh, pkw, psh, psw, out, code, n_chunks):
     n_filt4 = w4.shape[0] * TILE_FILTERS
     tap_at = _tap_offsets(xp.shape[1], kh, kw, hp, wp)
     images = xp.reshape(n_img, size)
-    wide = np.empty((n_chunks, n_filt4, n_q + PAD), out.dtype)
-    # the usual pool (2x2 windows at stride 2) runs in wide rows too, into these
+    row = n_q + PAD
+    # the usual pool (2x2 windows at stride 2) runs in wide rows too, into
+    # these, over whole blocks (_relu_maxpool_wide)
     wide_pool = pkh == pkw == psh == psw == 2
-    pooled_rows = np.empty((n_chunks if wide_pool else 0, n_filt, n_q + PAD), out.dtype)
-    codes = np.empty((n_chunks if wide_pool else 0, n_filt, n_q + PAD), np.uint8)
+    if code is not None and wide_pool:
+        row = max(row, 2 * _whole_runs((out.shape[2] - 1) * wp + out.shape[3]) + wp + PAD)
+    wide = np.zeros((n_chunks, n_filt4, row), out.dtype)
+    pooled_rows = np.empty((n_chunks if wide_pool else 0, n_filt, row), out.dtype)
+    codes = np.empty((n_chunks if wide_pool else 0, n_filt, row), np.uint8)
     for t in prange(n_chunks):
         for n in range(t * n_img // n_chunks, (t + 1) * n_img // n_chunks):
             _conv_image_tiled(images[n], w4, b4, code is None, tap_at, n_q, wide[t])
@@ -324,9 +343,9 @@ def _relu_maxpool_phases(phases, b, n_q, w2, codes, out, code):
     (4, F4, row) of one image's conv output (bias b (F,) not yet added),
     pooled pixel (py, px) at wide position py*W2 + px. The pooled values go
     over phase 0 and the codes into codes (F4, row) first, one long run per
-    filter, then row by row into out and code."""
+    filter in whole blocks of POOL_RUN, then row by row into out and code."""
     for f in range(out.shape[0]):
-        for q in range(n_q):
+        for q in range(_whole_runs(n_q)):
             phases[0, f, q], codes[f, q] = _relu_max4(phases[0, f, q] + b[f], phases[1, f, q] + b[f],
                                                       phases[2, f, q] + b[f], phases[3, f, q] + b[f])
         for py in range(out.shape[1]):
@@ -351,8 +370,8 @@ def _phase_pooled_forward(xp, w, b, w4, out, code, n_chunks):
     # position reads are numbers too); the four phases of its conv output;
     # the codes of its pooled pixels.
     planes = np.zeros((n_chunks, n_chan, 2, 2, h2, w2), out.dtype)
-    phases = np.empty((n_chunks, 4, n_filt4, n_q + PAD), out.dtype)
-    codes = np.empty((n_chunks, n_filt4, n_q + PAD), np.uint8)
+    phases = np.zeros((n_chunks, 4, n_filt4, _whole_runs(n_q) + PAD), out.dtype)
+    codes = np.empty((n_chunks, n_filt4, _whole_runs(n_q) + PAD), np.uint8)
     for t in prange(n_chunks):
         for n in range(t * n_img // n_chunks, (t + 1) * n_img // n_chunks):
             _split_phases(xp[n], planes[t])
