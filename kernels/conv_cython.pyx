@@ -285,6 +285,8 @@ def _tiled_forward(const floating[:, :, :, ::1] xp, const floating[:, :, :, ::1]
     cdef Py_ssize_t n_filt4 = (n_filt + FC_TILE_FILTERS - 1) // FC_TILE_FILTERS * FC_TILE_FILTERS
     cdef Py_ssize_t t, n, f, y
     cdef bint pooled = code is not None
+    if pooled:  # only the conv outputs a pool window covers (cnn's conv2: 10 of 11 rows, 8 vectors not 9)
+        n_q = ((out.shape[2] - 1) * psh + pkh - 1) * wp + (out.shape[3] - 1) * psw + pkw
     dtype = np.asarray(out).dtype
     w4_array, b4_array = _blocked_filters(np.asarray(w), np.asarray(b), n_filt4)
     cdef const floating[:, :, ::1] w4 = w4_array

@@ -270,6 +270,8 @@ def _tiled_forward(xp, w, b, w4, b4, pkh, pkw, psh, psw, out, code, n_chunks):
     hp, wp, size = xp.shape[2], xp.shape[3], xp.shape[1] * xp.shape[2] * xp.shape[3]
     oh, ow = hp - kh + 1, wp - kw + 1
     n_q = (oh - 1) * wp + ow
+    if code is not None:  # only the conv outputs a pool window covers (cnn's conv2: 10 of 11 rows, 8 vectors not 9)
+        n_q = ((out.shape[2] - 1) * psh + pkh - 1) * wp + (out.shape[3] - 1) * psw + pkw
     n_filt4 = w4.shape[0] * TILE_FILTERS
     tap_at = _tap_offsets(xp.shape[1], kh, kw, hp, wp)
     images = xp.reshape(n_img, size)
