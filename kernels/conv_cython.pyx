@@ -123,9 +123,10 @@ PAD = 16  # elements: at least one 64-byte cache line
 
 # The fused op's 2x2 pooling runs over whole blocks of POOL_RUN positions of
 # a wide row, the ones past the last pooled pixel computed and dropped (their
-# buffers are long enough and zero-filled): GCC vectorizes the loop in blocks
-# of 32 and left the rest of a run to a scalar loop with branches, which took
-# most of the pooling's time (conv2 of the MNIST CNN: 25 of a run of 57).
+# buffers are long enough, and zero past what the micro-kernel writes): GCC
+# vectorizes the loop in blocks of 32 and left the rest of a run to a scalar
+# loop with branches, which took most of the pooling's time (conv2 of the
+# MNIST CNN: 25 of a run of 57).
 cdef Py_ssize_t POOL_RUN = 64
 
 
@@ -307,7 +308,9 @@ def _tiled_forward(const floating[:, :, :, ::1] xp, const floating[:, :, :, ::1]
     cdef bint wide_pool = pooled and pkh == pkw == psh == psw == 2
     if wide_pool:
         row = max(row, 2 * _whole_runs((out.shape[2] - 1) * wp + out.shape[3]) + wp + PAD)
-    cdef floating[:, :, ::1] wide = np.zeros((n_chunks, n_filt4, row), dtype)
+    wide_array = np.empty((n_chunks, n_filt4, row), dtype)
+    wide_array[:, :, (n_q + lanes - 1) // lanes * lanes:] = 0  # what the micro-kernel does not write, the pool may read
+    cdef floating[:, :, ::1] wide = wide_array
     cdef floating[:, :, ::1] pooled_rows = np.empty((n_chunks if wide_pool else 0, n_filt, row), dtype)
     cdef unsigned char[:, :, ::1] codes = np.empty((n_chunks if wide_pool else 0, n_filt, row), np.uint8)
     with nogil:
@@ -405,7 +408,9 @@ def _phase_pooled_forward(const floating[:, :, :, ::1] xp, const floating[:, :, 
     # four phases of its conv output; the codes of its pooled pixels.
     cdef Py_ssize_t room = (lanes + 4 * h2 * w2 - 1) // (4 * h2 * w2)
     cdef floating[:, :, :, :, :, ::1] planes = np.zeros((n_chunks, n_chan + room, 2, 2, h2, w2), dtype)
-    cdef floating[:, :, :, ::1] phases = np.zeros((n_chunks, 4, n_filt4, row), dtype)
+    phases_array = np.empty((n_chunks, 4, n_filt4, row), dtype)
+    phases_array[..., (n_q + lanes - 1) // lanes * lanes:] = 0  # what the micro-kernel does not write, the pool reads
+    cdef floating[:, :, :, ::1] phases = phases_array
     cdef unsigned char[:, :, ::1] codes = np.empty((n_chunks, n_filt4, row), np.uint8)
     with nogil:
         for t in prange(n_chunks, schedule="static", num_threads=n_chunks):

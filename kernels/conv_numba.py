@@ -101,10 +101,10 @@ PAD = 16  # elements: at least one 64-byte cache line
 
 # The fused op's 2x2 pooling runs over whole blocks of POOL_RUN positions of
 # a wide row, the ones past the last pooled pixel computed and dropped (their
-# buffers are long enough and zero-filled): the Cython twin's compiler
-# vectorizes the loop in blocks of 32 and left the rest of a run to a scalar
-# loop with branches, which took most of the pooling's time (conv2 of the
-# MNIST CNN: 25 of a run of 57).
+# buffers are long enough, and zero past what the micro-kernel writes): the
+# Cython twin's compiler vectorizes the loop in blocks of 32 and left the
+# rest of a run to a scalar loop with branches, which took most of the
+# pooling's time (conv2 of the MNIST CNN: 25 of a run of 57).
 POOL_RUN = 64
 
 
@@ -281,7 +281,8 @@ def _tiled_forward(xp, w, b, w4, b4, pkh, pkw, psh, psw, out, code, n_chunks):
     wide_pool = pkh == pkw == psh == psw == 2
     if code is not None and wide_pool:
         row = max(row, 2 * _whole_runs((out.shape[2] - 1) * wp + out.shape[3]) + wp + PAD)
-    wide = np.zeros((n_chunks, n_filt4, row), out.dtype)
+    wide = np.empty((n_chunks, n_filt4, row), out.dtype)
+    wide[:, :, n_q:] = 0  # what the micro-kernel does not write, the pool may read
     pooled_rows = np.empty((n_chunks if wide_pool else 0, n_filt, row), out.dtype)
     codes = np.empty((n_chunks if wide_pool else 0, n_filt, row), np.uint8)
     for t in prange(n_chunks):
@@ -372,7 +373,8 @@ def _phase_pooled_forward(xp, w, b, w4, out, code, n_chunks):
     # position reads are numbers too); the four phases of its conv output;
     # the codes of its pooled pixels.
     planes = np.zeros((n_chunks, n_chan, 2, 2, h2, w2), out.dtype)
-    phases = np.zeros((n_chunks, 4, n_filt4, _whole_runs(n_q) + PAD), out.dtype)
+    phases = np.empty((n_chunks, 4, n_filt4, _whole_runs(n_q) + PAD), out.dtype)
+    phases[:, :, :, n_q:] = 0  # what the micro-kernel does not write, the pool reads
     codes = np.empty((n_chunks, n_filt4, _whole_runs(n_q) + PAD), np.uint8)
     for t in prange(n_chunks):
         for n in range(t * n_img // n_chunks, (t + 1) * n_img // n_chunks):
