@@ -31,6 +31,7 @@ import functools
 import hashlib
 import json
 import logging
+import math
 import time
 from pathlib import Path
 
@@ -230,12 +231,18 @@ TIMED_RUNS = 3
 def _measure(op, options, run):
     """The variant with the shortest best-of-:data:`TIMED_RUNS` time. The
     best of a few, not one: a single timing on a shared machine can be
-    several times too long, and a wrong choice is kept on disk."""
-    timings = {}
-    for variant in options:
-        kernel = registry.kernel(op, *variant)
+    several times too long, and a wrong choice is kept on disk. The runs
+    take turns (each variant once, then each again, ...): a machine slowed
+    for a while (a busy neighbour, a lower clock) then slows every variant
+    alike, where all of one variant's runs before the next's gave the
+    choice to whichever ran in the faster spell."""
+    kernels = {variant: registry.kernel(op, *variant) for variant in options}
+    for kernel in kernels.values():
         run(kernel)  # warm-up: JIT compilation, first-touch of buffers
-        timings[variant] = min(_seconds(lambda: run(kernel)) for _ in range(TIMED_RUNS))
+    timings = dict.fromkeys(kernels, math.inf)
+    for _ in range(TIMED_RUNS):
+        for variant, kernel in kernels.items():
+            timings[variant] = min(timings[variant], _seconds(lambda: run(kernel)))
     choice = min(timings, key=timings.get)
     if settings.debug():
         _debug(f"{op}: timed " + ", ".join(f"{b}/{a} {t * 1e3:.3f} ms" for (b, a), t in timings.items())

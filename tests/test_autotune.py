@@ -228,12 +228,38 @@ def test_backward_without_dx_is_chosen_apart(cache_dir, monkeypatch):
 
 def test_measurement_keeps_the_best_of_several_runs(monkeypatch):
     # A variant whose one slow run (a preempted thread) would lose it the choice.
-    clock = iter([0, 5.0, 5.0, 5.001, 5.001, 5.002,  # fast variant: 5 s once, then 1 ms twice
-                  10, 10.002, 10.002, 10.004, 10.004, 10.006])  # steady 2 ms
-    monkeypatch.setattr(autotune.time, "perf_counter", lambda: next(clock))
+    costs = {("cython", "vectorized"): iter([1e-3, 5.0, 1e-3, 1e-3]),  # warm-up, then 5 s once
+             ("numba", "vectorized"): iter([2e-3] * 4)}
+    assert _measure_on_fake_clock(monkeypatch, costs) == ("cython", "vectorized")
+
+
+def test_measurement_takes_the_variants_runs_in_turns(monkeypatch):
+    # The machine runs 10x slower during the 2nd to 4th calls: had the first
+    # variant's warm-up and three timed runs come before the second's, all
+    # three would have been slow and the second variant (1.5 ms against 1
+    # ms) chosen. In turns, each variant has a slow run and two fast ones.
+    calls = [0]
+
+    def cost(seconds):
+        while True:
+            calls[0] += 1
+            yield seconds * (10 if 2 <= calls[0] <= 4 else 1)
+
+    costs = {("cython", "vectorized"): cost(1e-3), ("numba", "vectorized"): cost(1.5e-3)}
+    assert _measure_on_fake_clock(monkeypatch, costs) == ("cython", "vectorized")
+
+
+def _measure_on_fake_clock(monkeypatch, costs):
+    """autotune._measure over the variants of ``costs``, each run of a
+    variant taking the next of its costs (seconds) on a fake clock."""
+    now = [0.0]
+    monkeypatch.setattr(autotune.time, "perf_counter", lambda: now[0])
     monkeypatch.setattr(autotune.registry, "kernel", lambda op, b, a: (b, a))
-    choice = autotune._measure("conv2d", [("cython", "vectorized"), ("numba", "vectorized")], lambda k: None)
-    assert choice == ("cython", "vectorized")
+
+    def run(kernel):
+        now[0] += next(costs[kernel])
+
+    return autotune._measure("conv2d", list(costs), run)
 
 
 # ------------------------------------------------------------ forcing
