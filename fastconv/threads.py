@@ -14,14 +14,21 @@ threads.
 
 They do interfere, though, when idle threads of one pool spin on the cores
 that the other pool needs: OpenBLAS spins for about 2**28 cycles after each
-call and libgomp (OpenMP) for a while after each parallel loop, so an
-unfold that follows a GEMM waits for the scheduler to preempt a spinning
-BLAS thread (a 4 ms time slice). On 2 cores that made two threads slower
-than one. :func:`wait_quietly`, run when fastconv is imported, therefore
-makes idle threads sleep (``OMP_WAIT_POLICY=PASSIVE``,
-``OPENBLAS_THREAD_TIMEOUT=4``) unless those variables are already set; a
-library reads them when it loads, so OpenBLAS misses them if NumPy was
-imported before fastconv.
+call and libgomp (OpenMP, which Numba's threading layer uses too) for about
+5 ms after each parallel loop, so an unfold that follows a GEMM waits for
+the scheduler to preempt a spinning BLAS thread (a 4 ms time slice). On 2
+cores that made two threads slower than one. Sleeping at once costs too,
+though: waking a sleeping thread took about 0.1 ms on a virtual machine,
+more than a small batch's whole work (at batch 4 an inference pass of the
+reference CNN took 0.44-0.50 ms with sleeping threads, 0.18-0.26 with
+briefly spinning ones, 0.24-0.32 on one thread: ``bench/idle_threads.py``). :func:`wait_quietly`, run when
+fastconv is imported, therefore makes idle BLAS threads sleep at once
+(``OPENBLAS_THREAD_TIMEOUT=4``) and idle OpenMP threads spin for about 0.3
+ms, long enough to carry over to the next kernel of a pass, before they
+sleep (``GOMP_SPINCOUNT=30000``; not if ``OMP_WAIT_POLICY`` is set), each
+unless already set. A library reads them when it loads, which is why
+fastconv's own matrix products go through SciPy's BLAS and not NumPy's
+(:mod:`fastconv.kernels.blas`).
 
 Numba's and OpenMP's counts hold for the thread that sets them, the one
 that calls the kernels: a server's worker thread starts at every core
@@ -46,13 +53,20 @@ _blas_pools = None  # threadpoolctl's view of the BLAS libraries, made by apply(
 _applied = threading.local()  # .count: what apply() set in this thread
 
 
-IDLE_THREADS_SLEEP = {"OMP_WAIT_POLICY": "PASSIVE", "OPENBLAS_THREAD_TIMEOUT": "4"}
+IDLE_THREADS_WAIT = {"GOMP_SPINCOUNT": "30000", "OPENBLAS_THREAD_TIMEOUT": "4"}
+"""What :func:`wait_quietly` sets (see the module docstring)."""
+WAIT_VARIABLES = ("OMP_WAIT_POLICY", *IDLE_THREADS_WAIT)
+"""Every variable that decides how idle threads wait."""
 
 
 def wait_quietly() -> None:
-    """Ask thread pools loaded from now on to put idle threads to sleep at
-    once rather than spin (each variable only if not set already)."""
-    for name, value in IDLE_THREADS_SLEEP.items():
+    """Ask thread pools loaded from now on to put idle threads to sleep
+    soon rather than spin: BLAS at once, OpenMP after a brief spin (each
+    variable only if not set already; the spin not if the user chose an
+    ``OMP_WAIT_POLICY``)."""
+    for name, value in IDLE_THREADS_WAIT.items():
+        if name == "GOMP_SPINCOUNT" and "OMP_WAIT_POLICY" in os.environ:
+            continue
         os.environ.setdefault(name, value)
 
 

@@ -80,7 +80,7 @@ def test_blas_threads_sleep_after_a_product_when_numpy_came_first():
     """The reason the module exists: in a program that imported NumPy
     before fastconv, the threads of NumPy's OpenBLAS spin (CPU time while
     the program sleeps) after a product, those behind blas.matmul do not."""
-    env = {k: v for k, v in os.environ.items() if k not in threads.IDLE_THREADS_SLEEP}
+    env = {k: v for k, v in os.environ.items() if k not in threads.WAIT_VARIABLES}
     result = subprocess.run([sys.executable, "-c", IDLE_PROBE], capture_output=True, text=True, check=True, env=env)
     ours, numpys = map(float, result.stdout.split())
     assert numpys > 0.02, f"NumPy's OpenBLAS no longer spins ({numpys:.3f} s): is this module still needed?"
