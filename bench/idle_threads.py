@@ -12,9 +12,10 @@ variables when they load), twice, alternated:
   0.3 ms, then sleep);
 - ``one thread``: ``FASTCONV_NUM_THREADS=1``.
 
-Each process times, per model, the median training step (SGD with
-momentum, random images) at batch 8, 16 and 64 and the median inference
-pass at batch 4 and 256, ``auto`` choosing the kernels, and prints ms.
+Each process times, per model, training steps (SGD with momentum, random
+images) at batch 8, 16 and 64 and inference passes at batch 4 and 256,
+``auto`` choosing the kernels (``fastconv.workloads.median_seconds``: the
+median of samples of calls), and prints ms.
 Run it on an idle machine.
 """
 import os
@@ -24,28 +25,19 @@ import sys
 PROBE = """
 import sys
 import fastconv
-import time
 import numpy as np
 from fastconv import models, optim
+from fastconv.workloads import median_seconds
 rng = np.random.default_rng(0)
-def median_ms(call, times):
-    for _ in range(5):
-        call()
-    seconds = []
-    for _ in range(times):
-        start = time.perf_counter()
-        call()
-        seconds.append(time.perf_counter() - start)
-    return np.median(seconds) * 1e3
 model = models.build(sys.argv[1])
 optimizer = optim.SGD(lr=0.01, momentum=0.9)
 figures = []
-for n, times in ((8, 60), (16, 60), (64, 30)):
+for n, samples in ((8, 30), (16, 30), (64, 30)):
     x, y = rng.random((n, 1, 28, 28), dtype=np.float32), rng.integers(0, 10, n)
-    figures.append(median_ms(lambda: model.train_step(x, y, optimizer), times))
-for n, times in ((4, 300), (256, 20)):
+    figures.append(median_seconds(lambda: model.train_step(x, y, optimizer), samples) * 1e3)
+for n, samples in ((4, 30), (256, 20)):
     x = rng.random((n, 1, 28, 28), dtype=np.float32)
-    figures.append(median_ms(lambda: model.forward(x), times))
+    figures.append(median_seconds(lambda: model.forward(x), samples) * 1e3)
 print(*figures)
 """
 

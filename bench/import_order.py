@@ -5,9 +5,10 @@
 For each model, two fresh Python processes, one that runs ``import numpy``
 before ``import fastconv`` (as most programs and notebooks do) and one
 that imports fastconv first (as the command-line tools do), each timing
-the median of 40 training steps (``Sequential.train_step``, batch 64, SGD
-with momentum, after 5 unmeasured ones) and of 30 evaluation forward
-passes at batch 256, on random images, ``auto`` choosing the kernels. It
+the median of 40 samples of training steps (``Sequential.train_step``,
+batch 64, SGD with momentum) and of 30 of evaluation forward passes at
+batch 256 (``fastconv.workloads.median_seconds``), on random images,
+``auto`` choosing the kernels. It
 prints both orders side by side and their ratio, which should be about 1
 (see the README's Threads section for why it was not). Run it on an idle
 machine; the two orders run one after the other, twice, alternated.
@@ -20,25 +21,16 @@ import sys
 if sys.argv[1] == "numpy":
     import numpy
 import fastconv
-import time
 import numpy as np
 from fastconv import models, optim
+from fastconv.workloads import median_seconds
 model = models.build(sys.argv[2])
 rng = np.random.default_rng(0)
 x, y = rng.random((64, 1, 28, 28), dtype=np.float32), rng.integers(0, 10, 64)
 optimizer = optim.SGD(lr=0.01, momentum=0.9)
-def median_ms(call, times, warm):
-    for _ in range(warm):
-        call()
-    seconds = []
-    for _ in range(times):
-        start = time.perf_counter()
-        call()
-        seconds.append(time.perf_counter() - start)
-    return np.median(seconds) * 1e3
-step = median_ms(lambda: model.train_step(x, y, optimizer), 40, 5)
+step = median_seconds(lambda: model.train_step(x, y, optimizer), 40)
 images = rng.random((256, 1, 28, 28), dtype=np.float32)
-print(step, median_ms(lambda: model.forward(images), 30, 3))
+print(step * 1e3, median_seconds(lambda: model.forward(images), 30) * 1e3)
 """
 
 ORDERS = ("numpy", "fastconv")
