@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from fastconv import models
 from fastconv.data import load_dataset
@@ -183,6 +185,31 @@ def test_bad_requests_get_a_4xx_json_error(client, path, content, status, messag
     assert response.headers["content-type"] == "application/json"
     assert response.json().keys() == {"error"}
     assert re.search(message, response.json()["error"]), response.json()["error"]
+
+
+@given(seed=st.integers(0, 2**32 - 1),
+       bad=st.one_of(st.none(), st.tuples(st.integers(0, 28 * 28 - 1),
+                                          st.sampled_from([True, "0.5", None, [0.5], -0.5, 1.5, float("inf"),
+                                                           float("nan"), 10**400]))))
+def test_pixels_are_parsed_as_the_value_by_value_checks_say(webapp, seed, bad):
+    """parse_pixels checks a valid image by NumPy in one go: the image it
+    returns is the one each value gives, and any one bad value, anywhere, is
+    still refused with its position. Images of floats in 0..1 with some
+    integers 0 and 1 among them (JSON has both)."""
+    rng = np.random.default_rng(seed)
+    rows = rng.random((28, 28)).tolist()
+    for at in rng.choice(28 * 28, rng.integers(0, 50), replace=False):
+        rows[at // 28][at % 28] = int(rng.integers(0, 2))
+    if bad is None:
+        image = webapp.parse_pixels({"pixels": rows}, (28, 28))
+        assert image.dtype == np.float32
+        np.testing.assert_array_equal(image, [[np.float32(v) for v in row] for row in rows])
+        return
+    at, value = bad
+    rows[at // 28][at % 28] = value
+    with pytest.raises(webapp.RequestError, match=rf"pixels\[{at // 28}\]\[{at % 28}\]") as refused:
+        webapp.parse_pixels({"pixels": rows}, (28, 28))
+    assert refused.value.status == 422
 
 
 def test_bodies_over_1_mb_get_413_with_or_without_content_length(client, webapp):
