@@ -65,7 +65,7 @@ def wait_quietly() -> None:
     variable only if not set already; the spin not if the user chose an
     ``OMP_WAIT_POLICY``)."""
     for name, value in IDLE_THREADS_WAIT.items():
-        if name == "GOMP_SPINCOUNT" and "OMP_WAIT_POLICY" in os.environ:
+        if name == "GOMP_SPINCOUNT" and settings.raw("OMP_WAIT_POLICY") is not None:
             continue
         os.environ.setdefault(name, value)
 
