@@ -22,6 +22,8 @@ import os
 import subprocess
 import sys
 
+from fastconv import settings, threads
+
 PROBE = """
 import sys
 import fastconv
@@ -41,13 +43,13 @@ for n, samples in ((4, 30), (256, 20)):
 print(*figures)
 """
 
-WAIT_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OPENBLAS_THREAD_TIMEOUT", "FASTCONV_NUM_THREADS")
-SETTINGS = {"passive": {"OMP_WAIT_POLICY": "PASSIVE"}, "spin": {}, "one thread": {"FASTCONV_NUM_THREADS": "1"}}
+SETTINGS = {"passive": {"OMP_WAIT_POLICY": "PASSIVE"}, "spin": {}, "one thread": {settings.NUM_THREADS: "1"}}
+CLEARED = (*threads.WAIT_VARIABLES, settings.NUM_THREADS)  # each setting starts from fastconv's defaults
 COLUMNS = ("train b8", "train b16", "train b64", "infer b4", "infer b256")
 
 
 def measure(setting, model) -> list[float]:
-    env = {k: v for k, v in os.environ.items() if k not in WAIT_VARIABLES} | SETTINGS[setting]
+    env = {k: v for k, v in os.environ.items() if k not in CLEARED} | SETTINGS[setting]
     result = subprocess.run([sys.executable, "-c", PROBE, model], env=env, capture_output=True, text=True, check=True)
     return [float(v) for v in result.stdout.split()]
 

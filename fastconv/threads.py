@@ -21,12 +21,12 @@ cores that made two threads slower than one. Sleeping at once costs too,
 though: waking a sleeping thread took about 0.1 ms on a virtual machine,
 more than a small batch's whole work (at batch 4 an inference pass of the
 reference CNN took 0.44-0.50 ms with sleeping threads, 0.18-0.26 with
-briefly spinning ones, 0.24-0.32 on one thread: ``bench/idle_threads.py``). :func:`wait_quietly`, run when
-fastconv is imported, therefore makes idle BLAS threads sleep at once
-(``OPENBLAS_THREAD_TIMEOUT=4``) and idle OpenMP threads spin for about 0.3
-ms, long enough to carry over to the next kernel of a pass, before they
-sleep (``GOMP_SPINCOUNT=30000``; not if ``OMP_WAIT_POLICY`` is set), each
-unless already set. A library reads them when it loads, which is why
+briefly spinning ones, 0.24-0.32 on one thread: ``bench/idle_threads.py``).
+:func:`wait_quietly`, run when fastconv is imported, therefore makes idle
+BLAS threads sleep at once (``OPENBLAS_THREAD_TIMEOUT=4``) and idle OpenMP
+threads spin for about 0.3 ms, long enough to carry over to the next
+kernel of a pass, before they sleep (``GOMP_SPINCOUNT=30000``; not if
+``OMP_WAIT_POLICY`` is set), each unless already set. A library reads them when it loads, which is why
 fastconv's own matrix products go through SciPy's BLAS and not NumPy's
 (:mod:`fastconv.kernels.blas`).
 

@@ -8,10 +8,10 @@ variable when it is imported (``fastconv.threads``), so that they sleep
 instead of taking the cores the kernels' OpenMP threads need next. NumPy's
 OpenBLAS loads with NumPy, and most programs import NumPy first, so it
 never sees the variable; SciPy's OpenBLAS (the one the Cython kernels and
-Numba's ``np.dot`` call) loads after fastconv, with this module. Through NumPy's, a
-program that imported NumPy first trained 1.5-1.6x slower and ran inference
-1.7-2.0x slower (``python bench/import_order.py``; the README's Threads
-section).
+Numba's ``np.dot`` call) loads after fastconv, with this module. Through
+NumPy's, a program that imported NumPy first trained 1.5-1.6x slower and
+ran inference 1.7-2.0x slower (``python bench/import_order.py``; the
+README's Threads section).
 
 A program that imports SciPy's linear algebra before fastconv has the same
 problem with both libraries; setting ``OPENBLAS_THREAD_TIMEOUT=4`` in the

@@ -302,14 +302,15 @@ def _tiled_forward(const floating[:, :, :, ::1] xp, const floating[:, :, :, ::1]
     tail_array = np.zeros(n_tail * size + lanes, dtype)
     tail_array[:n_tail * size] = np.asarray(xp)[first_tail:].reshape(-1)
     cdef const floating[::1] tail = tail_array
-    cdef Py_ssize_t row = (n_q + lanes - 1) // lanes * lanes + PAD
+    cdef Py_ssize_t n_written = (n_q + lanes - 1) // lanes * lanes  # the positions the micro-kernel writes
+    cdef Py_ssize_t row = n_written + PAD
     # the usual pool (2x2 windows at stride 2) runs in wide rows too, into
     # these, over whole blocks (_relu_maxpool_wide)
     cdef bint wide_pool = pooled and pkh == pkw == psh == psw == 2
     if wide_pool:
         row = max(row, 2 * _whole_runs((out.shape[2] - 1) * wp + out.shape[3]) + wp + PAD)
     wide_array = np.empty((n_chunks, n_filt4, row), dtype)
-    wide_array[:, :, (n_q + lanes - 1) // lanes * lanes:] = 0  # what the micro-kernel does not write, the pool may read
+    wide_array[:, :, n_written:] = 0  # the pool may read past them
     cdef floating[:, :, ::1] wide = wide_array
     cdef floating[:, :, ::1] pooled_rows = np.empty((n_chunks if wide_pool else 0, n_filt, row), dtype)
     cdef unsigned char[:, :, ::1] codes = np.empty((n_chunks if wide_pool else 0, n_filt, row), np.uint8)
@@ -397,7 +398,8 @@ def _phase_pooled_forward(const floating[:, :, :, ::1] xp, const floating[:, :, 
     cdef Py_ssize_t ph = out.shape[2], pw = out.shape[3], n_q = (ph - 1) * w2 + pw
     cdef Py_ssize_t lanes = FC_LANES_FLOAT if floating is float else FC_LANES_DOUBLE
     cdef Py_ssize_t n_filt4 = (n_filt + FC_TILE_FILTERS - 1) // FC_TILE_FILTERS * FC_TILE_FILTERS
-    cdef Py_ssize_t row = max((n_q + lanes - 1) // lanes * lanes, _whole_runs(n_q)) + PAD
+    cdef Py_ssize_t n_written = (n_q + lanes - 1) // lanes * lanes  # the positions the micro-kernel writes
+    cdef Py_ssize_t row = max(n_written, _whole_runs(n_q)) + PAD
     cdef Py_ssize_t t, n, phase
     dtype = np.asarray(out).dtype
     w4_array = _blocked_filters(np.asarray(w), np.asarray(b), n_filt4)[0]
@@ -409,7 +411,7 @@ def _phase_pooled_forward(const floating[:, :, :, ::1] xp, const floating[:, :, 
     cdef Py_ssize_t room = (lanes + 4 * h2 * w2 - 1) // (4 * h2 * w2)
     cdef floating[:, :, :, :, :, ::1] planes = np.zeros((n_chunks, n_chan + room, 2, 2, h2, w2), dtype)
     phases_array = np.empty((n_chunks, 4, n_filt4, row), dtype)
-    phases_array[..., (n_q + lanes - 1) // lanes * lanes:] = 0  # what the micro-kernel does not write, the pool reads
+    phases_array[..., n_written:] = 0  # the pool reads past them
     cdef floating[:, :, :, ::1] phases = phases_array
     cdef unsigned char[:, :, ::1] codes = np.empty((n_chunks, n_filt4, row), np.uint8)
     with nogil:
