@@ -169,7 +169,7 @@ WINOGRAD = "winograd"
 def inapplicable_algorithms(kernel_size, stride=1) -> dict:
     """``{algorithm: why}`` for the conv algorithms that cannot compute a
     conv with this kernel (KH, KW) and stride (an int or an (H, W) pair):
-    Winograd F(2x2, 3x3) is for 3x3 kernels at stride 1. Asked for by name
+    Winograd (F(2x2, 3x3) and F(4x4, 3x3)) is for 3x3 kernels at stride 1. Asked for by name
     they are refused with that reason; ``auto`` passes them over."""
     kernel, stride = as_pair(kernel_size, "kernel_size", 1), as_pair(stride, "stride", 1)
     if kernel == (3, 3) and stride == (1, 1):

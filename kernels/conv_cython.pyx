@@ -1345,217 +1345,303 @@ def _backward_gemm(const floating[:, :, :, ::1] dy, const unsigned char[:, :, :,
 
 # ----------------------------------------------------------------- winograd
 #
-# F(2x2, 3x3) (Lavin and Gray, CVPR 2016): each 2x2 block of the output,
-# a tile, comes from the 4x4 input patch under it as Y = A^T [U * V] A,
-# with U = G g G^T the filter and V = B^T d B the patch transformed: 16
-# multiplications per tile and input channel instead of 36. The 16
-# products of a tile are 16 independent matrix products over the
-# channels, so a group of images runs as 16 GEMMs M[e] (tiles, F) =
-# V[e] (tiles, C) @ U[e] (C, F), e = 4*a + b. The transforms run on
+# F(m x m, 3x3) (Lavin and Gray, CVPR 2016), m = 2 or 4: each m x m block
+# of the output, a tile, comes from the alpha x alpha input patch under it
+# (alpha = m + 2) as Y = A^T [U * V] A, with U = G g G^T the filter and
+# V = B^T d B the patch transformed: alpha^2 multiplications per tile and
+# input channel (16 for m = 2, 36 for m = 4) instead of 9 m^2 (36, 144).
+# The alpha^2 products of a tile are independent matrix products over the
+# channels, so a group of images runs as alpha^2 GEMMs M[e] (tiles, F) =
+# V[e] (tiles, C) @ U[e] (C, F), e = alpha*a + b. _tile_size picks m per
+# output size. The transforms run on
 # channel-last copies of the images, vectors over the channels (input) or
-# filters (output), so their innermost loops are contiguous; the groups,
-# chunks and BLAS calls are gemm's (above). 3x3 kernels at stride 1 only
-# (fastconv.ops refuses the rest). The backward pass is the transposed
-# algorithm: Z = A dY A^T of each tile's output gradient, then dU[e] =
-# V[e]^T Z[e] and dV[e] = Z[e] U[e]^T, and the adjoints of the transforms,
-# dg = G^T dU G and a patch gradient B dV B^T added where the patches
-# overlap.
+# filters (output), so their innermost loops are contiguous: each is two
+# passes of a 1-D transform (_bt, _b, _at, _a: one line of alpha or m
+# vectors to the other), first down the patch's columns, then along its
+# rows. The groups, chunks and BLAS calls are gemm's (above). 3x3 kernels
+# at stride 1 only (fastconv.ops refuses the rest). The backward pass is
+# the transposed algorithm: Z = A dY A^T of each tile's output gradient,
+# then dU[e] = V[e]^T Z[e] and dV[e] = Z[e] U[e]^T, and the adjoints of the
+# transforms, dg = G^T dU G and a patch gradient B dV B^T added where the
+# patches overlap.
 #
-#   B^T = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]]
-#   G   = [[1, 0, 0], [1/2, 1/2, 1/2], [1/2, -1/2, 1/2], [0, 0, 1]]
-#   A^T = [[1, 1, 1, 0], [0, 1, -1, -1]]
+# G is kept in integers (G' = k G, k = 2 or 24) and the results divided by
+# k^2 at the end, so sums of small integers stay exact (fused ops' ties).
+#
+#   m = 2: B^T = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]]
+#          G'  = [[2, 0, 0], [1, 1, 1], [1, -1, 1], [0, 0, 2]]             (k = 2)
+#          A^T = [[1, 1, 1, 0], [0, 1, -1, -1]]
+#   m = 4: B^T = [[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
+#                 [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]]
+#          G'  = [[6, 0, 0], [-4, -4, -4], [-4, 4, -4], [1, 2, 4], [1, -2, 4], [0, 0, 24]]  (k = 24)
+#          A^T = [[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]]
+
+_FILTER_TRANSFORMS = {
+    2: ([[2, 0, 0], [1, 1, 1], [1, -1, 1], [0, 0, 2]], 4),
+    4: ([[6, 0, 0], [-4, -4, -4], [-4, 4, -4], [1, 2, 4], [1, -2, 4], [0, 0, 24]], 576),
+}
+"""G' (alpha, 3) and the divisor k^2 of each tile size m."""
 
 
-def _tiles(oh, ow):
-    """Tiles down and across an OH x OW output (a last one half outside)."""
-    return (oh + 1) // 2, (ow + 1) // 2
+def _tile_size(oh, ow):
+    """m for an OH x OW output: 4 where F(4x4, 3x3) needs at most 2/3 of
+    F(2x2, 3x3)'s multiplications (alpha^2 a tile, a last partial tile
+    counted whole), else 2. Its transforms cost more a value and its float32
+    error is larger, so a smaller saving does not pay: cnn-deep's conv2
+    (14x14, 0.73 of the multiplications) ran slower with it, conv3 (7x7,
+    0.56) and cnn's conv2 (11x11, 0.56) faster."""
+    products = {m: (m + 2) ** 2 * (-(-oh // m)) * (-(-ow // m)) for m in (2, 4)}
+    return 4 if 3 * products[4] <= 2 * products[2] else 2
 
 
-cdef void _filter_transform(const floating[:, :, :, ::1] w, floating[:, :, ::1] u) noexcept nogil:
-    """u (16, C, F): u[4*a + b, c, f] = (G w[f, c] G^T)[a, b]."""
-    cdef Py_ssize_t n_filt = w.shape[0], n_chan = w.shape[1], f, c, j, a
-    cdef floating gw[4][3]
-    cdef floating g0, g1, g2
-    for f in range(n_filt):
-        for c in range(n_chan):
-            for j in range(3):
-                g0, g1, g2 = w[f, c, 0, j], w[f, c, 1, j], w[f, c, 2, j]
-                gw[0][j] = g0
-                gw[1][j] = (g0 + g1 + g2) * 0.5
-                gw[2][j] = (g0 - g1 + g2) * 0.5
-                gw[3][j] = g2
-            for a in range(4):
-                g0, g1, g2 = gw[a][0], gw[a][1], gw[a][2]
-                u[4 * a, c, f] = g0
-                u[4 * a + 1, c, f] = (g0 + g1 + g2) * 0.5
-                u[4 * a + 2, c, f] = (g0 - g1 + g2) * 0.5
-                u[4 * a + 3, c, f] = g2
+def _tiling(xp, dtype):
+    """(m, tiles_h, tiles_w, g, scale) for the padded input xp (N, C, Hp, Wp):
+    tiles down and across the (Hp-2) x (Wp-2) output (a last one partly
+    outside), G' (alpha, 3) of dtype and the divisor k^2."""
+    oh, ow = xp.shape[2] - 2, xp.shape[3] - 2
+    m = _tile_size(oh, ow)
+    g, scale = _FILTER_TRANSFORMS[m]
+    return m, -(-oh // m), -(-ow // m), np.array(g, dtype), scale
 
 
-cdef void _filter_gradient(const floating[:, :, ::1] du, floating[:, :, :, ::1] dw) noexcept nogil:
-    """dw[f, c] += G^T dU G, dU (4, 4) = du[:, c, f]: the adjoint of
-    _filter_transform."""
-    cdef Py_ssize_t n_chan = du.shape[1], n_filt = du.shape[2], c, f, a, j
-    cdef floating gd[4][3]
-    cdef floating d0, d1, d2, d3
+cdef inline void _bt(Py_ssize_t alpha, const floating *s, Py_ssize_t ss, floating *d, Py_ssize_t ds,
+                     Py_ssize_t n) noexcept nogil:
+    """d[r] = sum_i B^T[r, i] s[i]: alpha vectors of n, s[i] at s + i*ss, d[r] at d + r*ds."""
+    cdef Py_ssize_t c
+    if alpha == 4:
+        for c in range(n):
+            d[c] = s[c] - s[2 * ss + c]
+            d[ds + c] = s[ss + c] + s[2 * ss + c]
+            d[2 * ds + c] = s[2 * ss + c] - s[ss + c]
+            d[3 * ds + c] = s[ss + c] - s[3 * ss + c]
+        return
+    for c in range(n):
+        d[c] = 4 * s[c] - 5 * s[2 * ss + c] + s[4 * ss + c]
+        d[ds + c] = s[3 * ss + c] + s[4 * ss + c] - 4 * (s[ss + c] + s[2 * ss + c])
+        d[2 * ds + c] = s[4 * ss + c] - s[3 * ss + c] + 4 * (s[ss + c] - s[2 * ss + c])
+        d[3 * ds + c] = s[4 * ss + c] - s[2 * ss + c] + 2 * (s[3 * ss + c] - s[ss + c])
+        d[4 * ds + c] = s[4 * ss + c] - s[2 * ss + c] + 2 * (s[ss + c] - s[3 * ss + c])
+        d[5 * ds + c] = 4 * s[ss + c] - 5 * s[3 * ss + c] + s[5 * ss + c]
+
+
+cdef inline void _b(Py_ssize_t alpha, const floating *s, Py_ssize_t ss, floating *d, Py_ssize_t ds,
+                    Py_ssize_t n) noexcept nogil:
+    """d[i] += sum_r B^T[r, i] s[r]: the adjoint of _bt."""
+    cdef Py_ssize_t c
+    if alpha == 4:
+        for c in range(n):
+            d[c] += s[c]
+            d[ds + c] += s[ss + c] - s[2 * ss + c] + s[3 * ss + c]
+            d[2 * ds + c] += s[ss + c] + s[2 * ss + c] - s[c]
+            d[3 * ds + c] -= s[3 * ss + c]
+        return
+    for c in range(n):
+        d[c] += 4 * s[c]
+        d[ds + c] += 4 * (s[2 * ss + c] - s[ss + c] + s[5 * ss + c]) + 2 * (s[4 * ss + c] - s[3 * ss + c])
+        d[2 * ds + c] -= 5 * s[c] + 4 * (s[ss + c] + s[2 * ss + c]) + s[3 * ss + c] + s[4 * ss + c]
+        d[3 * ds + c] += s[ss + c] - s[2 * ss + c] + 2 * (s[3 * ss + c] - s[4 * ss + c]) - 5 * s[5 * ss + c]
+        d[4 * ds + c] += s[c] + s[ss + c] + s[2 * ss + c] + s[3 * ss + c] + s[4 * ss + c]
+        d[5 * ds + c] += s[5 * ss + c]
+
+
+cdef inline void _at(Py_ssize_t alpha, const floating *s, Py_ssize_t ss, floating *d, Py_ssize_t ds,
+                     Py_ssize_t n) noexcept nogil:
+    """d[i] = sum_r A^T[i, r] s[r]: alpha vectors to m = alpha - 2."""
+    cdef Py_ssize_t c
+    if alpha == 4:
+        for c in range(n):
+            d[c] = s[c] + s[ss + c] + s[2 * ss + c]
+            d[ds + c] = s[ss + c] - s[2 * ss + c] - s[3 * ss + c]
+        return
+    for c in range(n):
+        d[c] = s[c] + s[ss + c] + s[2 * ss + c] + s[3 * ss + c] + s[4 * ss + c]
+        d[ds + c] = s[ss + c] - s[2 * ss + c] + 2 * (s[3 * ss + c] - s[4 * ss + c])
+        d[2 * ds + c] = s[ss + c] + s[2 * ss + c] + 4 * (s[3 * ss + c] + s[4 * ss + c])
+        d[3 * ds + c] = s[ss + c] - s[2 * ss + c] + 8 * (s[3 * ss + c] - s[4 * ss + c]) + s[5 * ss + c]
+
+
+cdef inline void _a(Py_ssize_t alpha, const floating *s, Py_ssize_t ss, floating *d, Py_ssize_t ds,
+                    Py_ssize_t n) noexcept nogil:
+    """d[r] = sum_i A^T[i, r] s[i]: the adjoint of _at, m vectors to alpha."""
+    cdef Py_ssize_t c
+    if alpha == 4:
+        for c in range(n):
+            d[c] = s[c]
+            d[ds + c] = s[c] + s[ss + c]
+            d[2 * ds + c] = s[c] - s[ss + c]
+            d[3 * ds + c] = -s[ss + c]
+        return
+    for c in range(n):
+        d[c] = s[c]
+        d[ds + c] = s[c] + s[ss + c] + s[2 * ss + c] + s[3 * ss + c]
+        d[2 * ds + c] = s[c] - s[ss + c] + s[2 * ss + c] - s[3 * ss + c]
+        d[3 * ds + c] = s[c] + 2 * s[ss + c] + 4 * s[2 * ss + c] + 8 * s[3 * ss + c]
+        d[4 * ds + c] = s[c] - 2 * s[ss + c] + 4 * s[2 * ss + c] - 8 * s[3 * ss + c]
+        d[5 * ds + c] = s[3 * ss + c]
+
+
+cdef inline void _divide(floating *d, Py_ssize_t n, floating scale) noexcept nogil:
+    """d[:n] /= scale (divided, not multiplied by 1/scale: exact whenever
+    the quotient is representable)."""
+    cdef Py_ssize_t c
+    for c in range(n):
+        d[c] /= scale
+
+
+cdef void _filter_transform(const floating[:, :, :, ::1] wt, const floating[:, ::1] g, floating[:, :, ::1] u,
+                            floating[:, :, ::1] gw) noexcept nogil:
+    """u (alpha^2, C, F): u[alpha*a + b, c] = (G' w[:, c] G'^T)[a, b], vectors
+    over the F filters of wt (C, 3, 3, F), the filters with the filter axis
+    last; gw (alpha, 3, F) is scratch for G' w."""
+    cdef Py_ssize_t n_chan = wt.shape[0], n_filt = wt.shape[3], alpha = g.shape[0], c, a, b, k, l, f
+    cdef floating coef
     for c in range(n_chan):
-        for f in range(n_filt):
-            for a in range(4):
-                d0, d1, d2, d3 = du[4 * a, c, f], du[4 * a + 1, c, f], du[4 * a + 2, c, f], du[4 * a + 3, c, f]
-                gd[a][0] = d0 + (d1 + d2) * 0.5
-                gd[a][1] = (d1 - d2) * 0.5
-                gd[a][2] = (d1 + d2) * 0.5 + d3
-            for j in range(3):
-                d0, d1, d2, d3 = gd[0][j], gd[1][j], gd[2][j], gd[3][j]
-                dw[f, c, 0, j] += d0 + (d1 + d2) * 0.5
-                dw[f, c, 1, j] += (d1 - d2) * 0.5
-                dw[f, c, 2, j] += (d1 + d2) * 0.5 + d3
+        memset(&gw[0, 0, 0], 0, alpha * 3 * n_filt * sizeof(floating))
+        for a in range(alpha):
+            for k in range(3):
+                coef = g[a, k]
+                if coef != 0:
+                    for l in range(3):
+                        for f in range(n_filt):
+                            gw[a, l, f] += coef * wt[c, k, l, f]
+        for a in range(alpha):
+            for b in range(alpha):
+                memset(&u[alpha * a + b, c, 0], 0, n_filt * sizeof(floating))
+                for l in range(3):
+                    coef = g[b, l]
+                    if coef != 0:
+                        for f in range(n_filt):
+                            u[alpha * a + b, c, f] += coef * gw[a, l, f]
+
+
+cdef void _filter_gradient(const floating[:, :, ::1] du, const floating[:, ::1] g, floating scale,
+                           floating[:, :, :, ::1] dwt, floating[:, :, ::1] gd) noexcept nogil:
+    """dwt (C, 3, 3, F) = G'^T dU G' / scale, dU (alpha, alpha) the vectors
+    du[:, c] over the F filters: the adjoint of _filter_transform. gd
+    (alpha, 3, F) is scratch for dU G'."""
+    cdef Py_ssize_t n_chan = du.shape[1], n_filt = du.shape[2], alpha = g.shape[0], c, a, b, k, l, f
+    cdef floating coef
+    for c in range(n_chan):
+        memset(&gd[0, 0, 0], 0, alpha * 3 * n_filt * sizeof(floating))
+        for a in range(alpha):
+            for b in range(alpha):
+                for l in range(3):
+                    coef = g[b, l]
+                    if coef != 0:
+                        for f in range(n_filt):
+                            gd[a, l, f] += coef * du[alpha * a + b, c, f]
+        memset(&dwt[c, 0, 0, 0], 0, 9 * n_filt * sizeof(floating))
+        for k in range(3):
+            for a in range(alpha):
+                coef = g[a, k]
+                if coef != 0:
+                    for l in range(3):
+                        for f in range(n_filt):
+                            dwt[c, k, l, f] += coef * gd[a, l, f]
+            for l in range(3):
+                for f in range(n_filt):
+                    dwt[c, k, l, f] /= scale
+
+
+cdef Py_ssize_t CHANNEL_BLOCK = 16
 
 
 cdef void _channels_last(const floating[:, :, ::1] image, floating[:, :, ::1] hwc) noexcept nogil:
     """hwc (H', W', C) = image (C, H, W) with the channels innermost, zeros
-    past H and W (where a last tile's patch reaches)."""
-    cdef Py_ssize_t c, y, x
+    past H and W (where a last tile's patch reaches). A row at a time in
+    blocks of CHANNEL_BLOCK channels, so each step writes one run of
+    adjacent values from rows of the image that stay in L1 (a channel at a
+    time wrote each value to another cache line)."""
+    cdef Py_ssize_t n_chan = image.shape[0], block, c, y, x
     memset(&hwc[0, 0, 0], 0, hwc.shape[0] * hwc.shape[1] * hwc.shape[2] * sizeof(floating))
-    for c in range(image.shape[0]):
-        for y in range(image.shape[1]):
+    for y in range(image.shape[1]):
+        for block in range((n_chan + CHANNEL_BLOCK - 1) // CHANNEL_BLOCK):
             for x in range(image.shape[2]):
-                hwc[y, x, c] = image[c, y, x]
+                for c in range(block * CHANNEL_BLOCK, min((block + 1) * CHANNEL_BLOCK, n_chan)):
+                    hwc[y, x, c] = image[c, y, x]
 
 
 cdef void _add_channels_first(const floating[:, :, ::1] hwc, floating[:, :, ::1] image) noexcept nogil:
-    """image (C, H, W) += hwc (H', W', C), the part inside H and W."""
-    cdef Py_ssize_t c, y, x
-    for c in range(image.shape[0]):
-        for y in range(image.shape[1]):
+    """image (C, H, W) += hwc (H', W', C), the part inside H and W, in
+    blocks of channels as _channels_last."""
+    cdef Py_ssize_t n_chan = image.shape[0], block, c, y, x
+    for y in range(image.shape[1]):
+        for block in range((n_chan + CHANNEL_BLOCK - 1) // CHANNEL_BLOCK):
             for x in range(image.shape[2]):
-                image[c, y, x] += hwc[y, x, c]
+                for c in range(block * CHANNEL_BLOCK, min((block + 1) * CHANNEL_BLOCK, n_chan)):
+                    image[c, y, x] += hwc[y, x, c]
 
 
 cdef void _input_transform(const floating[:, :, ::1] hwc, Py_ssize_t tiles_h, Py_ssize_t tiles_w,
                            floating[:, :, ::1] v, Py_ssize_t first, floating[:, :, ::1] bd) noexcept nogil:
-    """v[4*a + b, first + ty*TW + tx] = (B^T d B)[a, b] of each patch
-    d = hwc[2ty:2ty+4, 2tx:2tx+4], vectors over the C channels; bd (4, 4, C)
-    is scratch for B^T d."""
-    cdef Py_ssize_t n_chan = hwc.shape[2], ty, tx, p, j, a, c
-    cdef const floating *d0
-    cdef const floating *d1
-    cdef const floating *d2
-    cdef const floating *d3
-    cdef floating *v0
-    cdef floating *v1
-    cdef floating *v2
-    cdef floating *v3
+    """v[alpha*a + b, first + ty*TW + tx] = (B^T d B)[a, b] of each patch
+    d = hwc[m*ty : m*ty + alpha, m*tx : m*tx + alpha], vectors over the C
+    channels (alpha = bd.shape[0], m = alpha - 2); bd (alpha, alpha, C) is
+    scratch for B^T d."""
+    cdef Py_ssize_t n_chan = hwc.shape[2], alpha = bd.shape[0], m = alpha - 2, ty, tx, p, j, a
+    cdef Py_ssize_t row = hwc.shape[1] * n_chan, v_step = v.shape[1] * n_chan
     for ty in range(tiles_h):
         for tx in range(tiles_w):
             p = first + ty * tiles_w + tx
-            for j in range(4):
-                d0, d1, d2, d3 = &hwc[2 * ty, 2 * tx + j, 0], &hwc[2 * ty + 1, 2 * tx + j, 0], &hwc[2 * ty + 2, 2 * tx + j, 0], &hwc[2 * ty + 3, 2 * tx + j, 0]
-                for c in range(n_chan):
-                    bd[0, j, c] = d0[c] - d2[c]
-                    bd[1, j, c] = d1[c] + d2[c]
-                    bd[2, j, c] = d2[c] - d1[c]
-                    bd[3, j, c] = d1[c] - d3[c]
-            for a in range(4):
-                v0, v1, v2, v3 = &v[4 * a, p, 0], &v[4 * a + 1, p, 0], &v[4 * a + 2, p, 0], &v[4 * a + 3, p, 0]
-                for c in range(n_chan):
-                    v0[c] = bd[a, 0, c] - bd[a, 2, c]
-                    v1[c] = bd[a, 1, c] + bd[a, 2, c]
-                    v2[c] = bd[a, 2, c] - bd[a, 1, c]
-                    v3[c] = bd[a, 1, c] - bd[a, 3, c]
+            for j in range(alpha):
+                _bt(alpha, &hwc[m * ty, m * tx + j, 0], row, &bd[0, j, 0], alpha * n_chan, n_chan)
+            for a in range(alpha):
+                _bt(alpha, &bd[a, 0, 0], n_chan, &v[alpha * a, p, 0], v_step, n_chan)
 
 
 cdef void _patch_gradient(const floating[:, :, ::1] dv, Py_ssize_t first, Py_ssize_t tiles_h, Py_ssize_t tiles_w,
-                          floating[:, :, ::1] hwc, floating[:, :, ::1] bdv) noexcept nogil:
-    """hwc = the sum over tiles of B dV B^T placed at its patch, dV (4, 4)
-    the vectors dv[:, first + ty*TW + tx] over the C channels: the adjoint
-    of _input_transform. bdv (4, 4, C) is scratch for dV B^T."""
-    cdef Py_ssize_t n_chan = hwc.shape[2], ty, tx, p, j, a, c
-    cdef const floating *v0
-    cdef const floating *v1
-    cdef const floating *v2
-    cdef const floating *v3
-    cdef floating *d0
-    cdef floating *d1
-    cdef floating *d2
-    cdef floating *d3
-    memset(&hwc[0, 0, 0], 0, hwc.shape[0] * hwc.shape[1] * hwc.shape[2] * sizeof(floating))
+                          floating scale, floating[:, :, ::1] hwc, floating[:, :, ::1] bdv) noexcept nogil:
+    """hwc = the sum over tiles of B dV B^T placed at its patch, divided by
+    scale, dV (alpha, alpha) the vectors dv[:, first + ty*TW + tx] over the
+    C channels: the adjoint of _input_transform. bdv (alpha, alpha, C) is
+    scratch for dV B^T."""
+    cdef Py_ssize_t n_chan = hwc.shape[2], alpha = bdv.shape[0], m = alpha - 2, ty, tx, p, j, a
+    cdef Py_ssize_t row = hwc.shape[1] * n_chan, v_step = dv.shape[1] * n_chan
+    memset(&hwc[0, 0, 0], 0, hwc.shape[0] * row * sizeof(floating))
     for ty in range(tiles_h):
         for tx in range(tiles_w):
             p = first + ty * tiles_w + tx
-            for a in range(4):
-                v0, v1, v2, v3 = &dv[4 * a, p, 0], &dv[4 * a + 1, p, 0], &dv[4 * a + 2, p, 0], &dv[4 * a + 3, p, 0]
-                for c in range(n_chan):
-                    bdv[a, 0, c] = v0[c]
-                    bdv[a, 1, c] = v1[c] - v2[c] + v3[c]
-                    bdv[a, 2, c] = v1[c] + v2[c] - v0[c]
-                    bdv[a, 3, c] = -v3[c]
-            for j in range(4):
-                d0, d1, d2, d3 = &hwc[2 * ty, 2 * tx + j, 0], &hwc[2 * ty + 1, 2 * tx + j, 0], &hwc[2 * ty + 2, 2 * tx + j, 0], &hwc[2 * ty + 3, 2 * tx + j, 0]
-                for c in range(n_chan):
-                    d0[c] += bdv[0, j, c]
-                    d1[c] += bdv[1, j, c] - bdv[2, j, c] + bdv[3, j, c]
-                    d2[c] += bdv[1, j, c] + bdv[2, j, c] - bdv[0, j, c]
-                    d3[c] -= bdv[3, j, c]
+            memset(&bdv[0, 0, 0], 0, alpha * alpha * n_chan * sizeof(floating))
+            for a in range(alpha):
+                _b(alpha, &dv[alpha * a, p, 0], v_step, &bdv[a, 0, 0], n_chan, n_chan)
+            for j in range(alpha):
+                _b(alpha, &bdv[0, j, 0], alpha * n_chan, &hwc[m * ty, m * tx + j, 0], row, n_chan)
+    _divide(&hwc[0, 0, 0], hwc.shape[0] * row, scale)
 
 
-cdef void _output_transform(const floating[:, :, ::1] m, Py_ssize_t first, Py_ssize_t tiles_h, Py_ssize_t tiles_w,
-                            floating[:, :, ::1] hwf, floating[:, :, ::1] am) noexcept nogil:
-    """hwf[2ty + i, 2tx + j] = (A^T M A)[i, j] of each tile's M (4, 4),
-    the vectors m[:, first + ty*TW + tx] over the F filters; am (2, 4, F)
-    is scratch for A^T M."""
-    cdef Py_ssize_t n_filt = m.shape[2], ty, tx, p, j, i, f
-    cdef const floating *m0
-    cdef const floating *m1
-    cdef const floating *m2
-    cdef const floating *m3
-    cdef floating *y0
-    cdef floating *y1
+cdef void _output_transform(const floating[:, :, ::1] m_e, Py_ssize_t first, Py_ssize_t tiles_h,
+                            Py_ssize_t tiles_w, floating scale, floating[:, :, ::1] hwf,
+                            floating[:, :, ::1] am) noexcept nogil:
+    """hwf[m*ty + i, m*tx + j] = (A^T M A)[i, j] / scale of each tile's M
+    (alpha, alpha), the vectors m_e[:, first + ty*TW + tx] over the F
+    filters; am (m, alpha, F) is scratch for A^T M."""
+    cdef Py_ssize_t n_filt = m_e.shape[2], m = am.shape[0], alpha = am.shape[1], ty, tx, p, i, b
+    cdef Py_ssize_t m_step = m_e.shape[1] * n_filt
     for ty in range(tiles_h):
         for tx in range(tiles_w):
             p = first + ty * tiles_w + tx
-            for j in range(4):
-                m0, m1, m2, m3 = &m[j, p, 0], &m[4 + j, p, 0], &m[8 + j, p, 0], &m[12 + j, p, 0]
-                for f in range(n_filt):
-                    am[0, j, f] = m0[f] + m1[f] + m2[f]
-                    am[1, j, f] = m1[f] - m2[f] - m3[f]
-            for i in range(2):
-                y0, y1 = &hwf[2 * ty + i, 2 * tx, 0], &hwf[2 * ty + i, 2 * tx + 1, 0]
-                for f in range(n_filt):
-                    y0[f] = am[i, 0, f] + am[i, 1, f] + am[i, 2, f]
-                    y1[f] = am[i, 1, f] - am[i, 2, f] - am[i, 3, f]
+            for b in range(alpha):
+                _at(alpha, &m_e[b, p, 0], alpha * m_step, &am[0, b, 0], alpha * n_filt, n_filt)
+            for i in range(m):
+                _at(alpha, &am[i, 0, 0], n_filt, &hwf[m * ty + i, m * tx, 0], n_filt, n_filt)
+                _divide(&hwf[m * ty + i, m * tx, 0], m * n_filt, scale)
 
 
 cdef void _gradient_transform(const floating[:, :, ::1] hwf, Py_ssize_t tiles_h, Py_ssize_t tiles_w,
                               floating[:, :, ::1] z, Py_ssize_t first, floating[:, :, ::1] ag) noexcept nogil:
-    """z[4*a + b, first + ty*TW + tx] = (A dY A^T)[a, b] of each tile's
-    output gradient dY = hwf[2ty:2ty+2, 2tx:2tx+2], vectors over the F
-    filters: the adjoint of _output_transform. ag (4, 2, F) is scratch for
-    A dY."""
-    cdef Py_ssize_t n_filt = hwf.shape[2], ty, tx, p, j, a, f
-    cdef const floating *g0
-    cdef const floating *g1
-    cdef floating *z0
-    cdef floating *z1
-    cdef floating *z2
-    cdef floating *z3
+    """z[alpha*a + b, first + ty*TW + tx] = (A dY A^T)[a, b] of each tile's
+    output gradient dY = hwf[m*ty : m*ty + m, m*tx : m*tx + m], vectors
+    over the F filters: the adjoint of _output_transform. ag (alpha, m, F)
+    is scratch for A dY."""
+    cdef Py_ssize_t n_filt = hwf.shape[2], alpha = ag.shape[0], m = ag.shape[1], ty, tx, p, j, a
+    cdef Py_ssize_t row = hwf.shape[1] * n_filt, z_step = z.shape[1] * n_filt
     for ty in range(tiles_h):
         for tx in range(tiles_w):
             p = first + ty * tiles_w + tx
-            for j in range(2):
-                g0, g1 = &hwf[2 * ty, 2 * tx + j, 0], &hwf[2 * ty + 1, 2 * tx + j, 0]
-                for f in range(n_filt):
-                    ag[0, j, f] = g0[f]
-                    ag[1, j, f] = g0[f] + g1[f]
-                    ag[2, j, f] = g0[f] - g1[f]
-                    ag[3, j, f] = -g1[f]
-            for a in range(4):
-                z0, z1, z2, z3 = &z[4 * a, p, 0], &z[4 * a + 1, p, 0], &z[4 * a + 2, p, 0], &z[4 * a + 3, p, 0]
-                for f in range(n_filt):
-                    z0[f] = ag[a, 0, f]
-                    z1[f] = ag[a, 0, f] + ag[a, 1, f]
-                    z2[f] = ag[a, 0, f] - ag[a, 1, f]
-                    z3[f] = -ag[a, 1, f]
+            for j in range(m):
+                _a(alpha, &hwf[m * ty, m * tx + j, 0], row, &ag[0, j, 0], m * n_filt, n_filt)
+            for a in range(alpha):
+                _a(alpha, &ag[a, 0, 0], n_filt, &z[alpha * a, p, 0], z_step, n_filt)
 
 
 cdef void _add_matrix(const floating[:, ::1] source, floating[:, ::1] target) noexcept nogil:
@@ -1590,46 +1676,51 @@ def _winograd_forward(xp, w, b, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t pkh, Py
     """The forward pass of the fused op: out and code pooled from the conv
     output; with code None, of the conv: out is the conv output itself."""
     n_filt, n_chan = w.shape[0], w.shape[1]
-    tiles_h, tiles_w = _tiles(xp.shape[2] - 2, xp.shape[3] - 2)
-    n_tiles = tiles_h * tiles_w
-    group = _images_per_gemm(16 * (n_chan + n_filt) * n_tiles * out.itemsize, xp.shape[0], n_chunks, cache_bytes)
-    u = np.empty((16, n_chan, n_filt), out.dtype)
-    _winograd_forward_groups(xp, w, u, b, pkh, pkw, psh, psw, out, code, n_chunks, group, tiles_h, tiles_w)
+    m, tiles_h, tiles_w, g, scale = _tiling(xp, out.dtype)
+    n_e = (m + 2) ** 2
+    group = _images_per_gemm(n_e * (n_chan + n_filt) * tiles_h * tiles_w * out.itemsize, xp.shape[0], n_chunks,
+                             cache_bytes)
+    u = np.empty((n_e, n_chan, n_filt), out.dtype)
+    wt = np.ascontiguousarray(w.transpose(1, 2, 3, 0))
+    _winograd_forward_groups(xp, wt, g, u, b, scale, pkh, pkw, psh, psw, out, code, n_chunks, group, m, tiles_h,
+                             tiles_w)
 
 
-def _winograd_forward_groups(const floating[:, :, :, ::1] xp, const floating[:, :, :, ::1] w, floating[:, :, ::1] u,
-                             const floating[::1] b, Py_ssize_t pkh, Py_ssize_t pkw, Py_ssize_t psh, Py_ssize_t psw,
+def _winograd_forward_groups(const floating[:, :, :, ::1] xp, const floating[:, :, :, ::1] wt,
+                             const floating[:, ::1] g, floating[:, :, ::1] u, const floating[::1] b,
+                             floating scale, Py_ssize_t pkh, Py_ssize_t pkw, Py_ssize_t psh, Py_ssize_t psw,
                              floating[:, :, :, ::1] out, unsigned char[:, :, :, ::1] code, Py_ssize_t n_chunks,
-                             Py_ssize_t group, Py_ssize_t tiles_h, Py_ssize_t tiles_w):
-    cdef Py_ssize_t n_img = xp.shape[0], n_chan = u.shape[1], n_filt = u.shape[2]
-    cdef Py_ssize_t oh = xp.shape[2] - 2, ow = xp.shape[3] - 2
+                             Py_ssize_t group, Py_ssize_t m, Py_ssize_t tiles_h, Py_ssize_t tiles_w):
+    cdef Py_ssize_t n_img = xp.shape[0], n_e = u.shape[0], n_chan = u.shape[1], n_filt = u.shape[2]
+    cdef Py_ssize_t alpha = m + 2, oh = xp.shape[2] - 2, ow = xp.shape[3] - 2
     cdef Py_ssize_t n_tiles = tiles_h * tiles_w
-    cdef Py_ssize_t t, first, last, g, n, m_img, k, e, f, y, x
+    cdef Py_ssize_t t, first, last, g_at, n, m_img, k, e, f, y, x
     cdef bint pooled = code is not None
     dtype = np.asarray(out).dtype
-    cdef floating[:, :, :, ::1] v = np.empty((n_chunks, 16, group * n_tiles, n_chan), dtype)
-    cdef floating[:, :, :, ::1] m = np.empty((n_chunks, 16, group * n_tiles, n_filt), dtype)
-    cdef floating[:, :, :, ::1] hwc = np.empty((n_chunks, 2 * tiles_h + 2, 2 * tiles_w + 2, n_chan), dtype)
-    cdef floating[:, :, :, ::1] hwf = np.empty((n_chunks, 2 * tiles_h, 2 * tiles_w, n_filt), dtype)
+    cdef floating[:, :, :, ::1] v = np.empty((n_chunks, n_e, group * n_tiles, n_chan), dtype)
+    cdef floating[:, :, :, ::1] m_e = np.empty((n_chunks, n_e, group * n_tiles, n_filt), dtype)
+    cdef floating[:, :, :, ::1] hwc = np.empty((n_chunks, m * tiles_h + 2, m * tiles_w + 2, n_chan), dtype)
+    cdef floating[:, :, :, ::1] hwf = np.empty((n_chunks, m * tiles_h, m * tiles_w, n_filt), dtype)
     cdef floating[:, :, ::1] conv = np.empty((n_chunks, n_filt, oh * ow), dtype)
-    cdef floating[:, :, :, ::1] bd = np.empty((n_chunks, 4, 4, n_chan), dtype)
-    cdef floating[:, :, :, ::1] am = np.empty((n_chunks, 2, 4, n_filt), dtype)
+    cdef floating[:, :, :, ::1] bd = np.empty((n_chunks, alpha, alpha, n_chan), dtype)
+    cdef floating[:, :, :, ::1] am = np.empty((n_chunks, m, alpha, n_filt), dtype)
+    cdef floating[:, :, ::1] gw = np.empty((alpha, 3, n_filt), dtype)
     with nogil:
-        _filter_transform(w, u)
+        _filter_transform(wt, g, u, gw)
         for t in prange(n_chunks, schedule="static", num_threads=n_chunks):
             first, last = t * n_img // n_chunks, (t + 1) * n_img // n_chunks
-            for g in range((last - first + group - 1) // group):
-                n = first + g * group
+            for g_at in range((last - first + group - 1) // group):
+                n = first + g_at * group
                 m_img = min(group, last - n)
                 for k in range(m_img):
                     _channels_last(xp[n + k], hwc[t])
                     _input_transform(hwc[t], tiles_h, tiles_w, v[t], k * n_tiles, bd[t])
-                for e in range(16):
+                for e in range(n_e):
                     # M[e] (m*tiles, F) = V[e] (m*tiles, C) @ U[e] (C, F)
                     _matmul(False, False, m_img * n_tiles, n_filt, n_chan, &v[t, e, 0, 0], n_chan,
-                            &u[e, 0, 0], n_filt, 0, &m[t, e, 0, 0], n_filt)
+                            &u[e, 0, 0], n_filt, 0, &m_e[t, e, 0, 0], n_filt)
                 for k in range(m_img):
-                    _output_transform(m[t], k * n_tiles, tiles_h, tiles_w, hwf[t], am[t])
+                    _output_transform(m_e[t], k * n_tiles, tiles_h, tiles_w, scale, hwf[t], am[t])
                     if pooled:
                         for f in range(n_filt):
                             for y in range(oh):
@@ -1650,43 +1741,48 @@ def _winograd_backward(dy, code, xp, w, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t
     the fused op's; with code and db None, dy is the conv output's gradient
     itself."""
     n_filt, n_chan = w.shape[0], w.shape[1]
-    tiles_h, tiles_w = _tiles(xp.shape[2] - 2, xp.shape[3] - 2)
-    n_tiles = tiles_h * tiles_w
-    group = _images_per_gemm(16 * (2 * n_chan + n_filt) * n_tiles * dw.itemsize, xp.shape[0], n_chunks,
+    m, tiles_h, tiles_w, g, scale = _tiling(xp, dw.dtype)
+    n_e = (m + 2) ** 2
+    group = _images_per_gemm(n_e * (2 * n_chan + n_filt) * tiles_h * tiles_w * dw.itemsize, xp.shape[0], n_chunks,
                              cache_bytes)
-    u = np.empty((16, n_chan, n_filt), dw.dtype)
-    du = np.zeros((n_chunks, 16, n_chan, n_filt), dw.dtype)
-    _winograd_backward_groups(dy, code, xp, w, u, pkw, psh, psw, dxp, du, dw, db, n_chunks, group, tiles_h,
-                              tiles_w)
+    u = np.empty((n_e, n_chan, n_filt), dw.dtype)
+    wt = np.ascontiguousarray(w.transpose(1, 2, 3, 0))
+    du = np.zeros((n_chunks, n_e, n_chan, n_filt), dw.dtype)
+    dwt = np.empty((n_chan, 3, 3, n_filt), dw.dtype)
+    _winograd_backward_groups(dy, code, xp, wt, g, u, scale, pkw, psh, psw, dxp, du, dwt, db, n_chunks, group, m,
+                              tiles_h, tiles_w)
+    dw += dwt.transpose(3, 0, 1, 2)
 
 
 def _winograd_backward_groups(const floating[:, :, :, ::1] dy, const unsigned char[:, :, :, ::1] code,
-                              const floating[:, :, :, ::1] xp, const floating[:, :, :, ::1] w,
-                              floating[:, :, ::1] u, Py_ssize_t pkw, Py_ssize_t psh, Py_ssize_t psw,
-                              floating[:, :, :, ::1] dxp, floating[:, :, :, ::1] du, floating[:, :, :, ::1] dw,
-                              floating[::1] db, Py_ssize_t n_chunks, Py_ssize_t group, Py_ssize_t tiles_h,
-                              Py_ssize_t tiles_w):
-    cdef Py_ssize_t n_img = xp.shape[0], n_chan = u.shape[1], n_filt = u.shape[2]
-    cdef Py_ssize_t oh = xp.shape[2] - 2, ow = xp.shape[3] - 2
+                              const floating[:, :, :, ::1] xp, const floating[:, :, :, ::1] wt,
+                              const floating[:, ::1] g, floating[:, :, ::1] u, floating scale, Py_ssize_t pkw,
+                              Py_ssize_t psh, Py_ssize_t psw, floating[:, :, :, ::1] dxp, floating[:, :, :, ::1] du,
+                              floating[:, :, :, ::1] dwt, floating[::1] db, Py_ssize_t n_chunks, Py_ssize_t group,
+                              Py_ssize_t m, Py_ssize_t tiles_h, Py_ssize_t tiles_w):
+    cdef Py_ssize_t n_img = xp.shape[0], n_e = u.shape[0], n_chan = u.shape[1], n_filt = u.shape[2]
+    cdef Py_ssize_t alpha = m + 2, oh = xp.shape[2] - 2, ow = xp.shape[3] - 2
     cdef Py_ssize_t n_tiles = tiles_h * tiles_w
-    cdef Py_ssize_t t, first, last, g, n, m_img, k, e, f
+    cdef Py_ssize_t t, first, last, g_at, n, m_img, k, e, f
     cdef bint compute_dx = dxp is not None, routed = code is not None
-    dtype = np.asarray(dw).dtype
-    cdef floating[:, :, :, ::1] v = np.empty((n_chunks, 16, group * n_tiles, n_chan), dtype)
-    cdef floating[:, :, :, ::1] z = np.empty((n_chunks, 16, group * n_tiles, n_filt), dtype)
-    cdef floating[:, :, :, ::1] dv = np.empty((n_chunks, 16, group * n_tiles, n_chan), dtype)
-    cdef floating[:, :, :, ::1] hwc = np.empty((n_chunks, 2 * tiles_h + 2, 2 * tiles_w + 2, n_chan), dtype)
-    cdef floating[:, :, :, ::1] hwf = np.empty((n_chunks, 2 * tiles_h, 2 * tiles_w, n_filt), dtype)
+    dtype = np.asarray(du).dtype
+    cdef floating[:, :, :, ::1] v = np.empty((n_chunks, n_e, group * n_tiles, n_chan), dtype)
+    cdef floating[:, :, :, ::1] z = np.empty((n_chunks, n_e, group * n_tiles, n_filt), dtype)
+    cdef floating[:, :, :, ::1] dv = np.empty((n_chunks, n_e, group * n_tiles, n_chan), dtype)
+    cdef floating[:, :, :, ::1] hwc = np.empty((n_chunks, m * tiles_h + 2, m * tiles_w + 2, n_chan), dtype)
+    cdef floating[:, :, :, ::1] hwf = np.empty((n_chunks, m * tiles_h, m * tiles_w, n_filt), dtype)
     cdef floating[:, :, ::1] dconv = np.empty((n_chunks, n_filt, oh * ow), dtype)
     cdef floating[:, ::1] db_parts = np.zeros((n_chunks, n_filt), dtype)
-    cdef floating[:, :, :, ::1] bd = np.empty((n_chunks, 4, 4, n_chan), dtype)
-    cdef floating[:, :, :, ::1] ag = np.empty((n_chunks, 4, 2, n_filt), dtype)
+    cdef floating[:, :, :, ::1] bd = np.empty((n_chunks, alpha, alpha, n_chan), dtype)
+    cdef floating[:, :, :, ::1] ag = np.empty((n_chunks, alpha, m, n_filt), dtype)
+    cdef floating[:, :, ::1] gw = np.empty((alpha, 3, n_filt), dtype)
     with nogil:
-        _filter_transform(w, u)
+        if compute_dx:
+            _filter_transform(wt, g, u, gw)
         for t in prange(n_chunks, schedule="static", num_threads=n_chunks):
             first, last = t * n_img // n_chunks, (t + 1) * n_img // n_chunks
-            for g in range((last - first + group - 1) // group):
-                n = first + g * group
+            for g_at in range((last - first + group - 1) // group):
+                n = first + g_at * group
                 m_img = min(group, last - n)
                 for k in range(m_img):
                     _channels_last(xp[n + k], hwc[t])
@@ -1699,7 +1795,7 @@ def _winograd_backward_groups(const floating[:, :, :, ::1] dy, const unsigned ch
                     else:
                         _channels_last(dy[n + k], hwf[t])
                     _gradient_transform(hwf[t], tiles_h, tiles_w, z[t], k * n_tiles, ag[t])
-                for e in range(16):
+                for e in range(n_e):
                     # dU[e] (C, F) += V[e]^T (C, m*tiles) @ Z[e] (m*tiles, F)
                     _matmul(True, False, n_chan, n_filt, m_img * n_tiles, &v[t, e, 0, 0], n_chan,
                             &z[t, e, 0, 0], n_filt, 1, &du[t, e, 0, 0], n_filt)
@@ -1709,12 +1805,12 @@ def _winograd_backward_groups(const floating[:, :, :, ::1] dy, const unsigned ch
                                 &u[e, 0, 0], n_filt, 0, &dv[t, e, 0, 0], n_chan)
                 if compute_dx:
                     for k in range(m_img):
-                        _patch_gradient(dv[t], k * n_tiles, tiles_h, tiles_w, hwc[t], bd[t])
+                        _patch_gradient(dv[t], k * n_tiles, tiles_h, tiles_w, scale, hwc[t], bd[t])
                         _add_channels_first(hwc[t], dxp[n + k])
         for t in range(1, n_chunks):
-            for e in range(16):
+            for e in range(n_e):
                 _add_matrix(du[t, e], du[0, e])
-        _filter_gradient(du[0], dw)
+        _filter_gradient(du[0], g, scale, dwt, gw)
     if db is not None:
         for t in range(n_chunks):
             for f in range(n_filt):

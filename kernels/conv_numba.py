@@ -1262,189 +1262,295 @@ def _backward_groups(dy, code, xp, w, sh, sw, pkh, pkw, psh, psw, dxp, dw, db, n
 
 # ----------------------------------------------------------------- winograd
 #
-# F(2x2, 3x3) (Lavin and Gray, CVPR 2016): each 2x2 block of the output,
-# a tile, comes from the 4x4 input patch under it as Y = A^T [U * V] A,
-# with U = G g G^T the filter and V = B^T d B the patch transformed: 16
-# multiplications per tile and input channel instead of 36. The 16
-# products of a tile are 16 independent matrix products over the
-# channels, so a group of images runs as 16 GEMMs M[e] (tiles, F) =
-# V[e] (tiles, C) @ U[e] (C, F), e = 4*a + b. The transforms run on
+# F(m x m, 3x3) (Lavin and Gray, CVPR 2016), m = 2 or 4: each m x m block
+# of the output, a tile, comes from the alpha x alpha input patch under it
+# (alpha = m + 2) as Y = A^T [U * V] A, with U = G g G^T the filter and
+# V = B^T d B the patch transformed: alpha^2 multiplications per tile and
+# input channel (16 for m = 2, 36 for m = 4) instead of 9 m^2 (36, 144).
+# The alpha^2 products of a tile are independent matrix products over the
+# channels, so a group of images runs as alpha^2 GEMMs M[e] (tiles, F) =
+# V[e] (tiles, C) @ U[e] (C, F), e = alpha*a + b. _tile_size picks m per
+# output size. The transforms run on
 # channel-last copies of the images, vectors over the channels (input) or
-# filters (output), so their innermost loops are contiguous; the groups,
-# chunks and BLAS calls are gemm's (above). 3x3 kernels at stride 1 only
-# (fastconv.ops refuses the rest). The backward pass is the transposed
-# algorithm: Z = A dY A^T of each tile's output gradient, then dU[e] =
-# V[e]^T Z[e] and dV[e] = Z[e] U[e]^T, and the adjoints of the transforms,
-# dg = G^T dU G and a patch gradient B dV B^T added where the patches
-# overlap.
+# filters (output), so their innermost loops are contiguous: each is two
+# passes of a 1-D transform (_bt, _b, _at, _a: one line of alpha or m
+# vectors to the other), first down the patch's columns, then along its
+# rows. The groups, chunks and BLAS calls are gemm's (above). 3x3 kernels
+# at stride 1 only (fastconv.ops refuses the rest). The backward pass is
+# the transposed algorithm: Z = A dY A^T of each tile's output gradient,
+# then dU[e] = V[e]^T Z[e] and dV[e] = Z[e] U[e]^T, and the adjoints of the
+# transforms, dg = G^T dU G and a patch gradient B dV B^T added where the
+# patches overlap.
 #
-#   B^T = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]]
-#   G   = [[1, 0, 0], [1/2, 1/2, 1/2], [1/2, -1/2, 1/2], [0, 0, 1]]
-#   A^T = [[1, 1, 1, 0], [0, 1, -1, -1]]
+# G is kept in integers (G' = k G, k = 2 or 24) and the results divided by
+# k^2 at the end, so sums of small integers stay exact (fused ops' ties).
+#
+#   m = 2: B^T = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]]
+#          G'  = [[2, 0, 0], [1, 1, 1], [1, -1, 1], [0, 0, 2]]             (k = 2)
+#          A^T = [[1, 1, 1, 0], [0, 1, -1, -1]]
+#   m = 4: B^T = [[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
+#                 [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]]
+#          G'  = [[6, 0, 0], [-4, -4, -4], [-4, 4, -4], [1, 2, 4], [1, -2, 4], [0, 0, 24]]  (k = 24)
+#          A^T = [[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]]
+
+_FILTER_TRANSFORMS = {
+    2: ([[2, 0, 0], [1, 1, 1], [1, -1, 1], [0, 0, 2]], 4),
+    4: ([[6, 0, 0], [-4, -4, -4], [-4, 4, -4], [1, 2, 4], [1, -2, 4], [0, 0, 24]], 576),
+}
+"""G' (alpha, 3) and the divisor k^2 of each tile size m."""
 
 
-def _tiles(oh, ow):
-    """Tiles down and across an OH x OW output (a last one half outside)."""
-    return (oh + 1) // 2, (ow + 1) // 2
+def _tile_size(oh, ow):
+    """m for an OH x OW output: 4 where F(4x4, 3x3) needs at most 2/3 of
+    F(2x2, 3x3)'s multiplications (alpha^2 a tile, a last partial tile
+    counted whole), else 2. Its transforms cost more a value and its float32
+    error is larger, so a smaller saving does not pay: cnn-deep's conv2
+    (14x14, 0.73 of the multiplications) ran slower with it, conv3 (7x7,
+    0.56) and cnn's conv2 (11x11, 0.56) faster."""
+    products = {m: (m + 2) ** 2 * (-(-oh // m)) * (-(-ow // m)) for m in (2, 4)}
+    return 4 if 3 * products[4] <= 2 * products[2] else 2
+
+
+def _tiling(xp, dtype):
+    """(m, tiles_h, tiles_w, g, scale) for the padded input xp (N, C, Hp, Wp):
+    tiles down and across the (Hp-2) x (Wp-2) output (a last one partly
+    outside), G' (alpha, 3) of dtype and the divisor k^2."""
+    oh, ow = xp.shape[2] - 2, xp.shape[3] - 2
+    m = _tile_size(oh, ow)
+    g, scale = _FILTER_TRANSFORMS[m]
+    return m, -(-oh // m), -(-ow // m), np.array(g, dtype), scale
 
 
 @njit(cache=True)
-def _filter_transform(w, u):
-    """u (16, C, F): u[4*a + b, c, f] = (G w[f, c] G^T)[a, b]."""
-    n_filt, n_chan = w.shape[0], w.shape[1]
-    gw = np.empty((4, 3), u.dtype)
-    for f in range(n_filt):
-        for c in range(n_chan):
-            for j in range(3):
-                g0, g1, g2 = w[f, c, 0, j], w[f, c, 1, j], w[f, c, 2, j]
-                gw[0, j] = g0
-                gw[1, j] = (g0 + g1 + g2) * 0.5
-                gw[2, j] = (g0 - g1 + g2) * 0.5
-                gw[3, j] = g2
-            for a in range(4):
-                g0, g1, g2 = gw[a, 0], gw[a, 1], gw[a, 2]
-                u[4 * a, c, f] = g0
-                u[4 * a + 1, c, f] = (g0 + g1 + g2) * 0.5
-                u[4 * a + 2, c, f] = (g0 - g1 + g2) * 0.5
-                u[4 * a + 3, c, f] = g2
+def _bt(alpha, s, d):
+    """d[r] = sum_i B^T[r, i] s[i]: alpha rows of vectors."""
+    if alpha == 4:
+        for c in range(s.shape[1]):
+            d[0, c] = s[0, c] - s[2, c]
+            d[1, c] = s[1, c] + s[2, c]
+            d[2, c] = s[2, c] - s[1, c]
+            d[3, c] = s[1, c] - s[3, c]
+        return
+    for c in range(s.shape[1]):
+        d[0, c] = 4 * s[0, c] - 5 * s[2, c] + s[4, c]
+        d[1, c] = s[3, c] + s[4, c] - 4 * (s[1, c] + s[2, c])
+        d[2, c] = s[4, c] - s[3, c] + 4 * (s[1, c] - s[2, c])
+        d[3, c] = s[4, c] - s[2, c] + 2 * (s[3, c] - s[1, c])
+        d[4, c] = s[4, c] - s[2, c] + 2 * (s[1, c] - s[3, c])
+        d[5, c] = 4 * s[1, c] - 5 * s[3, c] + s[5, c]
 
 
 @njit(cache=True)
-def _filter_gradient(du, dw):
-    """dw[f, c] += G^T dU G, dU (4, 4) = du[:, c, f]: the adjoint of
-    _filter_transform."""
-    n_chan, n_filt = du.shape[1], du.shape[2]
-    gd = np.empty((4, 3), du.dtype)
+def _b(alpha, s, d):
+    """d[i] += sum_r B^T[r, i] s[r]: the adjoint of _bt."""
+    if alpha == 4:
+        for c in range(s.shape[1]):
+            d[0, c] += s[0, c]
+            d[1, c] += s[1, c] - s[2, c] + s[3, c]
+            d[2, c] += s[1, c] + s[2, c] - s[0, c]
+            d[3, c] -= s[3, c]
+        return
+    for c in range(s.shape[1]):
+        d[0, c] += 4 * s[0, c]
+        d[1, c] += 4 * (s[2, c] - s[1, c] + s[5, c]) + 2 * (s[4, c] - s[3, c])
+        d[2, c] -= 5 * s[0, c] + 4 * (s[1, c] + s[2, c]) + s[3, c] + s[4, c]
+        d[3, c] += s[1, c] - s[2, c] + 2 * (s[3, c] - s[4, c]) - 5 * s[5, c]
+        d[4, c] += s[0, c] + s[1, c] + s[2, c] + s[3, c] + s[4, c]
+        d[5, c] += s[5, c]
+
+
+@njit(cache=True)
+def _at(alpha, s, d):
+    """d[i] = sum_r A^T[i, r] s[r]: alpha rows of vectors to m = alpha - 2."""
+    if alpha == 4:
+        for c in range(s.shape[1]):
+            d[0, c] = s[0, c] + s[1, c] + s[2, c]
+            d[1, c] = s[1, c] - s[2, c] - s[3, c]
+        return
+    for c in range(s.shape[1]):
+        d[0, c] = s[0, c] + s[1, c] + s[2, c] + s[3, c] + s[4, c]
+        d[1, c] = s[1, c] - s[2, c] + 2 * (s[3, c] - s[4, c])
+        d[2, c] = s[1, c] + s[2, c] + 4 * (s[3, c] + s[4, c])
+        d[3, c] = s[1, c] - s[2, c] + 8 * (s[3, c] - s[4, c]) + s[5, c]
+
+
+@njit(cache=True)
+def _a(alpha, s, d):
+    """d[r] = sum_i A^T[i, r] s[i]: the adjoint of _at, m rows to alpha."""
+    if alpha == 4:
+        for c in range(s.shape[1]):
+            d[0, c] = s[0, c]
+            d[1, c] = s[0, c] + s[1, c]
+            d[2, c] = s[0, c] - s[1, c]
+            d[3, c] = -s[1, c]
+        return
+    for c in range(s.shape[1]):
+        d[0, c] = s[0, c]
+        d[1, c] = s[0, c] + s[1, c] + s[2, c] + s[3, c]
+        d[2, c] = s[0, c] - s[1, c] + s[2, c] - s[3, c]
+        d[3, c] = s[0, c] + 2 * s[1, c] + 4 * s[2, c] + 8 * s[3, c]
+        d[4, c] = s[0, c] - 2 * s[1, c] + 4 * s[2, c] - 8 * s[3, c]
+        d[5, c] = s[3, c]
+
+
+@njit(cache=True)
+def _divide(d, scale):
+    """d /= scale (divided, not multiplied by 1/scale: exact whenever the
+    quotient is representable)."""
+    d /= scale
+
+
+@njit(cache=True)
+def _filter_transform(wt, g, u, gw):
+    """u (alpha^2, C, F): u[alpha*a + b, c] = (G' w[:, c] G'^T)[a, b], vectors
+    over the F filters of wt (C, 3, 3, F), the filters with the filter axis
+    last; gw (alpha, 3, F) is scratch for G' w."""
+    n_chan, n_filt, alpha = wt.shape[0], wt.shape[3], g.shape[0]
     for c in range(n_chan):
-        for f in range(n_filt):
-            for a in range(4):
-                d0, d1, d2, d3 = du[4 * a, c, f], du[4 * a + 1, c, f], du[4 * a + 2, c, f], du[4 * a + 3, c, f]
-                gd[a, 0] = d0 + (d1 + d2) * 0.5
-                gd[a, 1] = (d1 - d2) * 0.5
-                gd[a, 2] = (d1 + d2) * 0.5 + d3
-            for j in range(3):
-                d0, d1, d2, d3 = gd[0, j], gd[1, j], gd[2, j], gd[3, j]
-                dw[f, c, 0, j] += d0 + (d1 + d2) * 0.5
-                dw[f, c, 1, j] += (d1 - d2) * 0.5
-                dw[f, c, 2, j] += (d1 + d2) * 0.5 + d3
+        gw[:] = 0
+        for a in range(alpha):
+            for k in range(3):
+                coef = g[a, k]
+                if coef != 0:
+                    for l in range(3):
+                        for f in range(n_filt):
+                            gw[a, l, f] += coef * wt[c, k, l, f]
+        for a in range(alpha):
+            for b in range(alpha):
+                u[alpha * a + b, c] = 0
+                for l in range(3):
+                    coef = g[b, l]
+                    if coef != 0:
+                        for f in range(n_filt):
+                            u[alpha * a + b, c, f] += coef * gw[a, l, f]
+
+
+@njit(cache=True)
+def _filter_gradient(du, g, scale, dwt, gd):
+    """dwt (C, 3, 3, F) = G'^T dU G' / scale, dU (alpha, alpha) the vectors
+    du[:, c] over the F filters: the adjoint of _filter_transform. gd
+    (alpha, 3, F) is scratch for dU G'."""
+    n_chan, n_filt, alpha = du.shape[1], du.shape[2], g.shape[0]
+    for c in range(n_chan):
+        gd[:] = 0
+        for a in range(alpha):
+            for b in range(alpha):
+                for l in range(3):
+                    coef = g[b, l]
+                    if coef != 0:
+                        for f in range(n_filt):
+                            gd[a, l, f] += coef * du[alpha * a + b, c, f]
+        dwt[c] = 0
+        for k in range(3):
+            for a in range(alpha):
+                coef = g[a, k]
+                if coef != 0:
+                    for l in range(3):
+                        for f in range(n_filt):
+                            dwt[c, k, l, f] += coef * gd[a, l, f]
+            for l in range(3):
+                for f in range(n_filt):
+                    dwt[c, k, l, f] /= scale
+
+
+CHANNEL_BLOCK = 16
 
 
 @njit(cache=True)
 def _channels_last(image, hwc):
     """hwc (H', W', C) = image (C, H, W) with the channels innermost, zeros
-    past H and W (where a last tile's patch reaches)."""
+    past H and W (where a last tile's patch reaches). A row at a time in
+    blocks of CHANNEL_BLOCK channels, so each step writes one run of
+    adjacent values from rows of the image that stay in L1 (a channel at a
+    time wrote each value to another cache line)."""
+    n_chan = image.shape[0]
     hwc[:] = 0
-    for c in range(image.shape[0]):
-        for y in range(image.shape[1]):
+    for y in range(image.shape[1]):
+        for block in range((n_chan + CHANNEL_BLOCK - 1) // CHANNEL_BLOCK):
             for x in range(image.shape[2]):
-                hwc[y, x, c] = image[c, y, x]
+                for c in range(block * CHANNEL_BLOCK, min((block + 1) * CHANNEL_BLOCK, n_chan)):
+                    hwc[y, x, c] = image[c, y, x]
 
 
 @njit(cache=True)
 def _add_channels_first(hwc, image):
-    """image (C, H, W) += hwc (H', W', C), the part inside H and W."""
-    for c in range(image.shape[0]):
-        for y in range(image.shape[1]):
+    """image (C, H, W) += hwc (H', W', C), the part inside H and W, in
+    blocks of channels as _channels_last."""
+    n_chan = image.shape[0]
+    for y in range(image.shape[1]):
+        for block in range((n_chan + CHANNEL_BLOCK - 1) // CHANNEL_BLOCK):
             for x in range(image.shape[2]):
-                image[c, y, x] += hwc[y, x, c]
+                for c in range(block * CHANNEL_BLOCK, min((block + 1) * CHANNEL_BLOCK, n_chan)):
+                    image[c, y, x] += hwc[y, x, c]
 
 
 @njit(cache=True)
 def _input_transform(hwc, tiles_h, tiles_w, v, first, bd):
-    """v[4*a + b, first + ty*TW + tx] = (B^T d B)[a, b] of each patch
-    d = hwc[2ty:2ty+4, 2tx:2tx+4], vectors over the C channels; bd (4, 4, C)
-    is scratch for B^T d."""
-    n_chan = hwc.shape[2]
+    """v[alpha*a + b, first + ty*TW + tx] = (B^T d B)[a, b] of each patch
+    d = hwc[m*ty : m*ty + alpha, m*tx : m*tx + alpha], vectors over the C
+    channels (alpha = bd.shape[0], m = alpha - 2); bd (alpha, alpha, C) is
+    scratch for B^T d."""
+    alpha = bd.shape[0]
+    m = alpha - 2
     for ty in range(tiles_h):
         for tx in range(tiles_w):
             p = first + ty * tiles_w + tx
-            for j in range(4):
-                d0, d1, d2, d3 = hwc[2 * ty, 2 * tx + j], hwc[2 * ty + 1, 2 * tx + j], hwc[2 * ty + 2, 2 * tx + j], hwc[2 * ty + 3, 2 * tx + j]
-                for c in range(n_chan):
-                    bd[0, j, c] = d0[c] - d2[c]
-                    bd[1, j, c] = d1[c] + d2[c]
-                    bd[2, j, c] = d2[c] - d1[c]
-                    bd[3, j, c] = d1[c] - d3[c]
-            for a in range(4):
-                v0, v1, v2, v3 = v[4 * a, p], v[4 * a + 1, p], v[4 * a + 2, p], v[4 * a + 3, p]
-                for c in range(n_chan):
-                    v0[c] = bd[a, 0, c] - bd[a, 2, c]
-                    v1[c] = bd[a, 1, c] + bd[a, 2, c]
-                    v2[c] = bd[a, 2, c] - bd[a, 1, c]
-                    v3[c] = bd[a, 1, c] - bd[a, 3, c]
+            for j in range(alpha):
+                _bt(alpha, hwc[m * ty:m * ty + alpha, m * tx + j], bd[:, j])
+            for a in range(alpha):
+                _bt(alpha, bd[a], v[alpha * a:alpha * a + alpha, p])
 
 
 @njit(cache=True)
-def _patch_gradient(dv, first, tiles_h, tiles_w, hwc, bdv):
-    """hwc = the sum over tiles of B dV B^T placed at its patch, dV (4, 4)
-    the vectors dv[:, first + ty*TW + tx] over the C channels: the adjoint
-    of _input_transform. bdv (4, 4, C) is scratch for dV B^T."""
-    n_chan = hwc.shape[2]
+def _patch_gradient(dv, first, tiles_h, tiles_w, scale, hwc, bdv):
+    """hwc = the sum over tiles of B dV B^T placed at its patch, divided by
+    scale, dV (alpha, alpha) the vectors dv[:, first + ty*TW + tx] over the
+    C channels: the adjoint of _input_transform. bdv (alpha, alpha, C) is
+    scratch for dV B^T."""
+    alpha = bdv.shape[0]
+    m = alpha - 2
     hwc[:] = 0
     for ty in range(tiles_h):
         for tx in range(tiles_w):
             p = first + ty * tiles_w + tx
-            for a in range(4):
-                v0, v1, v2, v3 = dv[4 * a, p], dv[4 * a + 1, p], dv[4 * a + 2, p], dv[4 * a + 3, p]
-                for c in range(n_chan):
-                    bdv[a, 0, c] = v0[c]
-                    bdv[a, 1, c] = v1[c] - v2[c] + v3[c]
-                    bdv[a, 2, c] = v1[c] + v2[c] - v0[c]
-                    bdv[a, 3, c] = -v3[c]
-            for j in range(4):
-                d0, d1, d2, d3 = hwc[2 * ty, 2 * tx + j], hwc[2 * ty + 1, 2 * tx + j], hwc[2 * ty + 2, 2 * tx + j], hwc[2 * ty + 3, 2 * tx + j]
-                for c in range(n_chan):
-                    d0[c] += bdv[0, j, c]
-                    d1[c] += bdv[1, j, c] - bdv[2, j, c] + bdv[3, j, c]
-                    d2[c] += bdv[1, j, c] + bdv[2, j, c] - bdv[0, j, c]
-                    d3[c] -= bdv[3, j, c]
+            bdv[:] = 0
+            for a in range(alpha):
+                _b(alpha, dv[alpha * a:alpha * a + alpha, p], bdv[a])
+            for j in range(alpha):
+                _b(alpha, bdv[:, j], hwc[m * ty:m * ty + alpha, m * tx + j])
+    _divide(hwc, scale)
 
 
 @njit(cache=True)
-def _output_transform(m, first, tiles_h, tiles_w, hwf, am):
-    """hwf[2ty + i, 2tx + j] = (A^T M A)[i, j] of each tile's M (4, 4),
-    the vectors m[:, first + ty*TW + tx] over the F filters; am (2, 4, F)
-    is scratch for A^T M."""
-    n_filt = m.shape[2]
+def _output_transform(m_e, first, tiles_h, tiles_w, scale, hwf, am):
+    """hwf[m*ty + i, m*tx + j] = (A^T M A)[i, j] / scale of each tile's M
+    (alpha, alpha), the vectors m_e[:, first + ty*TW + tx] over the F
+    filters; am (m, alpha, F) is scratch for A^T M."""
+    m, alpha = am.shape[0], am.shape[1]
     for ty in range(tiles_h):
         for tx in range(tiles_w):
             p = first + ty * tiles_w + tx
-            for j in range(4):
-                m0, m1, m2, m3 = m[j, p], m[4 + j, p], m[8 + j, p], m[12 + j, p]
-                for f in range(n_filt):
-                    am[0, j, f] = m0[f] + m1[f] + m2[f]
-                    am[1, j, f] = m1[f] - m2[f] - m3[f]
-            for i in range(2):
-                y0, y1 = hwf[2 * ty + i, 2 * tx], hwf[2 * ty + i, 2 * tx + 1]
-                for f in range(n_filt):
-                    y0[f] = am[i, 0, f] + am[i, 1, f] + am[i, 2, f]
-                    y1[f] = am[i, 1, f] - am[i, 2, f] - am[i, 3, f]
+            for b in range(alpha):
+                _at(alpha, m_e[b::alpha, p], am[:, b])
+            for i in range(m):
+                _at(alpha, am[i], hwf[m * ty + i, m * tx:m * tx + m])
+                _divide(hwf[m * ty + i, m * tx:m * tx + m], scale)
 
 
 @njit(cache=True)
 def _gradient_transform(hwf, tiles_h, tiles_w, z, first, ag):
-    """z[4*a + b, first + ty*TW + tx] = (A dY A^T)[a, b] of each tile's
-    output gradient dY = hwf[2ty:2ty+2, 2tx:2tx+2], vectors over the F
-    filters: the adjoint of _output_transform. ag (4, 2, F) is scratch for
-    A dY."""
-    n_filt = hwf.shape[2]
+    """z[alpha*a + b, first + ty*TW + tx] = (A dY A^T)[a, b] of each tile's
+    output gradient dY = hwf[m*ty : m*ty + m, m*tx : m*tx + m], vectors
+    over the F filters: the adjoint of _output_transform. ag (alpha, m, F)
+    is scratch for A dY."""
+    alpha, m = ag.shape[0], ag.shape[1]
     for ty in range(tiles_h):
         for tx in range(tiles_w):
             p = first + ty * tiles_w + tx
-            for j in range(2):
-                g0, g1 = hwf[2 * ty, 2 * tx + j], hwf[2 * ty + 1, 2 * tx + j]
-                for f in range(n_filt):
-                    ag[0, j, f] = g0[f]
-                    ag[1, j, f] = g0[f] + g1[f]
-                    ag[2, j, f] = g0[f] - g1[f]
-                    ag[3, j, f] = -g1[f]
-            for a in range(4):
-                z0, z1, z2, z3 = z[4 * a, p], z[4 * a + 1, p], z[4 * a + 2, p], z[4 * a + 3, p]
-                for f in range(n_filt):
-                    z0[f] = ag[a, 0, f]
-                    z1[f] = ag[a, 0, f] + ag[a, 1, f]
-                    z2[f] = ag[a, 0, f] - ag[a, 1, f]
-                    z3[f] = -ag[a, 1, f]
+            for j in range(m):
+                _a(alpha, hwf[m * ty:m * ty + m, m * tx + j], ag[:, j])
+            for a in range(alpha):
+                _a(alpha, ag[a], z[alpha * a:alpha * a + alpha, p])
 
 
 @njit(cache=True)
@@ -1477,39 +1583,44 @@ def _winograd_forward(xp, w, b, sh, sw, pkh, pkw, psh, psw, out, code, n_chunks,
     """The forward pass of the fused op: out and code pooled from the conv
     output; with code None, of the conv: out is the conv output itself."""
     n_filt, n_chan = w.shape[0], w.shape[1]
-    tiles_h, tiles_w = _tiles(xp.shape[2] - 2, xp.shape[3] - 2)
-    n_tiles = tiles_h * tiles_w
-    group = _images_per_gemm(16 * (n_chan + n_filt) * n_tiles * out.itemsize, xp.shape[0], n_chunks, cache_bytes)
-    u = np.empty((16, n_chan, n_filt), out.dtype)
-    _winograd_forward_groups(xp, w, u, b, pkh, pkw, psh, psw, out, code, n_chunks, group, tiles_h, tiles_w)
+    m, tiles_h, tiles_w, g, scale = _tiling(xp, out.dtype)
+    n_e = (m + 2) ** 2
+    group = _images_per_gemm(n_e * (n_chan + n_filt) * tiles_h * tiles_w * out.itemsize, xp.shape[0], n_chunks,
+                             cache_bytes)
+    u = np.empty((n_e, n_chan, n_filt), out.dtype)
+    wt = np.ascontiguousarray(w.transpose(1, 2, 3, 0))
+    _winograd_forward_groups(xp, wt, g, u, b, out.dtype.type(scale), pkh, pkw, psh, psw, out, code, n_chunks, group,
+                             m, tiles_h, tiles_w)
 
 
 @njit(parallel=True, cache=True)
-def _winograd_forward_groups(xp, w, u, b, pkh, pkw, psh, psw, out, code, n_chunks, group, tiles_h, tiles_w):
-    n_img, n_chan, n_filt = xp.shape[0], u.shape[1], u.shape[2]
-    oh, ow = xp.shape[2] - 2, xp.shape[3] - 2
+def _winograd_forward_groups(xp, wt, g, u, b, scale, pkh, pkw, psh, psw, out, code, n_chunks, group, m, tiles_h,
+                             tiles_w):
+    n_img, n_e, n_chan, n_filt = xp.shape[0], u.shape[0], u.shape[1], u.shape[2]
+    alpha, oh, ow = m + 2, xp.shape[2] - 2, xp.shape[3] - 2
     n_tiles = tiles_h * tiles_w
-    v = np.empty((n_chunks, 16, group * n_tiles, n_chan), out.dtype)
-    m = np.empty((n_chunks, 16, group * n_tiles, n_filt), out.dtype)
-    hwc = np.empty((n_chunks, 2 * tiles_h + 2, 2 * tiles_w + 2, n_chan), out.dtype)
-    hwf = np.empty((n_chunks, 2 * tiles_h, 2 * tiles_w, n_filt), out.dtype)
+    v = np.empty((n_chunks, n_e, group * n_tiles, n_chan), out.dtype)
+    m_e = np.empty((n_chunks, n_e, group * n_tiles, n_filt), out.dtype)
+    hwc = np.empty((n_chunks, m * tiles_h + 2, m * tiles_w + 2, n_chan), out.dtype)
+    hwf = np.empty((n_chunks, m * tiles_h, m * tiles_w, n_filt), out.dtype)
     conv = np.empty((n_chunks, n_filt, oh * ow), out.dtype)
-    bd = np.empty((n_chunks, 4, 4, n_chan), out.dtype)
-    am = np.empty((n_chunks, 2, 4, n_filt), out.dtype)
-    _filter_transform(w, u)
+    bd = np.empty((n_chunks, alpha, alpha, n_chan), out.dtype)
+    am = np.empty((n_chunks, m, alpha, n_filt), out.dtype)
+    gw = np.empty((alpha, 3, n_filt), out.dtype)
+    _filter_transform(wt, g, u, gw)
     for t in prange(n_chunks):
         first, last = t * n_img // n_chunks, (t + 1) * n_img // n_chunks
-        for g in range((last - first + group - 1) // group):
-            n = first + g * group
+        for g_at in range((last - first + group - 1) // group):
+            n = first + g_at * group
             m_img = min(group, last - n)
             for k in range(m_img):
                 _channels_last(xp[n + k], hwc[t])
                 _input_transform(hwc[t], tiles_h, tiles_w, v[t], k * n_tiles, bd[t])
-            for e in range(16):
+            for e in range(n_e):
                 # M[e] (m*tiles, F) = V[e] (m*tiles, C) @ U[e] (C, F)
-                np.dot(v[t, e, :m_img * n_tiles], u[e], m[t, e, :m_img * n_tiles])
+                np.dot(v[t, e, :m_img * n_tiles], u[e], m_e[t, e, :m_img * n_tiles])
             for k in range(m_img):
-                _output_transform(m[t], k * n_tiles, tiles_h, tiles_w, hwf[t], am[t])
+                _output_transform(m_e[t], k * n_tiles, tiles_h, tiles_w, scale, hwf[t], am[t])
                 if code is not None:
                     for f in range(n_filt):
                         for y in range(oh):
@@ -1529,37 +1640,42 @@ def _winograd_backward(dy, code, xp, w, sh, sw, pkh, pkw, psh, psw, dxp, dw, db,
     the fused op's; with code and db None, dy is the conv output's gradient
     itself."""
     n_filt, n_chan = w.shape[0], w.shape[1]
-    tiles_h, tiles_w = _tiles(xp.shape[2] - 2, xp.shape[3] - 2)
-    n_tiles = tiles_h * tiles_w
-    group = _images_per_gemm(16 * (2 * n_chan + n_filt) * n_tiles * dw.itemsize, xp.shape[0], n_chunks,
+    m, tiles_h, tiles_w, g, scale = _tiling(xp, dw.dtype)
+    n_e = (m + 2) ** 2
+    group = _images_per_gemm(n_e * (2 * n_chan + n_filt) * tiles_h * tiles_w * dw.itemsize, xp.shape[0], n_chunks,
                              cache_bytes)
-    u = np.empty((16, n_chan, n_filt), dw.dtype)
-    du = np.zeros((n_chunks, 16, n_chan, n_filt), dw.dtype)
-    _winograd_backward_groups(dy, code, xp, w, u, pkw, psh, psw, dxp, du, dw, db, n_chunks, group, tiles_h,
-                              tiles_w)
+    u = np.empty((n_e, n_chan, n_filt), dw.dtype)
+    wt = np.ascontiguousarray(w.transpose(1, 2, 3, 0))
+    du = np.zeros((n_chunks, n_e, n_chan, n_filt), dw.dtype)
+    dwt = np.empty((n_chan, 3, 3, n_filt), dw.dtype)
+    _winograd_backward_groups(dy, code, xp, wt, g, u, dw.dtype.type(scale), pkw, psh, psw, dxp, du, dwt, db, n_chunks,
+                              group, m, tiles_h, tiles_w)
+    dw += dwt.transpose(3, 0, 1, 2)
 
 
 @njit(parallel=True, cache=True)
-def _winograd_backward_groups(dy, code, xp, w, u, pkw, psh, psw, dxp, du, dw, db, n_chunks, group, tiles_h,
-                              tiles_w):
-    n_img, n_chan, n_filt = xp.shape[0], u.shape[1], u.shape[2]
-    oh, ow = xp.shape[2] - 2, xp.shape[3] - 2
+def _winograd_backward_groups(dy, code, xp, wt, g, u, scale, pkw, psh, psw, dxp, du, dwt, db, n_chunks, group, m,
+                              tiles_h, tiles_w):
+    n_img, n_e, n_chan, n_filt = xp.shape[0], u.shape[0], u.shape[1], u.shape[2]
+    alpha, oh, ow = m + 2, xp.shape[2] - 2, xp.shape[3] - 2
     n_tiles = tiles_h * tiles_w
-    v = np.empty((n_chunks, 16, group * n_tiles, n_chan), dw.dtype)
-    z = np.empty((n_chunks, 16, group * n_tiles, n_filt), dw.dtype)
-    dv = np.empty((n_chunks, 16, group * n_tiles, n_chan), dw.dtype)
-    hwc = np.empty((n_chunks, 2 * tiles_h + 2, 2 * tiles_w + 2, n_chan), dw.dtype)
-    hwf = np.empty((n_chunks, 2 * tiles_h, 2 * tiles_w, n_filt), dw.dtype)
-    dconv = np.empty((n_chunks, n_filt, oh * ow), dw.dtype)
-    db_parts = np.zeros((n_chunks, n_filt), dw.dtype)
-    bd = np.empty((n_chunks, 4, 4, n_chan), dw.dtype)
-    ag = np.empty((n_chunks, 4, 2, n_filt), dw.dtype)
-    product = np.empty((n_chunks, n_chan, n_filt), dw.dtype)  # np.dot has no beta: dU sums go through it
-    _filter_transform(w, u)
+    v = np.empty((n_chunks, n_e, group * n_tiles, n_chan), du.dtype)
+    z = np.empty((n_chunks, n_e, group * n_tiles, n_filt), du.dtype)
+    dv = np.empty((n_chunks, n_e, group * n_tiles, n_chan), du.dtype)
+    hwc = np.empty((n_chunks, m * tiles_h + 2, m * tiles_w + 2, n_chan), du.dtype)
+    hwf = np.empty((n_chunks, m * tiles_h, m * tiles_w, n_filt), du.dtype)
+    dconv = np.empty((n_chunks, n_filt, oh * ow), du.dtype)
+    db_parts = np.zeros((n_chunks, n_filt), du.dtype)
+    bd = np.empty((n_chunks, alpha, alpha, n_chan), du.dtype)
+    ag = np.empty((n_chunks, alpha, m, n_filt), du.dtype)
+    gw = np.empty((alpha, 3, n_filt), du.dtype)
+    product = np.empty((n_chunks, n_chan, n_filt), du.dtype)  # np.dot has no beta: dU sums go through it
+    if dxp is not None:
+        _filter_transform(wt, g, u, gw)
     for t in prange(n_chunks):
         first, last = t * n_img // n_chunks, (t + 1) * n_img // n_chunks
-        for g in range((last - first + group - 1) // group):
-            n = first + g * group
+        for g_at in range((last - first + group - 1) // group):
+            n = first + g_at * group
             m_img = min(group, last - n)
             for k in range(m_img):
                 _channels_last(xp[n + k], hwc[t])
@@ -1572,7 +1688,7 @@ def _winograd_backward_groups(dy, code, xp, w, u, pkw, psh, psw, dxp, du, dw, db
                 else:
                     _channels_last(dy[n + k], hwf[t])
                 _gradient_transform(hwf[t], tiles_h, tiles_w, z[t], k * n_tiles, ag[t])
-            for e in range(16):
+            for e in range(n_e):
                 # dU[e] (C, F) += V[e]^T (C, m*tiles) @ Z[e] (m*tiles, F)
                 np.dot(v[t, e, :m_img * n_tiles].T, z[t, e, :m_img * n_tiles], product[t])
                 _add_matrix(product[t], du[t, e])
@@ -1581,12 +1697,12 @@ def _winograd_backward_groups(dy, code, xp, w, u, pkw, psh, psw, dxp, du, dw, db
                     np.dot(z[t, e, :m_img * n_tiles], u[e].T, dv[t, e, :m_img * n_tiles])
             if dxp is not None:
                 for k in range(m_img):
-                    _patch_gradient(dv[t], k * n_tiles, tiles_h, tiles_w, hwc[t], bd[t])
+                    _patch_gradient(dv[t], k * n_tiles, tiles_h, tiles_w, scale, hwc[t], bd[t])
                     _add_channels_first(hwc[t], dxp[n + k])
     for t in range(1, n_chunks):
-        for e in range(16):
+        for e in range(n_e):
             _add_matrix(du[t, e], du[0, e])
-    _filter_gradient(du[0], dw)
+    _filter_gradient(du[0], g, scale, dwt, gw)
     if db is not None:
         for t in range(n_chunks):
             db += db_parts[t]

@@ -42,7 +42,7 @@ def test_every_compiled_backend_has_naive_vectorized_gemm_and_winograd_fused_ops
 
 def refused(variant, k, stride) -> bool:
     """Whether the variant cannot compute a k x k conv at this stride:
-    Winograd F(2x2, 3x3) is for 3x3 kernels at stride 1."""
+    Winograd is for 3x3 kernels at stride 1."""
     return variant[1] == "winograd" and (k != 3 or stride != 1)
 
 
@@ -86,13 +86,22 @@ def test_ties_go_to_the_first_maximum_and_relu_cuts_non_positive_windows(variant
 
 @pytest.mark.parametrize("variant", FUSED, ids="/".join)
 def test_nan_passes_through_and_sends_no_gradient(variant):
-    x = np.ones((1, 1, 6, 6))
+    x = np.ones((1, 1, 10, 10))
     x[0, 0, 1, 1] = np.nan
     w, b = np.ones((1, 1, 3, 3)), np.zeros(1)
-    y, code, dx, dw, db = fused(variant, x, w, b, 1, 0, 2, 2, np.ones((1, 1, 2, 2)))
+    y, code, dx, dw, db = fused(variant, x, w, b, 1, 0, 2, 2, np.ones((1, 1, 4, 4)))
     conv = ops.conv2d(x, w, b, **REFERENCE)
-    np.testing.assert_array_equal(y, ops.max_pool2d(np.maximum(conv, 0), 2, **REFERENCE))
-    assert np.isnan(y[0, 0, 0, 0]) and code[0, 0, 0, 0] == NO_GRADIENT
+    want = ops.max_pool2d(np.maximum(conv, 0), 2, **REFERENCE)
+    assert np.isnan(y[0, 0, 0, 0]) and np.all((code == NO_GRADIENT)[np.isnan(y)])
+    if variant[1] != "winograd":
+        np.testing.assert_array_equal(y, want)
+        return
+    # Winograd's transforms mix a whole input patch, so a NaN reaches every
+    # output of its tile (at most 4x4 conv outputs: here pooled rows and
+    # columns 0 and 1), not only those whose window holds it; the rest is exact.
+    assert np.all(np.isnan(y)[np.isnan(want)])
+    assert not np.isnan(y[..., 2:, :]).any() and not np.isnan(y[..., 2:]).any()
+    np.testing.assert_array_equal(y[~np.isnan(y)], want[~np.isnan(y)])
 
 
 VECTORIZED = [v for v in FUSED if v[1] == "vectorized"]
@@ -173,6 +182,31 @@ def test_vectorized_backward_clears_the_gradient_planes_between_groups(backend, 
     expected = unfused(x, w, b, 1, 1, pool, pool_stride, dy)
     for a, e in zip((got[0],) + got[2:], expected):
         assert_close(a, e, 1e-10)
+
+
+@pytest.mark.parametrize("backend", registry.COMPILED_BACKENDS)
+@pytest.mark.parametrize("tile", [2, 4])
+def test_winograd_with_either_tile_size_keeps_ties_exact_and_equals_the_chain(backend, tile, monkeypatch):
+    # G is kept in integers and the results divided at the end, so small
+    # integers give exact sums with F(4x4)'s sixths and 24ths too: equal
+    # conv outputs stay equal and the first maximum of a window wins.
+    module = importlib.import_module(registry._module_name(backend, f"conv_{backend}"))
+    monkeypatch.setattr(module, "_tile_size", lambda oh, ow: tile)
+    rng = np.random.default_rng(1)
+    x = rng.integers(-1, 2, (3, 5, 11, 9)).astype(np.float64)
+    w = rng.integers(-1, 2, (4, 5, 3, 3)).astype(np.float64)
+    b = np.array([0.0, -1.0, 1.0, 2.0])
+    dy = rng.integers(1, 5, (3, 4, 5, 4)).astype(np.float64)
+    expected = unfused(x, w, b, 1, 1, 2, 2, dy)
+    y, code, dx, dw, db = fused((backend, "winograd"), x, w, b, 1, 1, 2, 2, dy)
+    assert np.any(code == NO_GRADIENT) and np.any(code != NO_GRADIENT)
+    for got, want in zip((y, dx, dw, db), expected):
+        np.testing.assert_array_equal(got, want)
+    x32, w32, b32 = (rng.standard_normal(a.shape).astype(np.float32) for a in (x, w, b))
+    expected = unfused(*(a.astype(np.float64) for a in (x32, w32, b32)), 1, 1, 2, 2, dy)
+    got = fused((backend, "winograd"), x32, w32, b32, 1, 1, 2, 2, dy.astype(np.float32))
+    for a, e in zip((got[0],) + got[2:], expected):
+        assert_close(a, e.astype(np.float32), 1e-4)
 
 
 @pytest.mark.parametrize("variant", [v for v in FUSED if v[0] != "numpy"], ids="/".join)
