@@ -1322,75 +1322,76 @@ def _tiling(xp, dtype):
 
 
 @njit(cache=True)
-def _bt(alpha, s, d):
-    """d[r] = sum_i B^T[r, i] s[i]: alpha rows of vectors."""
+def _bt(alpha, s, s0, ss, d, d0, ds):
+    """d[r] = sum_i B^T[r, i] s[i]: alpha vectors, s[i] the row s0 + i*ss of
+    s (rows, n), d[r] the row d0 + r*ds of d."""
     if alpha == 4:
         for c in range(s.shape[1]):
-            d[0, c] = s[0, c] - s[2, c]
-            d[1, c] = s[1, c] + s[2, c]
-            d[2, c] = s[2, c] - s[1, c]
-            d[3, c] = s[1, c] - s[3, c]
+            d[d0, c] = s[s0, c] - s[s0 + 2 * ss, c]
+            d[d0 + ds, c] = s[s0 + ss, c] + s[s0 + 2 * ss, c]
+            d[d0 + 2 * ds, c] = s[s0 + 2 * ss, c] - s[s0 + ss, c]
+            d[d0 + 3 * ds, c] = s[s0 + ss, c] - s[s0 + 3 * ss, c]
         return
     for c in range(s.shape[1]):
-        d[0, c] = 4 * s[0, c] - 5 * s[2, c] + s[4, c]
-        d[1, c] = s[3, c] + s[4, c] - 4 * (s[1, c] + s[2, c])
-        d[2, c] = s[4, c] - s[3, c] + 4 * (s[1, c] - s[2, c])
-        d[3, c] = s[4, c] - s[2, c] + 2 * (s[3, c] - s[1, c])
-        d[4, c] = s[4, c] - s[2, c] + 2 * (s[1, c] - s[3, c])
-        d[5, c] = 4 * s[1, c] - 5 * s[3, c] + s[5, c]
+        d[d0, c] = 4 * s[s0, c] - 5 * s[s0 + 2 * ss, c] + s[s0 + 4 * ss, c]
+        d[d0 + ds, c] = s[s0 + 3 * ss, c] + s[s0 + 4 * ss, c] - 4 * (s[s0 + ss, c] + s[s0 + 2 * ss, c])
+        d[d0 + 2 * ds, c] = s[s0 + 4 * ss, c] - s[s0 + 3 * ss, c] + 4 * (s[s0 + ss, c] - s[s0 + 2 * ss, c])
+        d[d0 + 3 * ds, c] = s[s0 + 4 * ss, c] - s[s0 + 2 * ss, c] + 2 * (s[s0 + 3 * ss, c] - s[s0 + ss, c])
+        d[d0 + 4 * ds, c] = s[s0 + 4 * ss, c] - s[s0 + 2 * ss, c] + 2 * (s[s0 + ss, c] - s[s0 + 3 * ss, c])
+        d[d0 + 5 * ds, c] = 4 * s[s0 + ss, c] - 5 * s[s0 + 3 * ss, c] + s[s0 + 5 * ss, c]
 
 
 @njit(cache=True)
-def _b(alpha, s, d):
+def _b(alpha, s, s0, ss, d, d0, ds):
     """d[i] += sum_r B^T[r, i] s[r]: the adjoint of _bt."""
     if alpha == 4:
         for c in range(s.shape[1]):
-            d[0, c] += s[0, c]
-            d[1, c] += s[1, c] - s[2, c] + s[3, c]
-            d[2, c] += s[1, c] + s[2, c] - s[0, c]
-            d[3, c] -= s[3, c]
+            d[d0, c] += s[s0, c]
+            d[d0 + ds, c] += s[s0 + ss, c] - s[s0 + 2 * ss, c] + s[s0 + 3 * ss, c]
+            d[d0 + 2 * ds, c] += s[s0 + ss, c] + s[s0 + 2 * ss, c] - s[s0, c]
+            d[d0 + 3 * ds, c] -= s[s0 + 3 * ss, c]
         return
     for c in range(s.shape[1]):
-        d[0, c] += 4 * s[0, c]
-        d[1, c] += 4 * (s[2, c] - s[1, c] + s[5, c]) + 2 * (s[4, c] - s[3, c])
-        d[2, c] -= 5 * s[0, c] + 4 * (s[1, c] + s[2, c]) + s[3, c] + s[4, c]
-        d[3, c] += s[1, c] - s[2, c] + 2 * (s[3, c] - s[4, c]) - 5 * s[5, c]
-        d[4, c] += s[0, c] + s[1, c] + s[2, c] + s[3, c] + s[4, c]
-        d[5, c] += s[5, c]
+        d[d0, c] += 4 * s[s0, c]
+        d[d0 + ds, c] += 4 * (s[s0 + 2 * ss, c] - s[s0 + ss, c] + s[s0 + 5 * ss, c]) + 2 * (s[s0 + 4 * ss, c] - s[s0 + 3 * ss, c])
+        d[d0 + 2 * ds, c] -= 5 * s[s0, c] + 4 * (s[s0 + ss, c] + s[s0 + 2 * ss, c]) + s[s0 + 3 * ss, c] + s[s0 + 4 * ss, c]
+        d[d0 + 3 * ds, c] += s[s0 + ss, c] - s[s0 + 2 * ss, c] + 2 * (s[s0 + 3 * ss, c] - s[s0 + 4 * ss, c]) - 5 * s[s0 + 5 * ss, c]
+        d[d0 + 4 * ds, c] += s[s0, c] + s[s0 + ss, c] + s[s0 + 2 * ss, c] + s[s0 + 3 * ss, c] + s[s0 + 4 * ss, c]
+        d[d0 + 5 * ds, c] += s[s0 + 5 * ss, c]
 
 
 @njit(cache=True)
-def _at(alpha, s, d):
-    """d[i] = sum_r A^T[i, r] s[r]: alpha rows of vectors to m = alpha - 2."""
+def _at(alpha, s, s0, ss, d, d0, ds):
+    """d[i] = sum_r A^T[i, r] s[r]: alpha vectors to m = alpha - 2."""
     if alpha == 4:
         for c in range(s.shape[1]):
-            d[0, c] = s[0, c] + s[1, c] + s[2, c]
-            d[1, c] = s[1, c] - s[2, c] - s[3, c]
+            d[d0, c] = s[s0, c] + s[s0 + ss, c] + s[s0 + 2 * ss, c]
+            d[d0 + ds, c] = s[s0 + ss, c] - s[s0 + 2 * ss, c] - s[s0 + 3 * ss, c]
         return
     for c in range(s.shape[1]):
-        d[0, c] = s[0, c] + s[1, c] + s[2, c] + s[3, c] + s[4, c]
-        d[1, c] = s[1, c] - s[2, c] + 2 * (s[3, c] - s[4, c])
-        d[2, c] = s[1, c] + s[2, c] + 4 * (s[3, c] + s[4, c])
-        d[3, c] = s[1, c] - s[2, c] + 8 * (s[3, c] - s[4, c]) + s[5, c]
+        d[d0, c] = s[s0, c] + s[s0 + ss, c] + s[s0 + 2 * ss, c] + s[s0 + 3 * ss, c] + s[s0 + 4 * ss, c]
+        d[d0 + ds, c] = s[s0 + ss, c] - s[s0 + 2 * ss, c] + 2 * (s[s0 + 3 * ss, c] - s[s0 + 4 * ss, c])
+        d[d0 + 2 * ds, c] = s[s0 + ss, c] + s[s0 + 2 * ss, c] + 4 * (s[s0 + 3 * ss, c] + s[s0 + 4 * ss, c])
+        d[d0 + 3 * ds, c] = s[s0 + ss, c] - s[s0 + 2 * ss, c] + 8 * (s[s0 + 3 * ss, c] - s[s0 + 4 * ss, c]) + s[s0 + 5 * ss, c]
 
 
 @njit(cache=True)
-def _a(alpha, s, d):
-    """d[r] = sum_i A^T[i, r] s[i]: the adjoint of _at, m rows to alpha."""
+def _a(alpha, s, s0, ss, d, d0, ds):
+    """d[r] = sum_i A^T[i, r] s[i]: the adjoint of _at, m vectors to alpha."""
     if alpha == 4:
         for c in range(s.shape[1]):
-            d[0, c] = s[0, c]
-            d[1, c] = s[0, c] + s[1, c]
-            d[2, c] = s[0, c] - s[1, c]
-            d[3, c] = -s[1, c]
+            d[d0, c] = s[s0, c]
+            d[d0 + ds, c] = s[s0, c] + s[s0 + ss, c]
+            d[d0 + 2 * ds, c] = s[s0, c] - s[s0 + ss, c]
+            d[d0 + 3 * ds, c] = -s[s0 + ss, c]
         return
     for c in range(s.shape[1]):
-        d[0, c] = s[0, c]
-        d[1, c] = s[0, c] + s[1, c] + s[2, c] + s[3, c]
-        d[2, c] = s[0, c] - s[1, c] + s[2, c] - s[3, c]
-        d[3, c] = s[0, c] + 2 * s[1, c] + 4 * s[2, c] + 8 * s[3, c]
-        d[4, c] = s[0, c] - 2 * s[1, c] + 4 * s[2, c] - 8 * s[3, c]
-        d[5, c] = s[3, c]
+        d[d0, c] = s[s0, c]
+        d[d0 + ds, c] = s[s0, c] + s[s0 + ss, c] + s[s0 + 2 * ss, c] + s[s0 + 3 * ss, c]
+        d[d0 + 2 * ds, c] = s[s0, c] - s[s0 + ss, c] + s[s0 + 2 * ss, c] - s[s0 + 3 * ss, c]
+        d[d0 + 3 * ds, c] = s[s0, c] + 2 * s[s0 + ss, c] + 4 * s[s0 + 2 * ss, c] + 8 * s[s0 + 3 * ss, c]
+        d[d0 + 4 * ds, c] = s[s0, c] - 2 * s[s0 + ss, c] + 4 * s[s0 + 2 * ss, c] - 8 * s[s0 + 3 * ss, c]
+        d[d0 + 5 * ds, c] = s[s0 + 3 * ss, c]
 
 
 @njit(cache=True)
@@ -1490,15 +1491,16 @@ def _input_transform(hwc, tiles_h, tiles_w, v, first, bd):
     d = hwc[m*ty : m*ty + alpha, m*tx : m*tx + alpha], vectors over the C
     channels (alpha = bd.shape[0], m = alpha - 2); bd (alpha, alpha, C) is
     scratch for B^T d."""
-    alpha = bd.shape[0]
-    m = alpha - 2
+    n_chan, alpha = hwc.shape[2], bd.shape[0]
+    m, row, v_step = alpha - 2, hwc.shape[1], v.shape[1]
+    hwc_rows, bd_rows, v_rows = hwc.reshape(-1, n_chan), bd.reshape(-1, n_chan), v.reshape(-1, n_chan)
     for ty in range(tiles_h):
         for tx in range(tiles_w):
             p = first + ty * tiles_w + tx
             for j in range(alpha):
-                _bt(alpha, hwc[m * ty:m * ty + alpha, m * tx + j], bd[:, j])
+                _bt(alpha, hwc_rows, m * ty * row + m * tx + j, row, bd_rows, j, alpha)
             for a in range(alpha):
-                _bt(alpha, bd[a], v[alpha * a:alpha * a + alpha, p])
+                _bt(alpha, bd_rows, a * alpha, 1, v_rows, alpha * a * v_step + p, v_step)
 
 
 @njit(cache=True)
@@ -1507,17 +1509,18 @@ def _patch_gradient(dv, first, tiles_h, tiles_w, scale, hwc, bdv):
     scale, dV (alpha, alpha) the vectors dv[:, first + ty*TW + tx] over the
     C channels: the adjoint of _input_transform. bdv (alpha, alpha, C) is
     scratch for dV B^T."""
-    alpha = bdv.shape[0]
-    m = alpha - 2
+    n_chan, alpha = hwc.shape[2], bdv.shape[0]
+    m, row, v_step = alpha - 2, hwc.shape[1], dv.shape[1]
+    dv_rows, bdv_rows, hwc_rows = dv.reshape(-1, n_chan), bdv.reshape(-1, n_chan), hwc.reshape(-1, n_chan)
     hwc[:] = 0
     for ty in range(tiles_h):
         for tx in range(tiles_w):
             p = first + ty * tiles_w + tx
             bdv[:] = 0
             for a in range(alpha):
-                _b(alpha, dv[alpha * a:alpha * a + alpha, p], bdv[a])
+                _b(alpha, dv_rows, alpha * a * v_step + p, v_step, bdv_rows, a * alpha, 1)
             for j in range(alpha):
-                _b(alpha, bdv[:, j], hwc[m * ty:m * ty + alpha, m * tx + j])
+                _b(alpha, bdv_rows, j, alpha, hwc_rows, m * ty * row + m * tx + j, row)
     _divide(hwc, scale)
 
 
@@ -1526,14 +1529,16 @@ def _output_transform(m_e, first, tiles_h, tiles_w, scale, hwf, am):
     """hwf[m*ty + i, m*tx + j] = (A^T M A)[i, j] / scale of each tile's M
     (alpha, alpha), the vectors m_e[:, first + ty*TW + tx] over the F
     filters; am (m, alpha, F) is scratch for A^T M."""
-    m, alpha = am.shape[0], am.shape[1]
+    n_filt, m, alpha = m_e.shape[2], am.shape[0], am.shape[1]
+    row, m_step = hwf.shape[1], m_e.shape[1]
+    m_rows, am_rows, hwf_rows = m_e.reshape(-1, n_filt), am.reshape(-1, n_filt), hwf.reshape(-1, n_filt)
     for ty in range(tiles_h):
         for tx in range(tiles_w):
             p = first + ty * tiles_w + tx
             for b in range(alpha):
-                _at(alpha, m_e[b::alpha, p], am[:, b])
+                _at(alpha, m_rows, b * m_step + p, alpha * m_step, am_rows, b, alpha)
             for i in range(m):
-                _at(alpha, am[i], hwf[m * ty + i, m * tx:m * tx + m])
+                _at(alpha, am_rows, i * alpha, 1, hwf_rows, (m * ty + i) * row + m * tx, 1)
                 _divide(hwf[m * ty + i, m * tx:m * tx + m], scale)
 
 
@@ -1543,14 +1548,16 @@ def _gradient_transform(hwf, tiles_h, tiles_w, z, first, ag):
     output gradient dY = hwf[m*ty : m*ty + m, m*tx : m*tx + m], vectors
     over the F filters: the adjoint of _output_transform. ag (alpha, m, F)
     is scratch for A dY."""
-    alpha, m = ag.shape[0], ag.shape[1]
+    n_filt, alpha, m = hwf.shape[2], ag.shape[0], ag.shape[1]
+    row, z_step = hwf.shape[1], z.shape[1]
+    hwf_rows, ag_rows, z_rows = hwf.reshape(-1, n_filt), ag.reshape(-1, n_filt), z.reshape(-1, n_filt)
     for ty in range(tiles_h):
         for tx in range(tiles_w):
             p = first + ty * tiles_w + tx
             for j in range(m):
-                _a(alpha, hwf[m * ty:m * ty + m, m * tx + j], ag[:, j])
+                _a(alpha, hwf_rows, m * ty * row + m * tx + j, row, ag_rows, j, m)
             for a in range(alpha):
-                _a(alpha, ag[a], z[alpha * a:alpha * a + alpha, p])
+                _a(alpha, ag_rows, a * m, 1, z_rows, alpha * a * z_step + p, z_step)
 
 
 @njit(cache=True)
