@@ -1654,12 +1654,27 @@ cdef void _add_matrix(const floating[:, ::1] source, floating[:, ::1] target) no
 
 cdef void _rows_channels_last(const floating[:, ::1] conv, Py_ssize_t ow, floating[:, :, ::1] hwf) noexcept nogil:
     """hwf (H', W', F) = conv (F, OH*OW) with the filters innermost, zeros
-    past OH and OW."""
-    cdef Py_ssize_t f, at
+    past OH and OW; in blocks of CHANNEL_BLOCK filters, as _channels_last."""
+    cdef Py_ssize_t n_filt = conv.shape[0], block, f, y, x
     memset(&hwf[0, 0, 0], 0, hwf.shape[0] * hwf.shape[1] * hwf.shape[2] * sizeof(floating))
-    for f in range(conv.shape[0]):
-        for at in range(conv.shape[1]):
-            hwf[at // ow, at % ow, f] = conv[f, at]
+    for y in range(conv.shape[1] // ow):
+        for block in range((n_filt + CHANNEL_BLOCK - 1) // CHANNEL_BLOCK):
+            for x in range(ow):
+                for f in range(block * CHANNEL_BLOCK, min((block + 1) * CHANNEL_BLOCK, n_filt)):
+                    hwf[y, x, f] = conv[f, y * ow + x]
+
+
+cdef void _channels_first(const floating[:, :, ::1] hwf, Py_ssize_t oh, Py_ssize_t ow, const floating[::1] b,
+                          floating *rows) noexcept nogil:
+    """rows (F, OH*OW), C-contiguous from rows, = the OH x OW part of hwf
+    (H', W', F) with the filters first, plus b[f]; in blocks of
+    CHANNEL_BLOCK filters, as _channels_last."""
+    cdef Py_ssize_t n_filt = hwf.shape[2], plane = oh * ow, block, f, y, x
+    for y in range(oh):
+        for block in range((n_filt + CHANNEL_BLOCK - 1) // CHANNEL_BLOCK):
+            for x in range(ow):
+                for f in range(block * CHANNEL_BLOCK, min((block + 1) * CHANNEL_BLOCK, n_filt)):
+                    rows[f * plane + y * ow + x] = hwf[y, x, f] + b[f]
 
 
 def _conv2d_winograd(xp, w, b, Py_ssize_t sh, Py_ssize_t sw, out, Py_ssize_t n_chunks, Py_ssize_t cache_bytes):
@@ -1694,7 +1709,7 @@ def _winograd_forward_groups(const floating[:, :, :, ::1] xp, const floating[:, 
     cdef Py_ssize_t n_img = xp.shape[0], n_e = u.shape[0], n_chan = u.shape[1], n_filt = u.shape[2]
     cdef Py_ssize_t alpha = m + 2, oh = xp.shape[2] - 2, ow = xp.shape[3] - 2
     cdef Py_ssize_t n_tiles = tiles_h * tiles_w
-    cdef Py_ssize_t t, first, last, g_at, n, m_img, k, e, f, y, x
+    cdef Py_ssize_t t, first, last, g_at, n, m_img, k, e
     cdef bint pooled = code is not None
     dtype = np.asarray(out).dtype
     cdef floating[:, :, :, ::1] v = np.empty((n_chunks, n_e, group * n_tiles, n_chan), dtype)
@@ -1702,6 +1717,7 @@ def _winograd_forward_groups(const floating[:, :, :, ::1] xp, const floating[:, 
     cdef floating[:, :, :, ::1] hwc = np.empty((n_chunks, m * tiles_h + 2, m * tiles_w + 2, n_chan), dtype)
     cdef floating[:, :, :, ::1] hwf = np.empty((n_chunks, m * tiles_h, m * tiles_w, n_filt), dtype)
     cdef floating[:, :, ::1] conv = np.empty((n_chunks, n_filt, oh * ow), dtype)
+    cdef floating[::1] no_bias = np.zeros(n_filt, dtype)
     cdef floating[:, :, :, ::1] bd = np.empty((n_chunks, alpha, alpha, n_chan), dtype)
     cdef floating[:, :, :, ::1] am = np.empty((n_chunks, m, alpha, n_filt), dtype)
     cdef floating[:, :, ::1] gw = np.empty((alpha, 3, n_filt), dtype)
@@ -1721,17 +1737,11 @@ def _winograd_forward_groups(const floating[:, :, :, ::1] xp, const floating[:, 
                             &u[e, 0, 0], n_filt, 0, &m_e[t, e, 0, 0], n_filt)
                 for k in range(m_img):
                     _output_transform(m_e[t], k * n_tiles, tiles_h, tiles_w, scale, hwf[t], am[t])
-                    if pooled:
-                        for f in range(n_filt):
-                            for y in range(oh):
-                                for x in range(ow):
-                                    conv[t, f, y * ow + x] = hwf[t, y, x, f]
+                    if pooled:  # the pooling adds the bias
+                        _channels_first(hwf[t], oh, ow, no_bias, &conv[t, 0, 0])
                         _relu_maxpool_image(conv[t], b, ow, pkh, pkw, psh, psw, out[n + k], code[n + k])
                         continue
-                    for f in range(n_filt):
-                        for y in range(oh):
-                            for x in range(ow):
-                                out[n + k, f, y, x] = hwf[t, y, x, f] + b[f]
+                    _channels_first(hwf[t], oh, ow, b, &out[n + k, 0, 0, 0])
 
 
 def _winograd_backward(dy, code, xp, w, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t pkh, Py_ssize_t pkw,

@@ -1571,11 +1571,27 @@ def _add_matrix(source, target):
 @njit(cache=True)
 def _rows_channels_last(conv, ow, hwf):
     """hwf (H', W', F) = conv (F, OH*OW) with the filters innermost, zeros
-    past OH and OW."""
+    past OH and OW; in blocks of CHANNEL_BLOCK filters, as _channels_last."""
+    n_filt = conv.shape[0]
     hwf[:] = 0
-    for f in range(conv.shape[0]):
-        for at in range(conv.shape[1]):
-            hwf[at // ow, at % ow, f] = conv[f, at]
+    for y in range(conv.shape[1] // ow):
+        for block in range((n_filt + CHANNEL_BLOCK - 1) // CHANNEL_BLOCK):
+            for x in range(ow):
+                for f in range(block * CHANNEL_BLOCK, min((block + 1) * CHANNEL_BLOCK, n_filt)):
+                    hwf[y, x, f] = conv[f, y * ow + x]
+
+
+@njit(cache=True)
+def _channels_first(hwf, oh, ow, b, rows):
+    """rows (F, OH*OW) = the OH x OW part of hwf (H', W', F) with the
+    filters first, plus b[f]; in blocks of CHANNEL_BLOCK filters, as
+    _channels_last."""
+    n_filt = hwf.shape[2]
+    for y in range(oh):
+        for block in range((n_filt + CHANNEL_BLOCK - 1) // CHANNEL_BLOCK):
+            for x in range(ow):
+                for f in range(block * CHANNEL_BLOCK, min((block + 1) * CHANNEL_BLOCK, n_filt)):
+                    rows[f, y * ow + x] = hwf[y, x, f] + b[f]
 
 
 def _conv2d_winograd(xp, w, b, sh, sw, out, n_chunks, cache_bytes):
@@ -1611,6 +1627,7 @@ def _winograd_forward_groups(xp, wt, g, u, b, scale, pkh, pkw, psh, psw, out, co
     hwc = np.empty((n_chunks, m * tiles_h + 2, m * tiles_w + 2, n_chan), out.dtype)
     hwf = np.empty((n_chunks, m * tiles_h, m * tiles_w, n_filt), out.dtype)
     conv = np.empty((n_chunks, n_filt, oh * ow), out.dtype)
+    no_bias = np.zeros(n_filt, out.dtype)
     bd = np.empty((n_chunks, alpha, alpha, n_chan), out.dtype)
     am = np.empty((n_chunks, m, alpha, n_filt), out.dtype)
     gw = np.empty((alpha, 3, n_filt), out.dtype)
@@ -1628,17 +1645,11 @@ def _winograd_forward_groups(xp, wt, g, u, b, scale, pkh, pkw, psh, psw, out, co
                 np.dot(v[t, e, :m_img * n_tiles], u[e], m_e[t, e, :m_img * n_tiles])
             for k in range(m_img):
                 _output_transform(m_e[t], k * n_tiles, tiles_h, tiles_w, scale, hwf[t], am[t])
-                if code is not None:
-                    for f in range(n_filt):
-                        for y in range(oh):
-                            for x in range(ow):
-                                conv[t, f, y * ow + x] = hwf[t, y, x, f]
+                if code is not None:  # the pooling adds the bias
+                    _channels_first(hwf[t], oh, ow, no_bias, conv[t])
                     _relu_maxpool_image(conv[t], b, ow, pkh, pkw, psh, psw, out[n + k], code[n + k])
                     continue
-                for f in range(n_filt):
-                    for y in range(oh):
-                        for x in range(ow):
-                            out[n + k, f, y, x] = hwf[t, y, x, f] + b[f]
+                _channels_first(hwf[t], oh, ow, b, out[n + k].reshape(n_filt, oh * ow))
 
 
 def _winograd_backward(dy, code, xp, w, sh, sw, pkh, pkw, psh, psw, dxp, dw, db, n_chunks, cache_bytes):
