@@ -33,12 +33,15 @@ def _installed_copy(package_dir: str, search_path: list) -> list:
 if _util.find_spec("fastconv.kernels") is None:
     __path__[:] = _installed_copy(_os.path.dirname(_os.path.abspath(__file__)), _sys.path)
 
-from fastconv import threads as _threads  # noqa: E402 (after the path is settled)
+from fastconv import heap as _heap  # noqa: E402 (after the path is settled)
+from fastconv import threads as _threads  # noqa: E402
 
 __version__ = "0.1.0"
 
 # Before NumPy and Numba start their thread pools (see fastconv.threads).
 _threads.wait_quietly()
+# Kernel scratch freed by one call is reused by the next (see fastconv.heap).
+_heap.keep_freed_memory()
 
 _USER_VARIANT_API = ("register_variant", "unregister_variant")
 
