@@ -42,24 +42,17 @@ def relative(got, want):
     return np.abs(diff).max() / scale, np.sqrt(np.mean(diff ** 2)) / scale
 
 
-def measure(layer, x, dy, run_float32):
-    """[(max, RMS)] of y, dx, dw: ``run_float32(x, w, b, dy)`` -> (y, dx, dw)
-    in float32 against float64 reference results."""
-    w, b = layer.params["w"], layer.params["b"]
+VARIANTS = {"gemm": ("gemm", None), "winograd F(2x2)": ("winograd", 2), "winograd F(4x4)": ("winograd", 4)}
+"""Row label: (algorithm, tile size forced, or None)."""
+
+
+def conv_results(layer, x, dy, dtype, variant):
+    """(y, dx, dw) of the layer's conv on x with dy, everything in dtype."""
+    x, w, b, dy = (a.astype(dtype) for a in (x, layer.params["w"], layer.params["b"], dy))
     geometry = (layer.stride, layer.padding)
-    exact = [a.astype(np.float64) for a in (x, w, b, dy)]
-    y = ops.conv2d(*exact[:3], *geometry, **REFERENCE)
-    dx, dw, _ = ops.conv2d_backward(exact[3], exact[0], exact[1], *geometry, **REFERENCE)
-    got = run_float32(*(a.astype(np.float32) for a in (x, w, b, dy)), geometry)
-    return [relative(g, want) for g, want in zip(got, (y, dx, dw))]
-
-
-def variant(algorithm):
-    def run(x, w, b, dy, geometry):
-        y = ops.conv2d(x, w, b, *geometry, backend="cython", algorithm=algorithm)
-        dx, dw, _ = ops.conv2d_backward(dy, x, w, *geometry, backend="cython", algorithm=algorithm)
-        return y, dx, dw
-    return run
+    y = ops.conv2d(x, w, b, *geometry, **variant)
+    dx, dw, _ = ops.conv2d_backward(dy, x, w, *geometry, **variant)
+    return y, dx, dw
 
 
 def main(argv=None):
@@ -77,15 +70,11 @@ def main(argv=None):
         for model_name in ("cnn", "cnn-deep"):
             for name, layer, x in conv_inputs(model_name, digits):
                 dy = rng.standard_normal((x.shape[0],) + layer.output_shape(x.shape[1:]))
-                rows = {"gemm": variant("gemm")}
-                for m in (2, 4):
-                    def forced(x, w, b, dy, geometry, m=m):
-                        kernels._tile_size = lambda oh, ow: m
-                        return variant("winograd")(x, w, b, dy, geometry)
-                    rows[f"winograd F({m}x{m})"] = forced
-                for label, run in rows.items():
-                    errors = measure(layer, x, dy, run)
-                    kernels._tile_size = choose_tile
+                exact = conv_results(layer, x, dy, np.float64, REFERENCE)
+                for label, (algorithm, tile) in VARIANTS.items():
+                    kernels._tile_size = choose_tile if tile is None else (lambda oh, ow, m=tile: m)
+                    got = conv_results(layer, x, dy, np.float32, {"backend": "cython", "algorithm": algorithm})
+                    errors = [relative(g, want) for g, want in zip(got, exact)]
                     print(f"{model_name + '.' + name:<16} {label:<16} "
                           + " ".join(f"{e:9.2e}" for pair in errors for e in pair))
     finally:

@@ -1652,18 +1652,6 @@ cdef void _add_matrix(const floating[:, ::1] source, floating[:, ::1] target) no
             target[i, j] += source[i, j]
 
 
-cdef void _rows_channels_last(const floating[:, ::1] conv, Py_ssize_t ow, floating[:, :, ::1] hwf) noexcept nogil:
-    """hwf (H', W', F) = conv (F, OH*OW) with the filters innermost, zeros
-    past OH and OW; in blocks of CHANNEL_BLOCK filters, as _channels_last."""
-    cdef Py_ssize_t n_filt = conv.shape[0], block, f, y, x
-    memset(&hwf[0, 0, 0], 0, hwf.shape[0] * hwf.shape[1] * hwf.shape[2] * sizeof(floating))
-    for y in range(conv.shape[1] // ow):
-        for block in range((n_filt + CHANNEL_BLOCK - 1) // CHANNEL_BLOCK):
-            for x in range(ow):
-                for f in range(block * CHANNEL_BLOCK, min((block + 1) * CHANNEL_BLOCK, n_filt)):
-                    hwf[y, x, f] = conv[f, y * ow + x]
-
-
 cdef void _channels_first(const floating[:, :, ::1] hwf, Py_ssize_t oh, Py_ssize_t ow, const floating[::1] b,
                           floating *rows) noexcept nogil:
     """rows (F, OH*OW), C-contiguous from rows, = the OH x OW part of hwf
@@ -1781,7 +1769,10 @@ def _winograd_backward_groups(const floating[:, :, :, ::1] dy, const unsigned ch
     cdef floating[:, :, :, ::1] dv = np.empty((n_chunks, n_e, group * n_tiles, n_chan), dtype)
     cdef floating[:, :, :, ::1] hwc = np.empty((n_chunks, m * tiles_h + 2, m * tiles_w + 2, n_chan), dtype)
     cdef floating[:, :, :, ::1] hwf = np.empty((n_chunks, m * tiles_h, m * tiles_w, n_filt), dtype)
-    cdef floating[:, :, ::1] dconv = np.empty((n_chunks, n_filt, oh * ow), dtype)
+    # the routed conv gradient: rows (F, OH*OW) for _unpool_image, planes (F, OH, OW) for _channels_last
+    dconv_array = np.empty((n_chunks, n_filt, oh, ow), dtype)
+    cdef floating[:, :, ::1] dconv = dconv_array.reshape(n_chunks, n_filt, oh * ow)
+    cdef floating[:, :, :, ::1] dconv_planes = dconv_array
     cdef floating[:, ::1] db_parts = np.zeros((n_chunks, n_filt), dtype)
     cdef floating[:, :, :, ::1] bd = np.empty((n_chunks, alpha, alpha, n_chan), dtype)
     cdef floating[:, :, :, ::1] ag = np.empty((n_chunks, alpha, m, n_filt), dtype)
@@ -1801,7 +1792,7 @@ def _winograd_backward_groups(const floating[:, :, :, ::1] dy, const unsigned ch
                         for f in range(n_filt):
                             memset(&dconv[t, f, 0], 0, oh * ow * sizeof(floating))
                         _unpool_image(dy[n + k], code[n + k], ow, pkw, psh, psw, dconv[t], db_parts[t])
-                        _rows_channels_last(dconv[t], ow, hwf[t])
+                        _channels_last(dconv_planes[t], hwf[t])
                     else:
                         _channels_last(dy[n + k], hwf[t])
                     _gradient_transform(hwf[t], tiles_h, tiles_w, z[t], k * n_tiles, ag[t])

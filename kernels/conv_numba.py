@@ -1569,19 +1569,6 @@ def _add_matrix(source, target):
 
 
 @njit(cache=True)
-def _rows_channels_last(conv, ow, hwf):
-    """hwf (H', W', F) = conv (F, OH*OW) with the filters innermost, zeros
-    past OH and OW; in blocks of CHANNEL_BLOCK filters, as _channels_last."""
-    n_filt = conv.shape[0]
-    hwf[:] = 0
-    for y in range(conv.shape[1] // ow):
-        for block in range((n_filt + CHANNEL_BLOCK - 1) // CHANNEL_BLOCK):
-            for x in range(ow):
-                for f in range(block * CHANNEL_BLOCK, min((block + 1) * CHANNEL_BLOCK, n_filt)):
-                    hwf[y, x, f] = conv[f, y * ow + x]
-
-
-@njit(cache=True)
 def _channels_first(hwf, oh, ow, b, rows):
     """rows (F, OH*OW) = the OH x OW part of hwf (H', W', F) with the
     filters first, plus b[f]; in blocks of CHANNEL_BLOCK filters, as
@@ -1702,7 +1689,7 @@ def _winograd_backward_groups(dy, code, xp, wt, g, u, scale, pkw, psh, psw, dxp,
                     for f in range(n_filt):
                         dconv[t, f, :] = 0
                     _unpool_image(dy[n + k], code[n + k], ow, pkw, psh, psw, dconv[t], db_parts[t])
-                    _rows_channels_last(dconv[t], ow, hwf[t])
+                    _channels_last(dconv[t].reshape(n_filt, oh, ow), hwf[t])
                 else:
                     _channels_last(dy[n + k], hwf[t])
                 _gradient_transform(hwf[t], tiles_h, tiles_w, z[t], k * n_tiles, ag[t])

@@ -38,6 +38,11 @@ def refused(algorithm, w_shape, stride) -> bool:
     return algorithm == "winograd" and (tuple(w_shape[2:]) != (3, 3) or tuple(stride) != (1, 1))
 
 
+def conv_module(backend):
+    """The conv kernel module of a compiled backend (its build for this CPU)."""
+    return importlib.import_module(registry._module_name(backend, f"conv_{backend}"))
+
+
 def reference_forward(x, w, b, stride=1, padding=0):
     return ops.conv2d(x, w, b, stride, padding, backend="numpy", algorithm="reference")
 
@@ -282,8 +287,7 @@ def test_vectorized_backward_gives_the_same_results_whatever_images_share_a_grou
     # planes and padded input take 7 to 12 kB (4 or 8 planes of 144 to 152
     # float64s, as the build's tile has 4 or 8 filters, and 3 channels of
     # 11 x 10): groups of one image, of two to five, and a whole chunk.
-    module = importlib.import_module(registry._module_name(backend, f"conv_{backend}"))
-    monkeypatch.setattr(module, "GROUP_BYTES", group_bytes)
+    monkeypatch.setattr(conv_module(backend), "GROUP_BYTES", group_bytes)
     rng = np.random.default_rng(8)
     x, w, dy = rng.standard_normal((7, 3, 9, 8)), rng.standard_normal((4, 3, 3, 3)), rng.standard_normal((7, 4, 9, 8))
     for compute_dx in (True, False):
@@ -339,10 +343,6 @@ def check_winograd(backend, algorithm, geometry, seed):
     expected = reference_backward(exact[3], *exact[:2], 1, padding)
     for got, want in zip(grads, expected):
         assert_close(got, want.astype(dtype), WINOGRAD_RTOL[dtype])
-
-
-def conv_module(backend):
-    return importlib.import_module(registry._module_name(backend, f"conv_{backend}"))
 
 
 @pytest.mark.parametrize("backend", registry.COMPILED_BACKENDS)
