@@ -241,12 +241,14 @@ def test_the_server_still_answers_after_bad_requests(client, mnist):
 # -------------------------------------------------------------- the command
 
 
-def test_the_command_names_the_extra_when_it_is_missing(monkeypatch, capsys, tmp_path):
+@pytest.mark.parametrize("module", ["uvicorn", "uvloop", "httptools"])
+def test_the_command_names_the_extra_when_it_is_missing(monkeypatch, capsys, tmp_path, module):
     from fastconv import serve
 
-    monkeypatch.setitem(sys.modules, "uvicorn", None)  # import uvicorn -> ImportError
+    monkeypatch.setitem(sys.modules, module, None)  # import module -> ImportError
     assert serve.main(["--checkpoint", str(tmp_path / "none.npz")]) == 1
-    assert 'pip install "fastconv[serve]"' in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert 'pip install "fastconv[serve]"' in err and module in err
 
 
 def test_the_command_rejects_bad_arguments(webapp, tmp_path, capsys):
