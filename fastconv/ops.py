@@ -315,7 +315,11 @@ def conv2d_backward(dy, x, w, stride=1, padding=0, *, compute_dx=True, backend="
     # compute_dx is part of the key: without dx another variant may be fastest.
     key = (xp.shape, w.shape, geom.stride, dtype, bool(compute_dx))
     dxp, dw = _dispatch(op, backend, algorithm, key, run, x.shape[0], _inapplicable(geom))
-    db = dy.sum(axis=(0, 2, 3))
+    # db: over the images first (whole contiguous planes), then each
+    # filter's row of pixels; dy.sum(axis=(0, 2, 3)) took 3.6x as long at
+    # cnn-deep conv3's shape (0.21 ms, batch 64), for sums further from the
+    # float64 ones.
+    db = dy.sum(axis=0).reshape(dy.shape[1], -1).sum(axis=1)
     dx = np.ascontiguousarray(_crop(dxp, geom.padding)) if compute_dx else None
     return dx, dw, db
 
