@@ -178,12 +178,13 @@ def create_app(inference, *, classes, checkpoint, errors) -> Starlette:
         return JSONResponse(description)
 
     async def predict(request):
-        # On the event loop itself: one image's pass takes a fraction of a
-        # millisecond, and handing it to a worker thread cost more than that
-        # (the two threads then take turns at the GIL). Under the load test
-        # (tests/test_serve.py) the server spent 0.65 ms of CPU a request
-        # this way against 1.2 ms through run_in_threadpool, p50 6.5-7.3 ms
-        # against 16-18.6 ms.
+        # On the event loop itself: one image's pass takes under a
+        # millisecond with the built-in models (cnn 0.1-0.2 ms, cnn-deep
+        # 0.7), and handing it to a worker thread cost more than that (the
+        # two threads then take turns at the GIL). A copy of this endpoint
+        # under the load test's load (tests/test_serve.py) spent 0.6-0.7 ms
+        # of server CPU a request this way against 1.1-1.3 ms through
+        # run_in_threadpool, p50 6.5-7.4 ms against 15-18.6 ms.
         image = await image_from(request)
         return JSONResponse(_prediction(inference.predict(image[None])[0]))
 
