@@ -1538,9 +1538,7 @@ cdef void _filter_gradient(const floating[:, :, ::1] du, const floating[:, ::1] 
                     for l in range(3):
                         for f in range(n_filt):
                             dwt[c, k, l, f] += coef * gd[a, l, f]
-            for l in range(3):
-                for f in range(n_filt):
-                    dwt[c, k, l, f] /= scale
+        _divide(&dwt[c, 0, 0, 0], 9 * n_filt, scale)
 
 
 cdef Py_ssize_t CHANNEL_BLOCK = 16

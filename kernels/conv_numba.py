@@ -1449,9 +1449,7 @@ def _filter_gradient(du, g, scale, dwt, gd):
                     for l in range(3):
                         for f in range(n_filt):
                             dwt[c, k, l, f] += coef * gd[a, l, f]
-            for l in range(3):
-                for f in range(n_filt):
-                    dwt[c, k, l, f] /= scale
+        _divide(dwt[c], scale)
 
 
 CHANNEL_BLOCK = 16
