@@ -7,7 +7,6 @@ the largest reference magnitude as ``atol`` (sums of mixed-sign products
 cancel, so single elements may be far smaller than the terms they sum).
 """
 import functools
-import importlib
 
 import numpy as np
 import pytest
@@ -19,6 +18,7 @@ from fastconv.battery import (CONV_EDGE_CASES, CONV_GRADCHECK_CASES, assert_clos
                               conv_geometry_case, numerical_gradients, other_layouts, random_case, read_only)
 from fastconv.battery import CONV_RTOL as RTOL
 from fastconv.battery import conv_small_case as small_case
+from kernel_modules import conv_module
 
 pytestmark = pytest.mark.usefixtures("thread_count")
 
@@ -36,11 +36,6 @@ def refused(algorithm, w_shape, stride) -> bool:
     """Whether ``algorithm`` cannot compute a conv of this geometry (and so
     must refuse it): Winograd is for 3x3 kernels at stride 1."""
     return algorithm == "winograd" and (tuple(w_shape[2:]) != (3, 3) or tuple(stride) != (1, 1))
-
-
-def conv_module(backend):
-    """The conv kernel module of a compiled backend (its build for this CPU)."""
-    return importlib.import_module(registry._module_name(backend, f"conv_{backend}"))
 
 
 def reference_forward(x, w, b, stride=1, padding=0):

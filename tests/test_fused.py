@@ -6,7 +6,6 @@ The unfused chain (fastconv.battery.unfused) is built from the reference
 ops (NumPy) and ReLU's own rule, so a fused kernel is checked against code
 it shares nothing with.
 """
-import importlib
 
 import numpy as np
 import pytest
@@ -19,6 +18,7 @@ from fastconv.battery import fused_geometries as geometries
 from fastconv.kernels import NO_GRADIENT
 from fastconv.model import Sequential
 from fastconv.layers import Conv2D, Flatten, MaxPool2D, ReLU
+from kernel_modules import conv_module
 
 FUSED = registry.variants("conv2d_relu_maxpool2d")
 REFERENCE = {"backend": "numpy", "algorithm": "reference"}
@@ -172,7 +172,7 @@ def test_vectorized_backward_clears_the_gradient_planes_between_groups(backend, 
     # zeroed where the last group's codes wrote. 7 images in chunks of 3
     # and 4 (2 threads), 7 to 12 kB of planes and input per image: groups
     # of one image, of two to five, and a whole chunk.
-    module = importlib.import_module(registry._module_name(backend, f"conv_{backend}"))
+    module = conv_module(backend)
     monkeypatch.setattr(module, "GROUP_BYTES", group_bytes)
     rng = np.random.default_rng(9)
     x, w, b = rng.standard_normal((7, 3, 9, 8)), rng.standard_normal((4, 3, 3, 3)), rng.standard_normal(4)
@@ -190,7 +190,7 @@ def test_winograd_with_either_tile_size_keeps_ties_exact_and_equals_the_chain(ba
     # G is kept in integers and the results divided at the end, so small
     # integers give exact sums with F(4x4)'s sixths and 24ths too: equal
     # conv outputs stay equal and the first maximum of a window wins.
-    module = importlib.import_module(registry._module_name(backend, f"conv_{backend}"))
+    module = conv_module(backend)
     monkeypatch.setattr(module, "_tile_size", lambda oh, ow: tile)
     rng = np.random.default_rng(1)
     x = rng.integers(-1, 2, (3, 5, 11, 9)).astype(np.float64)

@@ -9,7 +9,6 @@ which would hide a real wiring fault of the same size. Winograd runs with
 exactly 0 (windows of MNIST's blank background inside a patch that is not
 blank) into +-1e-17, where ReLU then passes a gradient the reference does
 not; the last test pins that down."""
-import importlib
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +19,7 @@ from fastconv.data import load_dataset
 from fastconv.kernels import NO_GRADIENT
 from fastconv.model import Sequential
 from fastconv.optim import Adam
+from kernel_modules import conv_module
 
 MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
 STEPS, BATCH = 200, 8
@@ -38,7 +38,7 @@ def images():
 @pytest.fixture(autouse=True)
 def winograd_tiles_of_2x2(monkeypatch):
     for backend in registry.COMPILED_BACKENDS:
-        module = importlib.import_module(registry._module_name(backend, f"conv_{backend}"))
+        module = conv_module(backend)
         monkeypatch.setattr(module, "_tile_size", lambda oh, ow: 2)
 
 
@@ -66,7 +66,7 @@ def test_training_matches_the_reference(variant, images, reference_run):
 
 @pytest.mark.parametrize("backend", registry.COMPILED_BACKENDS)
 def test_winograd_4x4_differs_only_where_relu_meets_an_exact_zero(backend, images, monkeypatch):
-    module = importlib.import_module(registry._module_name(backend, f"conv_{backend}"))
+    module = conv_module(backend)
     monkeypatch.setattr(module, "_tile_size", lambda oh, ow: 4)
     x = images[0][:BATCH].astype(np.float64)
     conv1 = Sequential(models.cnn({}), input_shape=models.INPUT_SHAPE, seed=0, dtype=np.float64).layers[0]
