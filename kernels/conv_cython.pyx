@@ -219,25 +219,25 @@ def _strided_forward(const floating[:, :, :, ::1] xp, const floating[:, :, :, ::
 # strides take the per-pixel loops.
 
 
-def _blocked_filters(w, b, Py_ssize_t n_filt4):
-    """w (F, C, KH, KW) and b (F,) as conv_tile.h takes them: w4 (F4 / B,
-    C*KH*KW, B), B = FC_TILE_FILTERS, each block's B weights of a tap side
-    by side, and b4 (F4,); filters F..F4 are zeros. (One pass in a typed
-    loop: NumPy's reshape, transpose and copy took 14 us at conv2's shape,
-    most of a batch-1 call's overhead.)"""
-    w4 = np.zeros((n_filt4 // FC_TILE_FILTERS, w.shape[1] * w.shape[2] * w.shape[3], FC_TILE_FILTERS), w.dtype)
-    b4 = np.zeros(n_filt4, w.dtype)
-    _block_filters(w.reshape(w.shape[0], -1), b, w4, b4)
-    return w4, b4
-
-
-def _block_filters(const floating[:, ::1] w_ft, const floating[::1] b, floating[:, :, ::1] w4, floating[::1] b4):
-    cdef Py_ssize_t n_filt = w_ft.shape[0], f, t, k
-    b4[:n_filt] = b
-    for f in range(0, n_filt, FC_TILE_FILTERS):  # whole blocks, then the last one's real filters
-        for t in range(w_ft.shape[1]):
-            for k in range(min(FC_TILE_FILTERS, n_filt - f)):
-                w4[f // FC_TILE_FILTERS, t, k] = w_ft[f + k, t]
+cdef void _block_filters(const floating[:, :, :, ::1] w, floating[:, :, ::1] w4) noexcept nogil:
+    """w4 (F4 / B, C*KH*KW, B) = w (F, C, KH, KW) as conv_tile.h takes it,
+    B = FC_TILE_FILTERS: each block's B weights of a tap side by side,
+    filters F..F4 zeros. A typed loop over pointers with B, a constant,
+    innermost: NumPy's reshape, transpose and copy took 14 us at conv2's
+    shape, a memoryview loop 4.0 us, this one 2.0 (batch 1 calls)."""
+    cdef Py_ssize_t n_filt = w.shape[0], n_taps = w4.shape[1], i, f, t, k
+    cdef const floating *w_ft = &w[0, 0, 0, 0]  # (F, C*KH*KW)
+    cdef floating *block
+    for i in range(w4.shape[0]):
+        block, f = &w4[i, 0, 0], i * FC_TILE_FILTERS
+        if f + FC_TILE_FILTERS <= n_filt:
+            for t in range(n_taps):
+                for k in range(FC_TILE_FILTERS):
+                    block[t * FC_TILE_FILTERS + k] = w_ft[(f + k) * n_taps + t]
+        else:  # the last block: its real filters, then zeros
+            for t in range(n_taps):
+                for k in range(FC_TILE_FILTERS):
+                    block[t * FC_TILE_FILTERS + k] = w_ft[(f + k) * n_taps + t] if f + k < n_filt else 0
 
 
 cdef void _conv_image_tiled(const floating *image, const floating[:, :, ::1] w4, const floating *b4,
@@ -289,19 +289,15 @@ def _tiled_forward(const floating[:, :, :, ::1] xp, const floating[:, :, :, ::1]
     if pooled:  # only the conv outputs a pool window covers (cnn's conv2: 10 of 11 rows, 8 vectors not 9)
         n_q = ((out.shape[2] - 1) * psh + pkh - 1) * wp + (out.shape[3] - 1) * psw + pkw
     dtype = np.asarray(out).dtype
-    w4_array, b4_array = _blocked_filters(np.asarray(w), np.asarray(b), n_filt4)
-    cdef const floating[:, :, ::1] w4 = w4_array
-    cdef const floating[::1] b4 = b4_array
+    cdef floating[:, :, ::1] w4 = np.empty((n_filt4 // FC_TILE_FILTERS, w.shape[1] * kh * kw, FC_TILE_FILTERS), dtype)
+    cdef floating[::1] b4 = np.zeros(n_filt4, dtype)
     cdef const Py_ssize_t[::1] tap_at = _tap_offsets(xp.shape[1], kh, kw, hp, wp)
-    cdef const floating[:, ::1] images = np.asarray(xp).reshape(n_img, size)
     # The micro-kernel reads whole vectors, up to lanes - 1 elements past an
     # image (for positions it then drops): the next images', and for the
     # last images, as many as those reads reach (one unless images are
     # smaller than a vector), a copy with zeros after it.
     cdef Py_ssize_t n_tail = min(n_img, 1 + (lanes - 2) // size), first_tail = n_img - n_tail
-    tail_array = np.zeros(n_tail * size + lanes, dtype)
-    tail_array[:n_tail * size] = np.asarray(xp)[first_tail:].reshape(-1)
-    cdef const floating[::1] tail = tail_array
+    cdef floating[::1] tail = np.empty(n_tail * size + lanes, dtype)
     cdef Py_ssize_t n_written = (n_q + lanes - 1) // lanes * lanes  # the positions the micro-kernel writes
     cdef Py_ssize_t row = n_written + PAD
     # the usual pool (2x2 windows at stride 2) runs in wide rows too, into
@@ -309,16 +305,23 @@ def _tiled_forward(const floating[:, :, :, ::1] xp, const floating[:, :, :, ::1]
     cdef bint wide_pool = pooled and pkh == pkw == psh == psw == 2
     if wide_pool:
         row = max(row, 2 * _whole_runs((out.shape[2] - 1) * wp + out.shape[3]) + wp + PAD)
-    wide_array = np.empty((n_chunks, n_filt4, row), dtype)
-    wide_array[:, :, n_written:] = 0  # the pool may read past them
-    cdef floating[:, :, ::1] wide = wide_array
+    cdef floating[:, :, ::1] wide = np.empty((n_chunks, n_filt4, row), dtype)
     cdef floating[:, :, ::1] pooled_rows = np.empty((n_chunks if wide_pool else 0, n_filt, row), dtype)
     cdef unsigned char[:, :, ::1] codes = np.empty((n_chunks if wide_pool else 0, n_filt, row), np.uint8)
     with nogil:
+        _block_filters(w, w4)
+        for f in range(n_filt):
+            b4[f] = b[f]
+        if n_tail * size > 0:
+            memcpy(&tail[0], &xp[first_tail, 0, 0, 0], n_tail * size * sizeof(floating))
+        memset(&tail[n_tail * size], 0, lanes * sizeof(floating))
+        for t in range(n_chunks):
+            for f in range(n_filt4):  # the pool may read past the positions written
+                memset(&wide[t, f, n_written], 0, (row - n_written) * sizeof(floating))
         for t in prange(n_chunks, schedule="static", num_threads=n_chunks):
             for n in range(t * n_img // n_chunks, (t + 1) * n_img // n_chunks):
                 _conv_image_tiled(<const floating *>&tail[(n - first_tail) * size] if n >= first_tail
-                                  else &images[n, 0], w4, NULL if pooled else &b4[0], tap_at, n_q, wide[t])
+                                  else &xp[n, 0, 0, 0], w4, NULL if pooled else &b4[0], tap_at, n_q, wide[t])
                 if wide_pool:
                     _relu_maxpool_wide(wide[t, :n_filt], b, wp, pooled_rows[t], codes[t], out[n], code[n])
                 elif pooled:
@@ -402,19 +405,22 @@ def _phase_pooled_forward(const floating[:, :, :, ::1] xp, const floating[:, :, 
     cdef Py_ssize_t row = max(n_written, _whole_runs(n_q)) + PAD
     cdef Py_ssize_t t, n, phase
     dtype = np.asarray(out).dtype
-    w4_array = _blocked_filters(np.asarray(w), np.asarray(b), n_filt4)[0]
-    cdef const floating[:, :, ::1] w4 = w4_array
+    cdef floating[:, :, ::1] w4 = np.empty((n_filt4 // FC_TILE_FILTERS, n_chan * kh * kw, FC_TILE_FILTERS), dtype)
     cdef const Py_ssize_t[:, ::1] tap_at = _phase_offsets(n_chan, kh, kw, h2, w2)
     # Per thread: the phase planes of an image, with channels of zeros after
     # them for the micro-kernel to read whole vectors past the last one; the
     # four phases of its conv output; the codes of its pooled pixels.
     cdef Py_ssize_t room = (lanes + 4 * h2 * w2 - 1) // (4 * h2 * w2)
     cdef floating[:, :, :, :, :, ::1] planes = np.zeros((n_chunks, n_chan + room, 2, 2, h2, w2), dtype)
-    phases_array = np.empty((n_chunks, 4, n_filt4, row), dtype)
-    phases_array[..., n_written:] = 0  # the pool reads past them
-    cdef floating[:, :, :, ::1] phases = phases_array
+    cdef floating[:, :, :, ::1] phases = np.empty((n_chunks, 4, n_filt4, row), dtype)
     cdef unsigned char[:, :, ::1] codes = np.empty((n_chunks, n_filt4, row), np.uint8)
+    cdef Py_ssize_t f
     with nogil:
+        _block_filters(w, w4)
+        for t in range(n_chunks):
+            for phase in range(4):
+                for f in range(n_filt4):  # the pool reads past the positions written
+                    memset(&phases[t, phase, f, n_written], 0, (row - n_written) * sizeof(floating))
         for t in prange(n_chunks, schedule="static", num_threads=n_chunks):
             for n in range(t * n_img // n_chunks, (t + 1) * n_img // n_chunks):
                 _split_phases(xp[n], planes[t])
