@@ -45,6 +45,10 @@ def test_matmul_writes_into_out_through_blas():
     np.testing.assert_allclose(out, x @ w, rtol=1e-6)
     for a, b in [(x.T, out), (out, w.T)]:  # the dense layer's two gradients
         np.testing.assert_allclose(blas.matmul(a, b), a @ b, rtol=1e-6)
+    row = np.full((1, 3), np.nan, np.float32)  # one image: the matrix-vector product
+    assert blas.matmul(x[:1], w, row) is row
+    np.testing.assert_allclose(row, x[:1] @ w, rtol=1e-6)
+    np.testing.assert_allclose(blas.matmul(out[:1], w.T), out[:1] @ w.T, rtol=1e-6)  # w.T: F-contiguous
 
 
 def test_matmul_leaves_other_cases_to_numpy():
