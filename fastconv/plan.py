@@ -62,7 +62,7 @@ import operator
 
 import numpy as np
 
-from fastconv import autotune, fusion, op_table, ops, registry, threads
+from fastconv import fusion, op_table, ops, registry, settings, threads
 from fastconv.integers import positive_int
 from fastconv.kernels import blas
 from fastconv.layers import AvgPool2D, BatchNorm, BatchNorm2D, Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU
@@ -118,13 +118,14 @@ class _Compiled:
     def __init__(self, model, batch):
         self.model = model
         self.thread_count = threads.num_threads()
-        self.forced = autotune.forced("auto", "auto")
+        self.forced = (settings.forced_backend(), settings.forced_algorithm())  # as written: auto's inputs
         self.snapshot = _Snapshot(model)
         self.steps = _build(model, batch)
         self.free = [self.allocate()]
 
     def is_current(self, thread_count) -> bool:
-        return (thread_count == self.thread_count and autotune.forced("auto", "auto") == self.forced
+        return (thread_count == self.thread_count
+                and (settings.forced_backend(), settings.forced_algorithm()) == self.forced
                 and self.snapshot.unchanged())
 
     def allocate(self) -> list:
@@ -158,34 +159,32 @@ class _Snapshot:
     each step in it, each step's layers, and for the layer kinds the plan
     compiles their public attributes and their param and buffer arrays (a
     layer of yours runs through its own forward, live). :meth:`unchanged`
-    compares them by identity in C loops (``map``), a few microseconds."""
+    compares them by identity in one C loop (``map`` over the dicts and
+    lists holding them: the instances' ``vars``, the model's step list, the
+    params and buffers), about 3 us for the MNIST CNN's 100 entries."""
 
     def __init__(self, model):
-        owners, names, containers, keys = [model] * 3, ["steps", "dtype", "input_shape"], [], []
+        containers, keys = [vars(model)] * 3, ["steps", "dtype", "input_shape"]
         for index, step in enumerate(model.steps):
-            containers.append(model.steps)
-            keys.append(index)
-            owners.append(step)
-            names.append("layers")
+            containers += [model.steps, vars(step)]
+            keys += [index, "layers"]
             for layer in step.layers:
                 if type(layer) in _COMPILED_LAYERS:
                     public = [k for k in vars(layer) if k[0] != "_" and k not in _UNWATCHED]
-                    owners += [layer] * len(public)
-                    names += public
+                    containers += [vars(layer)] * len(public)
+                    keys += public
                     for arrays in (layer.params, layer.buffers):
                         containers += [arrays] * len(arrays)
                         keys += arrays
         self.model, self.step_count = model, len(model.steps)
-        self.owners, self.names, self.containers, self.keys = owners, names, containers, keys
-        self.attributes = list(map(getattr, owners, names))
+        self.containers, self.keys = containers, keys
         self.items = list(map(operator.getitem, containers, keys))
 
     def unchanged(self) -> bool:
         try:
             return (len(self.model.steps) == self.step_count
-                    and all(map(operator.is_, map(getattr, self.owners, self.names), self.attributes))
                     and all(map(operator.is_, map(operator.getitem, self.containers, self.keys), self.items)))
-        except (AttributeError, KeyError, IndexError):  # something the build read is gone
+        except (KeyError, IndexError):  # something the build read is gone
             return False
 
 
