@@ -48,9 +48,9 @@ cdef extern from "conv_tile.h" nogil:
     const int FC_TILE_FILTERS
     const int FC_LANES_FLOAT
     const int FC_LANES_DOUBLE
-    void fc_conv_image_float(const float *image, const float *w4, const float *b4, const Py_ssize_t *tap_at,
+    void fc_conv_image_float(const float *image, const float *w_rows, const float *b4, const Py_ssize_t *tap_at,
                              Py_ssize_t n_taps, Py_ssize_t n_filt4, Py_ssize_t n_q, float *out, Py_ssize_t row)
-    void fc_conv_image_double(const double *image, const double *w4, const double *b4, const Py_ssize_t *tap_at,
+    void fc_conv_image_double(const double *image, const double *w_rows, const double *b4, const Py_ssize_t *tap_at,
                               Py_ssize_t n_taps, Py_ssize_t n_filt4, Py_ssize_t n_q, double *out, Py_ssize_t row)
     void fc_filter_gradient_float(const float *image, Py_ssize_t image_step, const float *dy, Py_ssize_t dy_step,
                                   Py_ssize_t plane, Py_ssize_t n_images, const Py_ssize_t *tap_at, Py_ssize_t n_taps,
@@ -219,37 +219,29 @@ def _strided_forward(const floating[:, :, :, ::1] xp, const floating[:, :, :, ::
 # strides take the per-pixel loops.
 
 
-cdef void _block_filters(const floating[:, :, :, ::1] w, floating[:, :, ::1] w4) noexcept nogil:
-    """w4 (F4 / B, C*KH*KW, B) = w (F, C, KH, KW) as conv_tile.h takes it,
-    B = FC_TILE_FILTERS: each block's B weights of a tap side by side,
-    filters F..F4 zeros. A typed loop over pointers with B, a constant,
-    innermost: NumPy's reshape, transpose and copy took 14 us at conv2's
-    shape, a memoryview loop 4.0 us, this one 2.0 (batch 1 calls)."""
-    cdef Py_ssize_t n_filt = w.shape[0], n_taps = w4.shape[1], i, f, t, k
-    cdef const floating *w_ft = &w[0, 0, 0, 0]  # (F, C*KH*KW)
-    cdef floating *block
-    for i in range(w4.shape[0]):
-        block, f = &w4[i, 0, 0], i * FC_TILE_FILTERS
-        if f + FC_TILE_FILTERS <= n_filt:
-            for t in range(n_taps):
-                for k in range(FC_TILE_FILTERS):
-                    block[t * FC_TILE_FILTERS + k] = w_ft[(f + k) * n_taps + t]
-        else:  # the last block: its real filters, then zeros
-            for t in range(n_taps):
-                for k in range(FC_TILE_FILTERS):
-                    block[t * FC_TILE_FILTERS + k] = w_ft[(f + k) * n_taps + t] if f + k < n_filt else 0
+cdef const floating *_filter_rows(const floating[:, :, :, ::1] w, floating[:, ::1] padded) noexcept nogil:
+    """w (F, C, KH, KW) as conv_tile.h takes it, (F4, C*KH*KW), one filter a
+    row: w itself when F is a whole number of tiles (padded, then, has no
+    rows), else padded (F4, C*KH*KW) filled with w's rows, then zeros."""
+    cdef Py_ssize_t size = w.shape[0] * w.shape[1] * w.shape[2] * w.shape[3]
+    if padded.shape[0] == 0:
+        return &w[0, 0, 0, 0]
+    memcpy(&padded[0, 0], &w[0, 0, 0, 0], size * sizeof(floating))
+    memset(&padded[w.shape[0], 0], 0, (padded.shape[0] - w.shape[0]) * padded.shape[1] * sizeof(floating))
+    return &padded[0, 0]
 
 
-cdef void _conv_image_tiled(const floating *image, const floating[:, :, ::1] w4, const floating *b4,
+cdef void _conv_image_tiled(const floating *image, const floating *w_rows, const floating *b4,
                             const Py_ssize_t[::1] tap_at, Py_ssize_t n_q, floating[:, ::1] wide) noexcept nogil:
     """wide (F4, row) = the conv of one image (C*Hp*Wp,) at wide positions
-    q < n_q, plus b4 (F4,) unless it is NULL (conv_tile.h)."""
+    q < n_q of the filters w_rows (F4, T), plus b4 (F4,) unless it is NULL
+    (conv_tile.h)."""
     if floating is float:
-        fc_conv_image_float(image, &w4[0, 0, 0], b4, &tap_at[0], w4.shape[1], wide.shape[0], n_q,
-                            &wide[0, 0], wide.shape[1])
+        fc_conv_image_float(image, w_rows, b4, &tap_at[0], tap_at.shape[0], wide.shape[0], n_q, &wide[0, 0],
+                            wide.shape[1])
     else:
-        fc_conv_image_double(image, &w4[0, 0, 0], b4, &tap_at[0], w4.shape[1], wide.shape[0], n_q,
-                             &wide[0, 0], wide.shape[1])
+        fc_conv_image_double(image, w_rows, b4, &tap_at[0], tap_at.shape[0], wide.shape[0], n_q, &wide[0, 0],
+                             wide.shape[1])
 
 
 cdef void _relu_maxpool_wide(const floating[:, ::1] wide, const floating[::1] b, Py_ssize_t wp,
@@ -289,7 +281,8 @@ def _tiled_forward(const floating[:, :, :, ::1] xp, const floating[:, :, :, ::1]
     if pooled:  # only the conv outputs a pool window covers (cnn's conv2: 10 of 11 rows, 8 vectors not 9)
         n_q = ((out.shape[2] - 1) * psh + pkh - 1) * wp + (out.shape[3] - 1) * psw + pkw
     dtype = np.asarray(out).dtype
-    cdef floating[:, :, ::1] w4 = np.empty((n_filt4 // FC_TILE_FILTERS, w.shape[1] * kh * kw, FC_TILE_FILTERS), dtype)
+    cdef floating[:, ::1] padded = np.empty((0 if n_filt4 == n_filt else n_filt4, w.shape[1] * kh * kw), dtype)
+    cdef const floating *w_rows
     cdef floating[::1] b4 = np.zeros(n_filt4, dtype)
     cdef const Py_ssize_t[::1] tap_at = _tap_offsets(xp.shape[1], kh, kw, hp, wp)
     # The micro-kernel reads whole vectors, up to lanes - 1 elements past an
@@ -309,7 +302,7 @@ def _tiled_forward(const floating[:, :, :, ::1] xp, const floating[:, :, :, ::1]
     cdef floating[:, :, ::1] pooled_rows = np.empty((n_chunks if wide_pool else 0, n_filt, row), dtype)
     cdef unsigned char[:, :, ::1] codes = np.empty((n_chunks if wide_pool else 0, n_filt, row), np.uint8)
     with nogil:
-        _block_filters(w, w4)
+        w_rows = _filter_rows(w, padded)
         for f in range(n_filt):
             b4[f] = b[f]
         if n_tail * size > 0:
@@ -321,7 +314,7 @@ def _tiled_forward(const floating[:, :, :, ::1] xp, const floating[:, :, :, ::1]
         for t in prange(n_chunks, schedule="static", num_threads=n_chunks):
             for n in range(t * n_img // n_chunks, (t + 1) * n_img // n_chunks):
                 _conv_image_tiled(<const floating *>&tail[(n - first_tail) * size] if n >= first_tail
-                                  else &xp[n, 0, 0, 0], w4, NULL if pooled else &b4[0], tap_at, n_q, wide[t])
+                                  else &xp[n, 0, 0, 0], w_rows, NULL if pooled else &b4[0], tap_at, n_q, wide[t])
                 if wide_pool:
                     _relu_maxpool_wide(wide[t, :n_filt], b, wp, pooled_rows[t], codes[t], out[n], code[n])
                 elif pooled:
@@ -405,7 +398,8 @@ def _phase_pooled_forward(const floating[:, :, :, ::1] xp, const floating[:, :, 
     cdef Py_ssize_t row = max(n_written, _whole_runs(n_q)) + PAD
     cdef Py_ssize_t t, n, phase
     dtype = np.asarray(out).dtype
-    cdef floating[:, :, ::1] w4 = np.empty((n_filt4 // FC_TILE_FILTERS, n_chan * kh * kw, FC_TILE_FILTERS), dtype)
+    cdef floating[:, ::1] padded = np.empty((0 if n_filt4 == n_filt else n_filt4, n_chan * kh * kw), dtype)
+    cdef const floating *w_rows
     cdef const Py_ssize_t[:, ::1] tap_at = _phase_offsets(n_chan, kh, kw, h2, w2)
     # Per thread: the phase planes of an image, with channels of zeros after
     # them for the micro-kernel to read whole vectors past the last one; the
@@ -416,7 +410,7 @@ def _phase_pooled_forward(const floating[:, :, :, ::1] xp, const floating[:, :, 
     cdef unsigned char[:, :, ::1] codes = np.empty((n_chunks, n_filt4, row), np.uint8)
     cdef Py_ssize_t f
     with nogil:
-        _block_filters(w, w4)
+        w_rows = _filter_rows(w, padded)
         for t in range(n_chunks):
             for phase in range(4):
                 for f in range(n_filt4):  # the pool reads past the positions written
@@ -425,7 +419,7 @@ def _phase_pooled_forward(const floating[:, :, :, ::1] xp, const floating[:, :, 
             for n in range(t * n_img // n_chunks, (t + 1) * n_img // n_chunks):
                 _split_phases(xp[n], planes[t])
                 for phase in range(4):
-                    _conv_image_tiled(&planes[t, 0, 0, 0, 0, 0], w4, NULL, tap_at[phase], n_q, phases[t, phase])
+                    _conv_image_tiled(&planes[t, 0, 0, 0, 0, 0], w_rows, NULL, tap_at[phase], n_q, phases[t, phase])
                 _relu_maxpool_phases(phases[t], b, n_q, w2, codes[t], out[n], code[n])
 
 
@@ -478,14 +472,14 @@ def _gradient_tap_offsets(Py_ssize_t n_filt, Py_ssize_t kh, Py_ssize_t kw, Py_ss
     return tap_at
 
 
-def _blocked_input_filters(w, Py_ssize_t n_chan4):
+def _input_filter_rows(w, Py_ssize_t n_chan4):
     """w (F, C, KH, KW) as the dx convolution's filters for conv_tile.h:
-    (C4 / B, F*KH*KW, B), B = FC_TILE_FILTERS, w[f, c, i, j] at
-    [c // B, (f*KH + i)*KW + j, c % B]; channels C..C4 are zeros."""
+    (C4, F*KH*KW), w[f, c, i, j] at [c, (f*KH + i)*KW + j]; channels C..C4
+    are zeros."""
     n_filt, n_chan, kh, kw = w.shape
-    w4 = np.zeros((n_chan4, n_filt, kh, kw), w.dtype)
-    w4[:n_chan] = w.transpose(1, 0, 2, 3)
-    return np.ascontiguousarray(w4.reshape(n_chan4 // FC_TILE_FILTERS, FC_TILE_FILTERS, -1).transpose(0, 2, 1))
+    rows = np.zeros((n_chan4, n_filt, kh, kw), w.dtype)
+    rows[:n_chan] = w.transpose(1, 0, 2, 3)
+    return rows.reshape(n_chan4, n_filt * kh * kw)
 
 
 cdef void _gradient_tiled(const floating *image, Py_ssize_t image_step, const floating *dy, Py_ssize_t dy_step,
@@ -533,7 +527,7 @@ def _tiled_backward(const floating[:, :, :, ::1] dy, const unsigned char[:, :, :
                                        (n_img + n_chunks - 1) // n_chunks))
     cdef const Py_ssize_t[::1] tap_at = _tap_offsets(n_chan, kh, kw, hp, wp)
     cdef const Py_ssize_t[::1] tap_at_dx = _gradient_tap_offsets(n_filt, kh, kw, wp, plane)
-    cdef const floating[:, :, ::1] w4_dx = _blocked_input_filters(np.asarray(w), n_chan4)
+    cdef const floating[:, ::1] w_dx = _input_filter_rows(np.asarray(w), n_chan4)
     cdef const floating[:, ::1] images = np.asarray(xp).reshape(n_img, size)
     cdef floating[:, ::1] dx_images = np.asarray(dxp).reshape(n_img, size) if compute_dx else None
     cdef floating[:, :, ::1] group_images = _aligned_zeros((n_chunks, group, image_step), dtype, 0)
@@ -558,7 +552,7 @@ def _tiled_backward(const floating[:, :, :, ::1] dy, const unsigned char[:, :, :
                             for y in range(oh):
                                 memcpy(&planes[t, k, f, base + y * wp], &dy[n + k, f, y, 0], ow * sizeof(floating))
                     if compute_dx:
-                        _conv_image_tiled(&planes[t, k, 0, 0], w4_dx, NULL, tap_at_dx, hp * wp, dx_wide[t])
+                        _conv_image_tiled(&planes[t, k, 0, 0], &w_dx[0, 0], NULL, tap_at_dx, hp * wp, dx_wide[t])
                         for c in range(n_chan):
                             memcpy(&dx_images[n + k, c * hp * wp], &dx_wide[t, c, 0], hp * wp * sizeof(floating))
                 _gradient_tiled(&group_images[t, 0, 0], image_step, &planes[t, 0, 0, base], n_filt4 * plane,

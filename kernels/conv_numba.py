@@ -140,7 +140,7 @@ def _pixel_offsets(oh, ow, sh, sw, wp):
 def conv2d_vectorized(xp, w, b, sh, sw, out):
     # Stride 1: the register-blocked micro-kernel, one chunk of the batch per thread.
     if sh == 1 and sw == 1:
-        _tiled_forward(xp, w, b, *_blocked_filters(w, b, _filters_in_blocks(w)), 0, 0, 0, 0, out, None,
+        _tiled_forward(xp, w, b, *_filter_rows(w, b, _filters_in_blocks(w)), 0, 0, 0, 0, out, None,
                        min(numba.get_num_threads(), xp.shape[0]))
     else:
         _strided_forward(xp, w, b, sh, sw, out)
@@ -196,22 +196,21 @@ def _strided_forward(xp, w, b, sh, sw, out):
 # algorithm and layout, but its accumulators live in memory (in L1), not
 # in registers, and it reads no position past n_q (no copy of the last image).
 
-TILE_FILTERS = 8  # the filters of a block of w4: conv_tile.h's AVX-512 tile, 8 filters
+TILE_FILTERS = 8  # the filters of a tile: conv_tile.h's AVX-512 tile, 8 filters
 TILE_POSITIONS = 48  # by 3 vectors of 16 floats
 
 
-def _blocked_filters(w, b, n_filt4):
-    """w (F, C, KH, KW) and b (F,) as conv_tile.h takes them: w4 (F4 / B,
-    C*KH*KW, B), B = TILE_FILTERS, each block's B weights of a tap side by
-    side, and b4 (F4,); filters F..F4 are zeros. NumPy, called before the
-    jitted loops: compiled, it added 0.45 s to a first call's wait (2.4 s
-    written with array slices)."""
+def _filter_rows(w, b, n_filt4):
+    """w (F, C, KH, KW) and b (F,) as conv_tile.h takes them: w_rows (F4,
+    C*KH*KW), one filter a row, and b4 (F4,); filters F..F4 are zeros.
+    NumPy, called before the jitted loops (compiled, such a helper added
+    0.45 s to a first call's wait)."""
     n_filt, n_taps = w.shape[0], w.shape[1] * w.shape[2] * w.shape[3]
-    w4 = np.zeros((n_filt4, n_taps), w.dtype)
-    w4[:n_filt] = w.reshape(n_filt, n_taps)
+    w_rows = np.zeros((n_filt4, n_taps), w.dtype)
+    w_rows[:n_filt] = w.reshape(n_filt, n_taps)
     b4 = np.zeros(n_filt4, w.dtype)
     b4[:n_filt] = b
-    return np.ascontiguousarray(w4.reshape(n_filt4 // TILE_FILTERS, TILE_FILTERS, n_taps).transpose(0, 2, 1)), b4
+    return w_rows, b4
 
 
 def _filters_in_blocks(w):
@@ -220,11 +219,12 @@ def _filters_in_blocks(w):
 
 
 @njit(cache=True)
-def _conv_image_tiled(image, w4, b4, add_bias, tap_at, n_q, wide):
+def _conv_image_tiled(image, w_rows, b4, add_bias, tap_at, n_q, wide):
     """wide (F4, row) = the conv of one image (C*Hp*Wp,) at wide positions
-    q < n_q, plus b4 (F4,) if add_bias (conv_tile.h's algorithm)."""
-    n_blocks, n_taps, n_tile = w4.shape
-    for block in range(n_blocks):
+    q < n_q of the filters w_rows (F4, T), plus b4 (F4,) if add_bias
+    (conv_tile.h's algorithm)."""
+    n_tile, n_taps = TILE_FILTERS, w_rows.shape[1]
+    for block in range(w_rows.shape[0] // n_tile):
         for q0 in range(0, n_q, TILE_POSITIONS):
             span = min(TILE_POSITIONS, n_q - q0)
             for f in range(n_tile):
@@ -233,7 +233,7 @@ def _conv_image_tiled(image, w4, b4, add_bias, tap_at, n_q, wide):
             for t in range(n_taps):
                 window = image[tap_at[t] + q0:tap_at[t] + q0 + span]
                 for f in range(n_tile):
-                    weight = w4[block, t, f]
+                    weight = w_rows[block * n_tile + f, t]
                     acc = wide[block * n_tile + f, q0:q0 + span]
                     for q in range(span):
                         acc[q] += weight * window[q]
@@ -261,18 +261,18 @@ def _relu_maxpool_wide(wide, b, wp, pooled, codes, out, code):
 
 
 @njit(parallel=True, cache=True)
-def _tiled_forward(xp, w, b, w4, b4, pkh, pkw, psh, psw, out, code, n_chunks):
+def _tiled_forward(xp, w, b, w_rows, b4, pkh, pkw, psh, psw, out, code, n_chunks):
     """The stride-1 forward pass of the conv (code None: out is the conv
     output) or of the fused op (out and code pooled from it), the batch cut
-    into n_chunks chunks, one per thread; w4 and b4 are w and b blocked
-    (_blocked_filters, run by the caller)."""
+    into n_chunks chunks, one per thread; w_rows and b4 are w and b as the
+    tile takes them (_filter_rows, run by the caller)."""
     n_img, n_filt, kh, kw = xp.shape[0], w.shape[0], w.shape[2], w.shape[3]
     hp, wp, size = xp.shape[2], xp.shape[3], xp.shape[1] * xp.shape[2] * xp.shape[3]
     oh, ow = hp - kh + 1, wp - kw + 1
     n_q = (oh - 1) * wp + ow
     if code is not None:  # only the conv outputs a pool window covers (cnn's conv2: 10 of 11 rows, 8 vectors not 9)
         n_q = ((out.shape[2] - 1) * psh + pkh - 1) * wp + (out.shape[3] - 1) * psw + pkw
-    n_filt4 = w4.shape[0] * TILE_FILTERS
+    n_filt4 = w_rows.shape[0]
     tap_at = _tap_offsets(xp.shape[1], kh, kw, hp, wp)
     images = xp.reshape(n_img, size)
     row = n_q + PAD
@@ -287,7 +287,7 @@ def _tiled_forward(xp, w, b, w4, b4, pkh, pkw, psh, psw, out, code, n_chunks):
     codes = np.empty((n_chunks if wide_pool else 0, n_filt, row), np.uint8)
     for t in prange(n_chunks):
         for n in range(t * n_img // n_chunks, (t + 1) * n_img // n_chunks):
-            _conv_image_tiled(images[n], w4, b4, code is None, tap_at, n_q, wide[t])
+            _conv_image_tiled(images[n], w_rows, b4, code is None, tap_at, n_q, wide[t])
             if code is not None and wide_pool:
                 _relu_maxpool_wide(wide[t, :n_filt], b, wp, pooled_rows[t], codes[t], out[n], code[n])
             elif code is not None:
@@ -358,15 +358,15 @@ def _relu_maxpool_phases(phases, b, n_q, w2, codes, out, code):
 
 
 @njit(parallel=True, cache=True)
-def _phase_pooled_forward(xp, w, b, w4, out, code, n_chunks):
+def _phase_pooled_forward(xp, w, b, w_rows, out, code, n_chunks):
     """The stride-1 fused op with 2x2 pool windows at stride 2, by output
-    phases, the batch cut into n_chunks chunks, one per thread; w4 is w
-    blocked (_blocked_filters, run by the caller)."""
+    phases, the batch cut into n_chunks chunks, one per thread; w_rows is w
+    as the tile takes it (_filter_rows, run by the caller)."""
     n_img, n_chan, n_filt, kh, kw = xp.shape[0], xp.shape[1], w.shape[0], w.shape[2], w.shape[3]
     h2, w2 = (xp.shape[2] + 1) // 2, (xp.shape[3] + 1) // 2
     ph, pw = out.shape[2], out.shape[3]
     n_q = (ph - 1) * w2 + pw
-    n_filt4 = w4.shape[0] * TILE_FILTERS
+    n_filt4 = w_rows.shape[0]
     b4 = np.zeros(n_filt4, out.dtype)  # not added here: the pooling adds b
     tap_at = _phase_offsets(n_chan, kh, kw, h2, w2)
     # Per thread: the phase planes of an image (zeros: the entries no pooled
@@ -380,7 +380,7 @@ def _phase_pooled_forward(xp, w, b, w4, out, code, n_chunks):
         for n in range(t * n_img // n_chunks, (t + 1) * n_img // n_chunks):
             _split_phases(xp[n], planes[t])
             for phase in range(4):
-                _conv_image_tiled(planes[t].reshape(-1), w4, b4, False, tap_at[phase], n_q, phases[t, phase])
+                _conv_image_tiled(planes[t].reshape(-1), w_rows, b4, False, tap_at[phase], n_q, phases[t, phase])
             _relu_maxpool_phases(phases[t], b, n_q, w2, codes[t], out[n], code[n])
 
 
@@ -434,14 +434,14 @@ def _gradient_tap_offsets(n_filt, kh, kw, wp, plane):
     return tap_at
 
 
-def _blocked_input_filters(w, n_chan4):
+def _input_filter_rows(w, n_chan4):
     """w (F, C, KH, KW) as the dx convolution's filters for conv_tile.h:
-    (C4 / B, F*KH*KW, B), B = TILE_FILTERS, w[f, c, i, j] at
-    [c // B, (f*KH + i)*KW + j, c % B]; channels C..C4 are zeros."""
+    (C4, F*KH*KW), w[f, c, i, j] at [c, (f*KH + i)*KW + j]; channels C..C4
+    are zeros."""
     n_filt, n_chan, kh, kw = w.shape
-    w4 = np.zeros((n_chan4, n_filt, kh, kw), w.dtype)
-    w4[:n_chan] = w.transpose(1, 0, 2, 3)
-    return np.ascontiguousarray(w4.reshape(n_chan4 // TILE_FILTERS, TILE_FILTERS, -1).transpose(0, 2, 1))
+    rows = np.zeros((n_chan4, n_filt, kh, kw), w.dtype)
+    rows[:n_chan] = w.transpose(1, 0, 2, 3)
+    return rows.reshape(n_chan4, n_filt * kh * kw)
 
 
 # Reassociation (and fused multiply-adds) for this function alone: LLVM
@@ -474,13 +474,13 @@ def _gradient_tiled(image, image_step, dy, dy_step, plane, n_images, tap_at, n_q
 
 
 @njit(parallel=True, cache=True)
-def _tiled_backward(dy, code, xp, w, w4_dx, pkw, psh, psw, dxp, dw, db, n_chunks, planes, group_images):
+def _tiled_backward(dy, code, xp, w, w_dx, pkw, psh, psw, dxp, dw, db, n_chunks, planes, group_images):
     """The stride-1 backward pass of the conv (code and db None: dy is the
     conv output's gradient) or of the fused op (code routes the pooled dy
     to the conv output; db += the routed gradient per filter), the batch
     cut into n_chunks chunks, one per thread, each with its own dw, in
-    groups of images; w4_dx is w as the dx convolution's filters
-    (_blocked_input_filters), planes (n_chunks, group, F4, plane) the
+    groups of images; w_dx is w as the dx convolution's filters
+    (_input_filter_rows), planes (n_chunks, group, F4, plane) the
     threads' gradient planes and group_images (n_chunks, group, step) their
     copies of the group's images, zeros, all made by the caller."""
     n_img, n_chan, hp, wp = xp.shape
@@ -489,7 +489,7 @@ def _tiled_backward(dy, code, xp, w, w4_dx, pkw, psh, psw, dxp, dw, db, n_chunks
     oh, ow = hp - kh + 1, wp - kw + 1
     n_q = (oh - 1) * wp + ow
     n_filt4 = (n_filt + TILE_FILTERS - 1) // TILE_FILTERS * TILE_FILTERS
-    n_chan4 = w4_dx.shape[0] * TILE_FILTERS
+    n_chan4 = w_dx.shape[0]
     base = (kh - 1) * wp + kw - 1
     group, plane, image_step = planes.shape[1], planes.shape[3], group_images.shape[2]
     tap_at = _tap_offsets(n_chan, kh, kw, hp, wp)
@@ -516,7 +516,7 @@ def _tiled_backward(dy, code, xp, w, w4_dx, pkw, psh, psw, dxp, dw, db, n_chunks
                             for x in range(ow):
                                 planes[t, k, f, base + y * wp + x] = dy[n + k, f, y, x]
                 if dxp is not None:
-                    _conv_image_tiled(planes[t, k].reshape(-1), w4_dx, no_bias, False, tap_at_dx, hp * wp, dx_wide[t])
+                    _conv_image_tiled(planes[t, k].reshape(-1), w_dx, no_bias, False, tap_at_dx, hp * wp, dx_wide[t])
                     for c in range(n_chan):
                         for y in range(hp):
                             for x in range(wp):
@@ -561,8 +561,8 @@ def _tiled_backward_call(dy, code, xp, w, pkw, psh, psw, dxp, dw, db, n_chunks):
     group = max(1, min(GROUP_BYTES // ((n_filt4 * plane + image_step) * dw.itemsize), -(-xp.shape[0] // n_chunks)))
     planes = _aligned_zeros((n_chunks, group, n_filt4, plane), dw.dtype, (kh - 1) * wp + kw - 1)
     group_images = _aligned_zeros((n_chunks, group, image_step), dw.dtype, 0)
-    w4_dx = _blocked_input_filters(w, (w.shape[1] + TILE_FILTERS - 1) // TILE_FILTERS * TILE_FILTERS)
-    _tiled_backward(dy, code, xp, w, w4_dx, pkw, psh, psw, dxp, dw, db, n_chunks, planes, group_images)
+    w_dx = _input_filter_rows(w, (w.shape[1] + TILE_FILTERS - 1) // TILE_FILTERS * TILE_FILTERS)
+    _tiled_backward(dy, code, xp, w, w_dx, pkw, psh, psw, dxp, dw, db, n_chunks, planes, group_images)
 
 
 def conv2d_backward_vectorized(dy, xp, w, sh, sw, dxp, dw):
@@ -1001,9 +1001,9 @@ def conv2d_relu_maxpool2d_vectorized(xp, w, b, sh, sw, pkh, pkw, psh, psw, out, 
     # against 6.7 ms, its short phase rows rounded up to whole vectors).
     n_chunks = min(numba.get_num_threads(), xp.shape[0])
     if sh == 1 and sw == 1 and pkh == pkw == psh == psw == 2 and w.shape[1] * w.shape[2] * w.shape[3] <= FEW_TAPS:
-        _phase_pooled_forward(xp, w, b, _blocked_filters(w, b, _filters_in_blocks(w))[0], out, code, n_chunks)
+        _phase_pooled_forward(xp, w, b, _filter_rows(w, b, _filters_in_blocks(w))[0], out, code, n_chunks)
     elif sh == 1 and sw == 1:
-        _tiled_forward(xp, w, b, *_blocked_filters(w, b, _filters_in_blocks(w)), pkh, pkw, psh, psw, out, code,
+        _tiled_forward(xp, w, b, *_filter_rows(w, b, _filters_in_blocks(w)), pkh, pkw, psh, psw, out, code,
                        n_chunks)
     else:
         _fused_strided_forward(xp, w, b, sh, sw, pkh, pkw, psh, psw, out, code)

@@ -24,8 +24,12 @@
  * FC_TILE_FILTERS, padded with zero filters; 4 below stands for it):
  *   image  (C*Hp*Wp,) plus reads up to FC_LANES_<type> - 1 elements past
  *          its end (the caller guarantees they are readable);
- *   w4     (F4 / FC_TILE_FILTERS, T, FC_TILE_FILTERS): a block's weights for
- *          one tap side by side;
+ *   w_rows (F4, T): filter f's weights in row f, (c, i, j) at tap (c*KH + i)*KW + j:
+ *          w (F, C, KH, KW) itself when F is a whole number of tiles (a
+ *          tile's FC_TILE_FILTERS rows are read side by side, one weight of
+ *          each per tap: its filters' weights were once interleaved in a
+ *          copy, which cost a batch-1 call 2-4 us for the MNIST CNN's conv2
+ *          and was no faster at batch 64);
  *   b4     (F4,) or NULL for no bias;
  *   tap_at (T,): offset of tap (c, i, j), (c*Hp + i)*Wp + j;
  *   out    (F4, row) with row >= n_q rounded up to whole vectors: out[f, q].

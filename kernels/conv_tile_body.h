@@ -4,7 +4,8 @@
 
 typedef FC_REAL FC_VEC __attribute__((vector_size(FC_VECTOR_BYTES)));
 
-/* One tile: the FC_TILE_FILTERS filters of block w (T, FC_TILE_FILTERS) at positions q0.. of
+/* One tile: the FC_TILE_FILTERS filters whose rows start at w (filter f's
+ * weight for tap t at w[f*n_taps + t]) at positions q0.. of
  * n_vectors vectors (a constant once inlined, so the accumulators live in
  * registers). memcpy is how C loads and stores a vector at any alignment. */
 static inline __attribute__((always_inline)) void FC_NAME(fc_tile)(
@@ -21,7 +22,7 @@ static inline __attribute__((always_inline)) void FC_NAME(fc_tile)(
         for (int v = 0; v < n_vectors; v++)
             memcpy(&in[v], window + v * FC_LANES, sizeof(FC_VEC));
         for (int f = 0; f < FC_TILE_FILTERS; f++) {
-            FC_REAL weight = w[t * FC_TILE_FILTERS + f];
+            FC_REAL weight = w[f * n_taps + t];
             for (int v = 0; v < n_vectors; v++)
                 acc[f][v] += in[v] * weight;
         }
@@ -34,12 +35,12 @@ static inline __attribute__((always_inline)) void FC_NAME(fc_tile)(
 /* out (F4, row) = the conv of one image at positions q < n_q (see
  * conv_tile.h), bias b4 added unless it is NULL. */
 static void FC_NAME(fc_conv_image)(
-    const FC_REAL *image, const FC_REAL *w4, const FC_REAL *b4, const ptrdiff_t *tap_at,
+    const FC_REAL *image, const FC_REAL *w_rows, const FC_REAL *b4, const ptrdiff_t *tap_at,
     ptrdiff_t n_taps, ptrdiff_t n_filt4, ptrdiff_t n_q, FC_REAL *out, ptrdiff_t row)
 {
     ptrdiff_t n_vectors = (n_q + FC_LANES - 1) / FC_LANES;
     for (ptrdiff_t f0 = 0; f0 < n_filt4; f0 += FC_TILE_FILTERS) {
-        const FC_REAL *w = w4 + f0 * n_taps;
+        const FC_REAL *w = w_rows + f0 * n_taps;
         const FC_REAL *b = b4 ? b4 + f0 : NULL;
         for (ptrdiff_t v0 = 0; v0 < n_vectors; v0 += FC_TILE_VECTORS) {
             const FC_REAL *at = image + v0 * FC_LANES;
