@@ -14,7 +14,7 @@ A :class:`Plan` is built from a model's steps (the fusion plan,
 * turns the cheap layers into operations on those buffers: ReLU in place
   on the buffer before it, or straight into the next step's padded
   interior; batch norm's kernel in place; Flatten a reshape (a view); Dropout nothing (the
-  identity in evaluation); Dense ``blas.matmul(x, w, buffer)`` then
+  identity in evaluation); Dense ``blas.matmul``'s BLAS call into a buffer then
   ``+= b``. A layer of another kind (one of yours, or a subclass) runs as
   ``layer.forward(x, False)``, as does every layer whose arrays are not
   C-contiguous in the model's dtype (the ops would convert them on each
@@ -421,21 +421,25 @@ class _FlattenStep(_Step):
 
 
 class _DenseStep(_Step):
-    """x (N, in) @ w (in, out) + b (out,) into the plan's (N, out) buffer."""
+    """x (N, in) @ w (in, out) + b (out,) into the plan's (N, out) buffer:
+    the BLAS call of ``blas.matmul`` (GEMV at batch 1), its checks made at
+    the build (x is plan memory or the plan's C-contiguous input, w a plain
+    array: :func:`_plain`)."""
 
     how = "matmul"
     owns_output = True
 
     def __init__(self, layer, shape, dtype):
         self.name = layer.name
-        self.w, self.b = layer.params["w"], layer.params["b"]
+        self.b = layer.params["b"]
+        self.product = blas.product(layer.params["w"], shape[0])
         self.shape, self.dtype = shape, dtype
 
     def allocate(self):
         return np.empty(self.shape, self.dtype)
 
     def run(self, x, own, slot):
-        blas.matmul(x, self.w, own)
+        self.product(x, own)
         own += self.b
         return own
 
