@@ -11,12 +11,13 @@ and the pool input (see :func:`fastconv.ops.conv2d_relu_maxpool2d`).
 from __future__ import annotations
 
 from fastconv import autotune, ops, registry
+from fastconv.changes import Watched
 from fastconv.layers import Conv2D, MaxPool2D, ReLU
 
 FUSED_OP = "conv2d_relu_maxpool2d"
 
 
-class LayerStep:
+class LayerStep(Watched):
     """One layer run alone."""
 
     def __init__(self, layer):
@@ -30,7 +31,7 @@ class LayerStep:
         return self.layers[0].backward(dy)
 
 
-class ConvReluMaxPoolStep:
+class ConvReluMaxPoolStep(Watched):
     """Conv2D -> ReLU -> MaxPool2D as one op: x (N, C, H, W) -> (N, F, PH, PW).
     Fills the conv layer's ``grads``, as the unfused chain does."""
 

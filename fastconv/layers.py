@@ -40,6 +40,7 @@ import numbers
 import numpy as np
 
 from fastconv import op_table, ops
+from fastconv.changes import Watched
 from fastconv.integers import positive_int
 from fastconv.kernels import blas
 from fastconv.shapes import as_pair, conv_out_size
@@ -49,8 +50,9 @@ IDENTITY_WINDOW = ((1, 1), (1, 1), (0, 0))
 """The ``window`` of a layer that maps each pixel to itself (ReLU, Dropout)."""
 
 
-class Layer:
-    """Base of every layer; see the module docstring for the contract."""
+class Layer(Watched):
+    """Base of every layer; see the module docstring for the contract.
+    Assigning a public attribute is noted as a change (:mod:`fastconv.changes`)."""
 
     kind = "layer"  # default name stem; the model makes names unique
 

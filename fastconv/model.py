@@ -18,6 +18,7 @@ import numpy as np
 from tqdm.auto import tqdm  # a text bar on a terminal, a widget in Jupyter
 
 from fastconv import checkpoint, fusion
+from fastconv.changes import Watched
 from fastconv.plan import Plan
 from fastconv.layers import name_layers
 from fastconv.losses import softmax, softmax_cross_entropy
@@ -58,7 +59,7 @@ class History:
         return len(self.epoch)
 
 
-class Sequential:
+class Sequential(Watched):
     """Layers applied in order to images of shape ``input_shape`` (C, H, W)
     (per sample), producing logits (N, K).
 
@@ -69,7 +70,8 @@ class Sequential:
 
     With ``fuse`` (the default) each Conv2D -> ReLU -> MaxPool2D runs as one
     fused op (:mod:`fastconv.fusion`); the layers stay separate objects.
-    Setting :attr:`fuse` later re-plans.
+    Setting :attr:`fuse` later re-plans. Assigning a public attribute is
+    noted as a change (:mod:`fastconv.changes`), for the compiled plans.
     """
 
     def __init__(self, layers, input_shape=(1, 28, 28), seed=0, dtype=np.float32, fuse=True):

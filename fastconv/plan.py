@@ -44,11 +44,13 @@ broadcasting), so the next conv copies it into its interior instead.
 
 Never stale: a plan holds the model's live arrays, so weights changed in
 place (an optimiser step, ``load_state_dict``) are used at once. Before each
-run it checks by identity, a few microseconds, that the model's steps, the
-layers, every public attribute of the layers it compiled and their param
-and buffer arrays are the objects it was built from, and that the thread
-count and FASTCONV_BACKEND / FASTCONV_ALGORITHM are unchanged (``auto``
-chooses per thread count); if anything differs it builds itself again.
+run it checks that the thread count and FASTCONV_BACKEND /
+FASTCONV_ALGORITHM are unchanged (``auto`` chooses per thread count), and,
+when a change to any model was noted since its last check
+(:mod:`fastconv.changes`), by identity that the model's steps, the layers,
+every public attribute of the layers it compiled and their param and buffer
+arrays are the objects it was built from; if anything differs it builds
+itself again.
 
 Threads: a run takes a set of buffers from the plan's pool, or allocates a
 new set when every set is in use by another thread (so a server running
@@ -62,7 +64,7 @@ import operator
 
 import numpy as np
 
-from fastconv import fusion, op_table, ops, registry, settings, threads
+from fastconv import changes, fusion, op_table, ops, registry, settings, threads
 from fastconv.integers import positive_int
 from fastconv.kernels import blas
 from fastconv.layers import AvgPool2D, BatchNorm, BatchNorm2D, Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU
@@ -117,6 +119,7 @@ class _Compiled:
 
     def __init__(self, model, batch):
         self.model = model
+        self.mark = changes.mark  # read before anything else is
         self.thread_count = threads.num_threads()
         self.forced = (settings.forced_backend(), settings.forced_algorithm())  # as written: auto's inputs
         self.snapshot = _Snapshot(model)
@@ -124,9 +127,16 @@ class _Compiled:
         self.free = [self.allocate()]
 
     def is_current(self, thread_count) -> bool:
-        return (thread_count == self.thread_count
-                and (settings.forced_backend(), settings.forced_algorithm()) == self.forced
-                and self.snapshot.unchanged())
+        if (thread_count != self.thread_count
+                or (settings.forced_backend(), settings.forced_algorithm()) != self.forced):
+            return False
+        mark = changes.mark
+        if mark is self.mark:  # nothing noted a change since the last check
+            return True
+        if not self.snapshot.unchanged():
+            return False
+        self.mark = mark
+        return True
 
     def allocate(self) -> list:
         """One buffer set: per step, its own arrays and the slot in the next
