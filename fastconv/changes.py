@@ -72,31 +72,15 @@ def _noting(method):
     return changed
 
 
-class WatchedDict(dict):
-    """A dict that notes every change made through its methods."""
-
-    __setitem__ = _noting(dict.__setitem__)
-    __delitem__ = _noting(dict.__delitem__)
-    __ior__ = _noting(dict.__ior__)
-    clear = _noting(dict.clear)
-    pop = _noting(dict.pop)
-    popitem = _noting(dict.popitem)
-    setdefault = _noting(dict.setdefault)
-    update = _noting(dict.update)
+def _watching(base, changing):
+    """A subclass of ``base`` (dict or list) whose methods named in
+    ``changing`` each do what base's does, then note a change."""
+    namespace = {name: _noting(getattr(base, name)) for name in changing}
+    namespace.update(__module__=__name__, __doc__=f"A {base.__name__} that notes every change made through its methods.")
+    return type(f"Watched{base.__name__.capitalize()}", (base,), namespace)
 
 
-class WatchedList(list):
-    """A list that notes every change made through its methods."""
-
-    __setitem__ = _noting(list.__setitem__)
-    __delitem__ = _noting(list.__delitem__)
-    __iadd__ = _noting(list.__iadd__)
-    __imul__ = _noting(list.__imul__)
-    append = _noting(list.append)
-    clear = _noting(list.clear)
-    extend = _noting(list.extend)
-    insert = _noting(list.insert)
-    pop = _noting(list.pop)
-    remove = _noting(list.remove)
-    reverse = _noting(list.reverse)
-    sort = _noting(list.sort)
+WatchedDict = _watching(dict, ("__setitem__", "__delitem__", "__ior__", "clear", "pop", "popitem", "setdefault",
+                               "update"))
+WatchedList = _watching(list, ("__setitem__", "__delitem__", "__iadd__", "__imul__", "append", "clear", "extend",
+                               "insert", "pop", "remove", "reverse", "sort"))
