@@ -161,7 +161,6 @@ class _Compiled:
 # ------------------------------------------------------------ staleness
 
 _COMPILED_LAYERS = (Conv2D, MaxPool2D, AvgPool2D, ReLU, Flatten, Dropout, Dense, BatchNorm2D, BatchNorm)
-_UNWATCHED = ("grads", "needs_input_grad")  # reset by every training step; no plan reads them
 
 
 class _Snapshot:
@@ -180,7 +179,7 @@ class _Snapshot:
             keys += [index, "layers"]
             for layer in step.layers:
                 if type(layer) in _COMPILED_LAYERS:
-                    public = [k for k in vars(layer) if k[0] != "_" and k not in _UNWATCHED]
+                    public = [k for k in vars(layer) if k[0] != "_" and k not in changes.UNWATCHED]
                     containers += [vars(layer)] * len(public)
                     keys += public
                     for arrays in (layer.params, layer.buffers):
