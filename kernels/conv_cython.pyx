@@ -283,7 +283,7 @@ def _tiled_forward(const floating[:, :, :, ::1] xp, const floating[:, :, :, ::1]
     dtype = np.asarray(out).dtype
     cdef floating[:, ::1] padded = np.empty((0 if n_filt4 == n_filt else n_filt4, w.shape[1] * kh * kw), dtype)
     cdef const floating *w_rows
-    cdef floating[::1] b4 = np.zeros(n_filt4, dtype)
+    cdef floating[::1] b4 = np.zeros(0 if pooled else n_filt4, dtype)  # the fused op adds b as it pools
     cdef const Py_ssize_t[::1] tap_at = _tap_offsets(xp.shape[1], kh, kw, hp, wp)
     # The micro-kernel reads whole vectors, up to lanes - 1 elements past an
     # image (for positions it then drops): the next images', and for the
@@ -303,8 +303,9 @@ def _tiled_forward(const floating[:, :, :, ::1] xp, const floating[:, :, :, ::1]
     cdef unsigned char[:, :, ::1] codes = np.empty((n_chunks if wide_pool else 0, n_filt, row), np.uint8)
     with nogil:
         w_rows = _filter_rows(w, padded)
-        for f in range(n_filt):
-            b4[f] = b[f]
+        if not pooled:
+            for f in range(n_filt):
+                b4[f] = b[f]
         if n_tail * size > 0:
             memcpy(&tail[0], &xp[first_tail, 0, 0, 0], n_tail * size * sizeof(floating))
         memset(&tail[n_tail * size], 0, lanes * sizeof(floating))
