@@ -1493,7 +1493,8 @@ cdef void _filter_transform(const floating[:, :, :, ::1] wt, const floating[:, :
                             floating[:, :, ::1] gw) noexcept nogil:
     """u (alpha^2, C, F): u[alpha*a + b, c] = (G' w[:, c] G'^T)[a, b], vectors
     over the F filters of wt (C, 3, 3, F), the filters with the filter axis
-    last; gw (alpha, 3, F) is scratch for G' w."""
+    last; gw (alpha, 3, F) is scratch for G' w. Given wc (F, 3, 3, C), the
+    channels last, it makes (alpha^2, F, C) the same way, vectors over C."""
     cdef Py_ssize_t n_chan = wt.shape[0], n_filt = wt.shape[3], alpha = g.shape[0], c, a, b, k, l, f
     cdef floating coef
     for c in range(n_chan):
@@ -1742,22 +1743,25 @@ def _winograd_backward(dy, code, xp, w, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t
     n_e = (m + 2) ** 2
     group = _images_per_gemm(n_e * (2 * n_chan + n_filt) * tiles_h * tiles_w * dw.itemsize, xp.shape[0], n_chunks,
                              cache_bytes)
-    u = np.empty((n_e, n_chan, n_filt), dw.dtype)
-    wt = np.ascontiguousarray(w.transpose(1, 2, 3, 0))
+    # the transformed filters as dV's GEMM reads them, (alpha^2, F, C): each
+    # U[e] transposed, so the GEMM multiplies plain rows (with U[e] (C, F)
+    # read transposed it ran at half the speed for a thin Z[e])
+    ut = np.empty((n_e, n_filt, n_chan), dw.dtype)
+    wc = np.ascontiguousarray(w.transpose(0, 2, 3, 1))
     du = np.zeros((n_chunks, n_e, n_chan, n_filt), dw.dtype)
     dwt = np.empty((n_chan, 3, 3, n_filt), dw.dtype)
-    _winograd_backward_groups(dy, code, xp, wt, g, u, scale, pkw, psh, psw, dxp, du, dwt, db, n_chunks, group, m,
+    _winograd_backward_groups(dy, code, xp, wc, g, ut, scale, pkw, psh, psw, dxp, du, dwt, db, n_chunks, group, m,
                               tiles_h, tiles_w)
     dw += dwt.transpose(3, 0, 1, 2)
 
 
 def _winograd_backward_groups(const floating[:, :, :, ::1] dy, const unsigned char[:, :, :, ::1] code,
-                              const floating[:, :, :, ::1] xp, const floating[:, :, :, ::1] wt,
-                              const floating[:, ::1] g, floating[:, :, ::1] u, floating scale, Py_ssize_t pkw,
+                              const floating[:, :, :, ::1] xp, const floating[:, :, :, ::1] wc,
+                              const floating[:, ::1] g, floating[:, :, ::1] ut, floating scale, Py_ssize_t pkw,
                               Py_ssize_t psh, Py_ssize_t psw, floating[:, :, :, ::1] dxp, floating[:, :, :, ::1] du,
                               floating[:, :, :, ::1] dwt, floating[::1] db, Py_ssize_t n_chunks, Py_ssize_t group,
                               Py_ssize_t m, Py_ssize_t tiles_h, Py_ssize_t tiles_w):
-    cdef Py_ssize_t n_img = xp.shape[0], n_e = u.shape[0], n_chan = u.shape[1], n_filt = u.shape[2]
+    cdef Py_ssize_t n_img = xp.shape[0], n_e = ut.shape[0], n_filt = ut.shape[1], n_chan = ut.shape[2]
     cdef Py_ssize_t alpha = m + 2, oh = xp.shape[2] - 2, ow = xp.shape[3] - 2
     cdef Py_ssize_t n_tiles = tiles_h * tiles_w
     cdef Py_ssize_t t, first, last, g_at, n, m_img, k, e, f
@@ -1775,10 +1779,11 @@ def _winograd_backward_groups(const floating[:, :, :, ::1] dy, const unsigned ch
     cdef floating[:, ::1] db_parts = np.zeros((n_chunks, n_filt), dtype)
     cdef floating[:, :, :, ::1] bd = np.empty((n_chunks, alpha, alpha, n_chan), dtype)
     cdef floating[:, :, :, ::1] ag = np.empty((n_chunks, alpha, m, n_filt), dtype)
-    cdef floating[:, :, ::1] gw = np.empty((alpha, 3, n_filt), dtype)
+    cdef floating[:, :, ::1] gw = np.empty((alpha, 3, n_chan), dtype)
+    cdef floating[:, :, ::1] gd = np.empty((alpha, 3, n_filt), dtype)
     with nogil:
         if compute_dx:
-            _filter_transform(wt, g, u, gw)
+            _filter_transform(wc, g, ut, gw)
         for t in prange(n_chunks, schedule="static", num_threads=n_chunks):
             first, last = t * n_img // n_chunks, (t + 1) * n_img // n_chunks
             for g_at in range((last - first + group - 1) // group):
@@ -1801,8 +1806,8 @@ def _winograd_backward_groups(const floating[:, :, :, ::1] dy, const unsigned ch
                             &z[t, e, 0, 0], n_filt, 1, &du[t, e, 0, 0], n_filt)
                     if compute_dx:
                         # dV[e] (m*tiles, C) = Z[e] (m*tiles, F) @ U[e]^T (F, C)
-                        _matmul(False, True, m_img * n_tiles, n_chan, n_filt, &z[t, e, 0, 0], n_filt,
-                                &u[e, 0, 0], n_filt, 0, &dv[t, e, 0, 0], n_chan)
+                        _matmul(False, False, m_img * n_tiles, n_chan, n_filt, &z[t, e, 0, 0], n_filt,
+                                &ut[e, 0, 0], n_chan, 0, &dv[t, e, 0, 0], n_chan)
                 if compute_dx:
                     for k in range(m_img):
                         _patch_gradient(dv[t], k * n_tiles, tiles_h, tiles_w, scale, hwc[t], bd[t])
@@ -1810,7 +1815,7 @@ def _winograd_backward_groups(const floating[:, :, :, ::1] dy, const unsigned ch
         for t in range(1, n_chunks):
             for e in range(n_e):
                 _add_matrix(du[t, e], du[0, e])
-        _filter_gradient(du[0], g, scale, dwt, gw)
+        _filter_gradient(du[0], g, scale, dwt, gd)
     if db is not None:
         for t in range(n_chunks):
             for f in range(n_filt):

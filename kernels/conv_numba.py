@@ -1405,7 +1405,8 @@ def _divide(d, scale):
 def _filter_transform(wt, g, u, gw):
     """u (alpha^2, C, F): u[alpha*a + b, c] = (G' w[:, c] G'^T)[a, b], vectors
     over the F filters of wt (C, 3, 3, F), the filters with the filter axis
-    last; gw (alpha, 3, F) is scratch for G' w."""
+    last; gw (alpha, 3, F) is scratch for G' w. Given wc (F, 3, 3, C), the
+    channels last, it makes (alpha^2, F, C) the same way, vectors over C."""
     n_chan, n_filt, alpha = wt.shape[0], wt.shape[3], g.shape[0]
     for c in range(n_chan):
         gw[:] = 0
@@ -1647,19 +1648,22 @@ def _winograd_backward(dy, code, xp, w, sh, sw, pkh, pkw, psh, psw, dxp, dw, db,
     n_e = (m + 2) ** 2
     group = _images_per_gemm(n_e * (2 * n_chan + n_filt) * tiles_h * tiles_w * dw.itemsize, xp.shape[0], n_chunks,
                              cache_bytes)
-    u = np.empty((n_e, n_chan, n_filt), dw.dtype)
-    wt = np.ascontiguousarray(w.transpose(1, 2, 3, 0))
+    # the transformed filters as dV's GEMM reads them, (alpha^2, F, C): each
+    # U[e] transposed, so the GEMM multiplies plain rows (with U[e] (C, F)
+    # read transposed it ran at half the speed for a thin Z[e])
+    ut = np.empty((n_e, n_filt, n_chan), dw.dtype)
+    wc = np.ascontiguousarray(w.transpose(0, 2, 3, 1))
     du = np.zeros((n_chunks, n_e, n_chan, n_filt), dw.dtype)
     dwt = np.empty((n_chan, 3, 3, n_filt), dw.dtype)
-    _winograd_backward_groups(dy, code, xp, wt, g, u, dw.dtype.type(scale), pkw, psh, psw, dxp, du, dwt, db, n_chunks,
-                              group, m, tiles_h, tiles_w)
+    _winograd_backward_groups(dy, code, xp, wc, g, ut, dw.dtype.type(scale), pkw, psh, psw, dxp, du, dwt, db,
+                              n_chunks, group, m, tiles_h, tiles_w)
     dw += dwt.transpose(3, 0, 1, 2)
 
 
 @njit(parallel=True, cache=True)
-def _winograd_backward_groups(dy, code, xp, wt, g, u, scale, pkw, psh, psw, dxp, du, dwt, db, n_chunks, group, m,
+def _winograd_backward_groups(dy, code, xp, wc, g, ut, scale, pkw, psh, psw, dxp, du, dwt, db, n_chunks, group, m,
                               tiles_h, tiles_w):
-    n_img, n_e, n_chan, n_filt = xp.shape[0], u.shape[0], u.shape[1], u.shape[2]
+    n_img, n_e, n_filt, n_chan = xp.shape[0], ut.shape[0], ut.shape[1], ut.shape[2]
     alpha, oh, ow = m + 2, xp.shape[2] - 2, xp.shape[3] - 2
     n_tiles = tiles_h * tiles_w
     v = np.empty((n_chunks, n_e, group * n_tiles, n_chan), du.dtype)
@@ -1671,10 +1675,11 @@ def _winograd_backward_groups(dy, code, xp, wt, g, u, scale, pkw, psh, psw, dxp,
     db_parts = np.zeros((n_chunks, n_filt), du.dtype)
     bd = np.empty((n_chunks, alpha, alpha, n_chan), du.dtype)
     ag = np.empty((n_chunks, alpha, m, n_filt), du.dtype)
-    gw = np.empty((alpha, 3, n_filt), du.dtype)
+    gw = np.empty((alpha, 3, n_chan), du.dtype)
+    gd = np.empty((alpha, 3, n_filt), du.dtype)
     product = np.empty((n_chunks, n_chan, n_filt), du.dtype)  # np.dot has no beta: dU sums go through it
     if dxp is not None:
-        _filter_transform(wt, g, u, gw)
+        _filter_transform(wc, g, ut, gw)
     for t in prange(n_chunks):
         first, last = t * n_img // n_chunks, (t + 1) * n_img // n_chunks
         for g_at in range((last - first + group - 1) // group):
@@ -1697,7 +1702,7 @@ def _winograd_backward_groups(dy, code, xp, wt, g, u, scale, pkw, psh, psw, dxp,
                 _add_matrix(product[t], du[t, e])
                 if dxp is not None:
                     # dV[e] (m*tiles, C) = Z[e] (m*tiles, F) @ U[e]^T (F, C)
-                    np.dot(z[t, e, :m_img * n_tiles], u[e].T, dv[t, e, :m_img * n_tiles])
+                    np.dot(z[t, e, :m_img * n_tiles], ut[e], dv[t, e, :m_img * n_tiles])
             if dxp is not None:
                 for k in range(m_img):
                     _patch_gradient(dv[t], k * n_tiles, tiles_h, tiles_w, scale, hwc[t], bd[t])
@@ -1705,7 +1710,7 @@ def _winograd_backward_groups(dy, code, xp, wt, g, u, scale, pkw, psh, psw, dxp,
     for t in range(1, n_chunks):
         for e in range(n_e):
             _add_matrix(du[t, e], du[0, e])
-    _filter_gradient(du[0], g, scale, dwt, gw)
+    _filter_gradient(du[0], g, scale, dwt, gd)
     if db is not None:
         for t in range(n_chunks):
             db += db_parts[t]
