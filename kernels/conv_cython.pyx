@@ -1017,6 +1017,15 @@ cdef void _unpool_image(const floating[:, :, ::1] dy, const unsigned char[:, :, 
     column y*row + x, and db (F,) += the sum of those that pass. No branch
     on the code (the ReLU cuts at random): a cut gradient adds 0 at the
     window's first conv output."""
+    _unpool_strided(dy, code, row, pkw, psh, psw, &dconv[0, 0], dconv.strides[0] // sizeof(floating), 1, db)
+
+
+cdef void _unpool_strided(const floating[:, :, ::1] dy, const unsigned char[:, :, ::1] code,
+                          Py_ssize_t row, Py_ssize_t pkw, Py_ssize_t psh, Py_ssize_t psw, floating *dconv,
+                          Py_ssize_t filter_step, Py_ssize_t column_step, floating[::1] db) noexcept nogil:
+    """_unpool_image into dconv[f*filter_step + s*column_step] (the Numba
+    twin passes a strided view instead): also (S, F) with the filters
+    innermost, as Winograd's gradient transform reads it."""
     cdef Py_ssize_t window_at[NO_GRADIENT + 1]
     cdef Py_ssize_t f, py, px, at
     cdef floating grad, total
@@ -1027,7 +1036,7 @@ cdef void _unpool_image(const floating[:, :, ::1] dy, const unsigned char[:, :, 
             for px in range(dy.shape[2]):
                 at = code[f, py, px]
                 grad = dy[f, py, px] if at != NO_GRADIENT else 0
-                dconv[f, py * psh * row + px * psw + window_at[at]] += grad
+                dconv[f * filter_step + (py * psh * row + px * psw + window_at[at]) * column_step] += grad
                 total = total + grad
         db[f] += total
 
@@ -1762,7 +1771,7 @@ def _winograd_backward_groups(const floating[:, :, :, ::1] dy, const unsigned ch
                               floating[:, :, :, ::1] dwt, floating[::1] db, Py_ssize_t n_chunks, Py_ssize_t group,
                               Py_ssize_t m, Py_ssize_t tiles_h, Py_ssize_t tiles_w):
     cdef Py_ssize_t n_img = xp.shape[0], n_e = ut.shape[0], n_filt = ut.shape[1], n_chan = ut.shape[2]
-    cdef Py_ssize_t alpha = m + 2, oh = xp.shape[2] - 2, ow = xp.shape[3] - 2
+    cdef Py_ssize_t alpha = m + 2
     cdef Py_ssize_t n_tiles = tiles_h * tiles_w
     cdef Py_ssize_t t, first, last, g_at, n, m_img, k, e, f
     cdef bint compute_dx = dxp is not None, routed = code is not None
@@ -1772,10 +1781,6 @@ def _winograd_backward_groups(const floating[:, :, :, ::1] dy, const unsigned ch
     cdef floating[:, :, :, ::1] dv = np.empty((n_chunks, n_e, group * n_tiles, n_chan), dtype)
     cdef floating[:, :, :, ::1] hwc = np.empty((n_chunks, m * tiles_h + 2, m * tiles_w + 2, n_chan), dtype)
     cdef floating[:, :, :, ::1] hwf = np.empty((n_chunks, m * tiles_h, m * tiles_w, n_filt), dtype)
-    # the routed conv gradient: rows (F, OH*OW) for _unpool_image, planes (F, OH, OW) for _channels_last
-    dconv_array = np.empty((n_chunks, n_filt, oh, ow), dtype)
-    cdef floating[:, :, ::1] dconv = dconv_array.reshape(n_chunks, n_filt, oh * ow)
-    cdef floating[:, :, :, ::1] dconv_planes = dconv_array
     cdef floating[:, ::1] db_parts = np.zeros((n_chunks, n_filt), dtype)
     cdef floating[:, :, :, ::1] bd = np.empty((n_chunks, alpha, alpha, n_chan), dtype)
     cdef floating[:, :, :, ::1] ag = np.empty((n_chunks, alpha, m, n_filt), dtype)
@@ -1793,10 +1798,10 @@ def _winograd_backward_groups(const floating[:, :, :, ::1] dy, const unsigned ch
                     _channels_last(xp[n + k], hwc[t])
                     _input_transform(hwc[t], tiles_h, tiles_w, v[t], k * n_tiles, bd[t])
                     if routed:
-                        for f in range(n_filt):
-                            memset(&dconv[t, f, 0], 0, oh * ow * sizeof(floating))
-                        _unpool_image(dy[n + k], code[n + k], ow, pkw, psh, psw, dconv[t], db_parts[t])
-                        _channels_last(dconv_planes[t], hwf[t])
+                        # routed straight to the filters-innermost layout
+                        memset(&hwf[t, 0, 0, 0], 0, hwf.shape[1] * hwf.shape[2] * n_filt * sizeof(floating))
+                        _unpool_strided(dy[n + k], code[n + k], hwf.shape[2], pkw, psh, psw, &hwf[t, 0, 0, 0], 1,
+                                        n_filt, db_parts[t])
                     else:
                         _channels_last(dy[n + k], hwf[t])
                     _gradient_transform(hwf[t], tiles_h, tiles_w, z[t], k * n_tiles, ag[t])

@@ -952,7 +952,9 @@ def _unpool_image(dy, code, row, pkw, psh, psw, dconv, db):
     output its code names (none for NO_GRADIENT), conv output (y, x) being
     column y*row + x, and db (F,) += the sum of those that pass. No branch
     on the code (the ReLU cuts at random): a cut gradient adds 0 at the
-    window's first conv output."""
+    window's first conv output. dconv may be a strided view, e.g. an (S, F)
+    array with the filters innermost, transposed, as Winograd's gradient
+    transform reads it (the Cython twin's _unpool_strided)."""
     window_at = _window_offsets(pkw, row)
     for f in range(dy.shape[0]):
         total = dy.dtype.type(0)
@@ -1664,14 +1666,13 @@ def _winograd_backward(dy, code, xp, w, sh, sw, pkh, pkw, psh, psw, dxp, dw, db,
 def _winograd_backward_groups(dy, code, xp, wc, g, ut, scale, pkw, psh, psw, dxp, du, dwt, db, n_chunks, group, m,
                               tiles_h, tiles_w):
     n_img, n_e, n_filt, n_chan = xp.shape[0], ut.shape[0], ut.shape[1], ut.shape[2]
-    alpha, oh, ow = m + 2, xp.shape[2] - 2, xp.shape[3] - 2
+    alpha = m + 2
     n_tiles = tiles_h * tiles_w
     v = np.empty((n_chunks, n_e, group * n_tiles, n_chan), du.dtype)
     z = np.empty((n_chunks, n_e, group * n_tiles, n_filt), du.dtype)
     dv = np.empty((n_chunks, n_e, group * n_tiles, n_chan), du.dtype)
     hwc = np.empty((n_chunks, m * tiles_h + 2, m * tiles_w + 2, n_chan), du.dtype)
     hwf = np.empty((n_chunks, m * tiles_h, m * tiles_w, n_filt), du.dtype)
-    dconv = np.empty((n_chunks, n_filt, oh * ow), du.dtype)
     db_parts = np.zeros((n_chunks, n_filt), du.dtype)
     bd = np.empty((n_chunks, alpha, alpha, n_chan), du.dtype)
     ag = np.empty((n_chunks, alpha, m, n_filt), du.dtype)
@@ -1689,10 +1690,10 @@ def _winograd_backward_groups(dy, code, xp, wc, g, ut, scale, pkw, psh, psw, dxp
                 _channels_last(xp[n + k], hwc[t])
                 _input_transform(hwc[t], tiles_h, tiles_w, v[t], k * n_tiles, bd[t])
                 if code is not None:
-                    for f in range(n_filt):
-                        dconv[t, f, :] = 0
-                    _unpool_image(dy[n + k], code[n + k], ow, pkw, psh, psw, dconv[t], db_parts[t])
-                    _channels_last(dconv[t].reshape(n_filt, oh, ow), hwf[t])
+                    # routed straight to the filters-innermost layout, seen as (F, H'*W')
+                    hwf[t] = 0
+                    _unpool_image(dy[n + k], code[n + k], hwf.shape[2], pkw, psh, psw,
+                                  hwf[t].reshape(-1, n_filt).T, db_parts[t])
                 else:
                     _channels_last(dy[n + k], hwf[t])
                 _gradient_transform(hwf[t], tiles_h, tiles_w, z[t], k * n_tiles, ag[t])
