@@ -1494,8 +1494,9 @@ cdef inline void _divide(floating *d, Py_ssize_t n, floating scale) noexcept nog
     """d[:n] /= scale (divided, not multiplied by 1/scale: exact whenever
     the quotient is representable)."""
     cdef Py_ssize_t c
+    cdef floating divisor = scale  # a local: scale may live in memory d could alias, which kept the loop scalar
     for c in range(n):
-        d[c] /= scale
+        d[c] /= divisor
 
 
 cdef void _filter_transform(const floating[:, :, :, ::1] wt, const floating[:, ::1] g, floating[:, :, ::1] u,
@@ -1525,31 +1526,36 @@ cdef void _filter_transform(const floating[:, :, :, ::1] wt, const floating[:, :
                             u[alpha * a + b, c, f] += coef * gw[a, l, f]
 
 
-cdef void _filter_gradient(const floating[:, :, ::1] du, const floating[:, ::1] g, floating scale,
-                           floating[:, :, :, ::1] dwt, floating[:, :, ::1] gd) noexcept nogil:
-    """dwt (C, 3, 3, F) = G'^T dU G' / scale, dU (alpha, alpha) the vectors
-    du[:, c] over the F filters: the adjoint of _filter_transform. gd
-    (alpha, 3, F) is scratch for dU G'."""
-    cdef Py_ssize_t n_chan = du.shape[1], n_filt = du.shape[2], alpha = g.shape[0], c, a, b, k, l, f
+cdef void _filter_gradient(floating[:, :, :, ::1] du_parts, Py_ssize_t c, const floating[:, ::1] g,
+                           floating scale, floating[:, :, :, ::1] dwt, floating[:, :, ::1] gd) noexcept nogil:
+    """dwt[c] (3, 3, F) = G'^T dU G' / scale, dU (alpha, alpha) the vectors
+    du[:, c] over the F filters, du (alpha^2, C, F) the sum of the threads'
+    parts du_parts (T, alpha^2, C, F), summed into du_parts[0] here: the
+    adjoint of _filter_transform, for one channel c. gd (alpha, 3, F) is
+    scratch for dU G'."""
+    cdef Py_ssize_t n_filt = du_parts.shape[3], alpha = g.shape[0], t, a, b, k, l, f
     cdef floating coef
-    for c in range(n_chan):
-        memset(&gd[0, 0, 0], 0, alpha * 3 * n_filt * sizeof(floating))
-        for a in range(alpha):
-            for b in range(alpha):
-                for l in range(3):
-                    coef = g[b, l]
-                    if coef != 0:
-                        for f in range(n_filt):
-                            gd[a, l, f] += coef * du[alpha * a + b, c, f]
-        memset(&dwt[c, 0, 0, 0], 0, 9 * n_filt * sizeof(floating))
-        for k in range(3):
-            for a in range(alpha):
-                coef = g[a, k]
+    for t in range(1, du_parts.shape[0]):
+        for a in range(alpha * alpha):
+            for f in range(n_filt):
+                du_parts[0, a, c, f] += du_parts[t, a, c, f]
+    memset(&gd[0, 0, 0], 0, alpha * 3 * n_filt * sizeof(floating))
+    for a in range(alpha):
+        for b in range(alpha):
+            for l in range(3):
+                coef = g[b, l]
                 if coef != 0:
-                    for l in range(3):
-                        for f in range(n_filt):
-                            dwt[c, k, l, f] += coef * gd[a, l, f]
-        _divide(&dwt[c, 0, 0, 0], 9 * n_filt, scale)
+                    for f in range(n_filt):
+                        gd[a, l, f] += coef * du_parts[0, alpha * a + b, c, f]
+    memset(&dwt[c, 0, 0, 0], 0, 9 * n_filt * sizeof(floating))
+    for k in range(3):
+        for a in range(alpha):
+            coef = g[a, k]
+            if coef != 0:
+                for l in range(3):
+                    for f in range(n_filt):
+                        dwt[c, k, l, f] += coef * gd[a, l, f]
+    _divide(&dwt[c, 0, 0, 0], 9 * n_filt, scale)
 
 
 cdef Py_ssize_t CHANNEL_BLOCK = 16
@@ -1651,14 +1657,6 @@ cdef void _gradient_transform(const floating[:, :, ::1] hwf, Py_ssize_t tiles_h,
                 _a(alpha, &hwf[m * ty, m * tx + j, 0], row, &ag[0, j, 0], m * n_filt, n_filt)
             for a in range(alpha):
                 _a(alpha, &ag[a, 0, 0], n_filt, &z[alpha * a, p, 0], z_step, n_filt)
-
-
-cdef void _add_matrix(const floating[:, ::1] source, floating[:, ::1] target) noexcept nogil:
-    """target += source, two (rows, columns) arrays."""
-    cdef Py_ssize_t i, j
-    for i in range(source.shape[0]):
-        for j in range(source.shape[1]):
-            target[i, j] += source[i, j]
 
 
 cdef void _channels_first(const floating[:, :, ::1] hwf, Py_ssize_t oh, Py_ssize_t ow, const floating[::1] b,
@@ -1773,7 +1771,7 @@ def _winograd_backward_groups(const floating[:, :, :, ::1] dy, const unsigned ch
     cdef Py_ssize_t n_img = xp.shape[0], n_e = ut.shape[0], n_filt = ut.shape[1], n_chan = ut.shape[2]
     cdef Py_ssize_t alpha = m + 2
     cdef Py_ssize_t n_tiles = tiles_h * tiles_w
-    cdef Py_ssize_t t, first, last, g_at, n, m_img, k, e, f
+    cdef Py_ssize_t t, first, last, g_at, n, m_img, k, e, c, f
     cdef bint compute_dx = dxp is not None, routed = code is not None
     dtype = np.asarray(du).dtype
     cdef floating[:, :, :, ::1] v = np.empty((n_chunks, n_e, group * n_tiles, n_chan), dtype)
@@ -1785,7 +1783,7 @@ def _winograd_backward_groups(const floating[:, :, :, ::1] dy, const unsigned ch
     cdef floating[:, :, :, ::1] bd = np.empty((n_chunks, alpha, alpha, n_chan), dtype)
     cdef floating[:, :, :, ::1] ag = np.empty((n_chunks, alpha, m, n_filt), dtype)
     cdef floating[:, :, ::1] gw = np.empty((alpha, 3, n_chan), dtype)
-    cdef floating[:, :, ::1] gd = np.empty((alpha, 3, n_filt), dtype)
+    cdef floating[:, :, :, ::1] gd = np.empty((n_chunks, alpha, 3, n_filt), dtype)
     with nogil:
         if compute_dx:
             _filter_transform(wc, g, ut, gw)
@@ -1817,10 +1815,9 @@ def _winograd_backward_groups(const floating[:, :, :, ::1] dy, const unsigned ch
                     for k in range(m_img):
                         _patch_gradient(dv[t], k * n_tiles, tiles_h, tiles_w, scale, hwc[t], bd[t])
                         _add_channels_first(hwc[t], dxp[n + k])
-        for t in range(1, n_chunks):
-            for e in range(n_e):
-                _add_matrix(du[t, e], du[0, e])
-        _filter_gradient(du[0], g, scale, dwt, gd)
+        for t in prange(n_chunks, schedule="static", num_threads=n_chunks):
+            for c in range(t * n_chan // n_chunks, (t + 1) * n_chan // n_chunks):
+                _filter_gradient(du, c, g, scale, dwt, gd[t])
     if db is not None:
         for t in range(n_chunks):
             for f in range(n_filt):

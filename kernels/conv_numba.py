@@ -1430,29 +1430,34 @@ def _filter_transform(wt, g, u, gw):
 
 
 @njit(cache=True)
-def _filter_gradient(du, g, scale, dwt, gd):
-    """dwt (C, 3, 3, F) = G'^T dU G' / scale, dU (alpha, alpha) the vectors
-    du[:, c] over the F filters: the adjoint of _filter_transform. gd
-    (alpha, 3, F) is scratch for dU G'."""
-    n_chan, n_filt, alpha = du.shape[1], du.shape[2], g.shape[0]
-    for c in range(n_chan):
-        gd[:] = 0
-        for a in range(alpha):
-            for b in range(alpha):
-                for l in range(3):
-                    coef = g[b, l]
-                    if coef != 0:
-                        for f in range(n_filt):
-                            gd[a, l, f] += coef * du[alpha * a + b, c, f]
-        dwt[c] = 0
-        for k in range(3):
-            for a in range(alpha):
-                coef = g[a, k]
+def _filter_gradient(du_parts, c, g, scale, dwt, gd):
+    """dwt[c] (3, 3, F) = G'^T dU G' / scale, dU (alpha, alpha) the vectors
+    du[:, c] over the F filters, du (alpha^2, C, F) the sum of the threads'
+    parts du_parts (T, alpha^2, C, F), summed into du_parts[0] here: the
+    adjoint of _filter_transform, for one channel c. gd (alpha, 3, F) is
+    scratch for dU G'."""
+    n_filt, alpha = du_parts.shape[3], g.shape[0]
+    for t in range(1, du_parts.shape[0]):
+        for a in range(alpha * alpha):
+            for f in range(n_filt):
+                du_parts[0, a, c, f] += du_parts[t, a, c, f]
+    gd[:] = 0
+    for a in range(alpha):
+        for b in range(alpha):
+            for l in range(3):
+                coef = g[b, l]
                 if coef != 0:
-                    for l in range(3):
-                        for f in range(n_filt):
-                            dwt[c, k, l, f] += coef * gd[a, l, f]
-        _divide(dwt[c], scale)
+                    for f in range(n_filt):
+                        gd[a, l, f] += coef * du_parts[0, alpha * a + b, c, f]
+    dwt[c] = 0
+    for k in range(3):
+        for a in range(alpha):
+            coef = g[a, k]
+            if coef != 0:
+                for l in range(3):
+                    for f in range(n_filt):
+                        dwt[c, k, l, f] += coef * gd[a, l, f]
+    _divide(dwt[c], scale)
 
 
 CHANNEL_BLOCK = 16
@@ -1677,7 +1682,7 @@ def _winograd_backward_groups(dy, code, xp, wc, g, ut, scale, pkw, psh, psw, dxp
     bd = np.empty((n_chunks, alpha, alpha, n_chan), du.dtype)
     ag = np.empty((n_chunks, alpha, m, n_filt), du.dtype)
     gw = np.empty((alpha, 3, n_chan), du.dtype)
-    gd = np.empty((alpha, 3, n_filt), du.dtype)
+    gd = np.empty((n_chunks, alpha, 3, n_filt), du.dtype)
     product = np.empty((n_chunks, n_chan, n_filt), du.dtype)  # np.dot has no beta: dU sums go through it
     if dxp is not None:
         _filter_transform(wc, g, ut, gw)
@@ -1708,10 +1713,9 @@ def _winograd_backward_groups(dy, code, xp, wc, g, ut, scale, pkw, psh, psw, dxp
                 for k in range(m_img):
                     _patch_gradient(dv[t], k * n_tiles, tiles_h, tiles_w, scale, hwc[t], bd[t])
                     _add_channels_first(hwc[t], dxp[n + k])
-    for t in range(1, n_chunks):
-        for e in range(n_e):
-            _add_matrix(du[t, e], du[0, e])
-    _filter_gradient(du[0], g, scale, dwt, gd)
+    for t in prange(n_chunks):
+        for c in range(t * n_chan // n_chunks, (t + 1) * n_chan // n_chunks):
+            _filter_gradient(du, c, g, scale, dwt, gd[t])
     if db is not None:
         for t in range(n_chunks):
             db += db_parts[t]
