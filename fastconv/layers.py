@@ -39,10 +39,9 @@ import numbers
 
 import numpy as np
 
-from fastconv import op_table, ops
+from fastconv import op_table, ops, products
 from fastconv.changes import Watched
 from fastconv.integers import positive_int
-from fastconv.kernels import blas
 from fastconv.shapes import as_pair, conv_out_size
 
 
@@ -342,15 +341,15 @@ class Dense(Layer):
         self._require_params()
         _check_shape(self, x.shape, (None, self.in_features), f"(N, {self.in_features})")
         self._x = x if training else None
-        y = blas.matmul(x, self.params["w"])
+        y = products.matmul(x, self.params["w"])
         y += self.params["b"]
         return y
 
     def backward(self, dy):
         x = self._cached(self._x)
-        self.grads["w"] = blas.matmul(x.T, dy)
+        self.grads["w"] = products.matmul(x.T, dy)
         self.grads["b"] = dy.sum(axis=0)
-        return blas.matmul(dy, self.params["w"].T) if self.needs_input_grad else None
+        return products.matmul(dy, self.params["w"].T) if self.needs_input_grad else None
 
     def config(self):
         return {"in_features": self.in_features, "out_features": self.out_features, **super().config()}

@@ -14,8 +14,8 @@ A :class:`Plan` is built from a model's steps (the fusion plan,
 * turns the cheap layers into operations on those buffers: ReLU in place
   on the buffer before it, or straight into the next step's padded
   interior; batch norm's kernel in place; Flatten a reshape (a view); Dropout nothing (the
-  identity in evaluation); Dense ``blas.matmul``'s BLAS call into a buffer then
-  ``+= b``. A layer of another kind (one of yours, or a subclass) runs as
+  identity in evaluation); Dense the layer's own product
+  (:func:`fastconv.products.product`) into a buffer then ``+= b``. A layer of another kind (one of yours, or a subclass) runs as
   ``layer.forward(x, False)``, as does every layer whose arrays are not
   C-contiguous in the model's dtype (the ops would convert them on each
   call; the plan leaves that to them).
@@ -64,9 +64,8 @@ import operator
 
 import numpy as np
 
-from fastconv import changes, fusion, op_table, ops, registry, settings, threads
+from fastconv import changes, fusion, op_table, ops, products, registry, settings, threads
 from fastconv.integers import positive_int
-from fastconv.kernels import blas
 from fastconv.layers import AvgPool2D, BatchNorm, BatchNorm2D, Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU
 
 
@@ -431,7 +430,7 @@ class _FlattenStep(_Step):
 
 class _DenseStep(_Step):
     """x (N, in) @ w (in, out) + b (out,) into the plan's (N, out) buffer:
-    the BLAS call of ``blas.matmul`` (GEMV at batch 1), its checks made at
+    the product of the Dense layer (BLAS's GEMV at batch 1), its checks made at
     the build (x is plan memory or the plan's C-contiguous input, w a plain
     array: :func:`_plain`)."""
 
@@ -441,7 +440,7 @@ class _DenseStep(_Step):
     def __init__(self, layer, shape, dtype):
         self.name = layer.name
         self.b = layer.params["b"]
-        self.product = blas.product(layer.params["w"], shape[0])
+        self.product = products.product(layer.params["w"], shape[0])
         self.shape, self.dtype = shape, dtype
 
     def allocate(self):

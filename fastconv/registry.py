@@ -70,6 +70,17 @@ def _scheduled(kernel):
     return run
 
 
+@functools.cache
+def dense_product(backend: str):
+    """The compiled backend's matrix product for the dense layers
+    (``product`` of its conv module: :mod:`fastconv.products`)."""
+    if backend not in COMPILED_BACKENDS:
+        raise ValueError(f"no compiled dense product for backend {backend!r}; choose from {COMPILED_BACKENDS}")
+    module = importlib.import_module(_module_name(backend, f"conv_{backend}"))
+    threads.apply()  # the module may have brought in a thread pool (OpenMP)
+    return module.product
+
+
 def _module_name(backend: str, module: str) -> str:
     """Cython modules come from the build for this CPU (:mod:`fastconv.isa`)."""
     return isa.module_name(isa.chosen(), module) if backend == "cython" else f"fastconv.kernels.{module}"

@@ -33,7 +33,7 @@ def matmul(a, b, out=None) -> np.ndarray:
     ``out`` is None or C-contiguous of that dtype; otherwise ``np.matmul``."""
     gemm = _GEMM.get(a.dtype)
     if (gemm is None or b.dtype != a.dtype or a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0]
-            or 0 in a.shape or 0 in b.shape or not (_contiguous(a) and _contiguous(b))
+            or 0 in a.shape or 0 in b.shape or not (contiguous(a) and contiguous(b))
             or (out is not None and (out.dtype != a.dtype or not out.flags.c_contiguous
                                      or out.shape != (a.shape[0], b.shape[1])))):
         return np.matmul(a, b, out=out)
@@ -73,5 +73,6 @@ def product(b, m, a_in_rows=True):
     return matrix_product
 
 
-def _contiguous(a) -> bool:
+def contiguous(a) -> bool:
+    """C- or F-contiguous (a transposed C array is): what BLAS takes as it is."""
     return a.flags.c_contiguous or a.flags.f_contiguous

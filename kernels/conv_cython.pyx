@@ -1824,6 +1824,39 @@ def _winograd_backward_groups(const floating[:, :, :, ::1] dy, const unsigned ch
                 db[f] += db_parts[t, f]
 
 
+# ---------------------------------------------------------- dense products
+
+
+cdef bint _c_contiguous(const floating[:, :] a) noexcept:
+    """NumPy's C-contiguous flag of a matrix (a dimension of 1 may have any stride)."""
+    return ((a.shape[1] == 1 or a.strides[1] == sizeof(floating))
+            and (a.shape[0] == 1 or a.strides[0] == a.shape[1] * sizeof(floating)))
+
+
+def product(const floating[:, :] a, const floating[:, :] b, floating[:, ::1] out, Py_ssize_t n_chunks):
+    """out (M, N) = a (M, K) @ b (K, N), a and b each C- or F-contiguous
+    (a transposed C array), for the dense layers: n_chunks threads each
+    compute a block of out with a single-threaded BLAS call (the caller
+    limits BLAS), a block of rows when a is the larger operand, else of
+    columns, so that each thread reads only its part of the larger one."""
+    cdef Py_ssize_t m = out.shape[0], n = out.shape[1], k = a.shape[1], t, first, last
+    cdef bint by_rows = m > n, trans_a = not _c_contiguous(a), trans_b = not _c_contiguous(b)
+    # the row length of the array as stored: a (M, K) itself, or the (K, M) one it transposes
+    cdef int lda = max(1, a.shape[0] if trans_a else k), ldb = max(1, b.shape[0] if trans_b else n)
+    with nogil:
+        for t in prange(n_chunks, schedule="static", num_threads=n_chunks):
+            if by_rows:
+                first, last = t * m // n_chunks, (t + 1) * m // n_chunks
+                if last > first:
+                    _matmul(trans_a, trans_b, last - first, n, k, &a[first, 0], lda, &b[0, 0], ldb, 0,
+                            &out[first, 0], n)
+            else:
+                first, last = t * n // n_chunks, (t + 1) * n // n_chunks
+                if last > first:
+                    _matmul(trans_a, trans_b, m, last - first, k, &a[0, 0], lda, &b[0, first], ldb, 0,
+                            &out[0, first], n)
+
+
 KERNELS = {
     ("conv2d", "naive"): conv2d_naive,
     ("conv2d_backward", "naive"): conv2d_backward_naive,

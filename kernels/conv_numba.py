@@ -1721,6 +1721,31 @@ def _winograd_backward_groups(dy, code, xp, wc, g, ut, scale, pkw, psh, psw, dxp
             db += db_parts[t]
 
 
+# ---------------------------------------------------------- dense products
+
+
+@njit(parallel=True, cache=True)
+def product(a, b, out, n_chunks):
+    """out (M, N) = a (M, K) @ b (K, N), a and b each C- or F-contiguous
+    (a transposed C array), for the dense layers: n_chunks threads each
+    compute a block of out with a single-threaded BLAS call (the caller
+    limits BLAS), a block of rows when a is the larger operand, else of
+    columns, so that each thread reads only its part of the larger one."""
+    m, n = out.shape
+    by_rows = m > n
+    for t in prange(n_chunks):
+        # np.dot calls BLAS on contiguous arrays only (a block of a is not
+        # one when a is F-contiguous, a block of b's columns never is)
+        if by_rows:
+            first, last = t * m // n_chunks, (t + 1) * m // n_chunks
+            if last > first:
+                out[first:last] = np.dot(np.ascontiguousarray(a[first:last]), b)
+        else:
+            first, last = t * n // n_chunks, (t + 1) * n // n_chunks
+            if last > first:
+                out[:, first:last] = np.dot(a, np.ascontiguousarray(b[:, first:last]))
+
+
 KERNELS = {
     ("conv2d", "naive"): conv2d_naive,
     ("conv2d_backward", "naive"): conv2d_backward_naive,

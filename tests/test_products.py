@@ -1,0 +1,117 @@
+"""fastconv.products: the dense layers' products on the kernels' threads.
+Both twins' ``product`` equal NumPy's for any shape, layout and thread
+count; matmul and product pick the backend FASTCONV_BACKEND names, and
+leave small products, one thread and what BLAS cannot take to
+blas.matmul; the Dense layer and the plan's dense step go through them."""
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fastconv import products, registry, threads
+from fastconv.layers import Dense
+
+from test_blas import _operand
+
+
+def _reference(a, b):
+    return a.astype(np.float64) @ b.astype(np.float64)
+
+
+def _assert_product(result, a, b):
+    tolerance = 1e-5 if a.dtype == np.float32 else 1e-12
+    assert result.shape == (a.shape[0], b.shape[1]) and result.dtype == a.dtype
+    np.testing.assert_allclose(result, _reference(a, b), rtol=tolerance, atol=tolerance * a.shape[1] * 10)
+
+
+@pytest.mark.parametrize("backend", registry.COMPILED_BACKENDS)
+@settings(max_examples=40, deadline=None)
+@given(m=st.integers(1, 70), k=st.integers(1, 70), n=st.integers(1, 70), chunks=st.integers(1, 4),
+       dtype=st.sampled_from([np.float32, np.float64]), layouts=st.tuples(*[st.sampled_from(["C", "F"])] * 2),
+       seed=st.integers(0, 2**16))
+def test_each_twins_product_equals_numpys(backend, m, k, n, chunks, dtype, layouts, seed):
+    """Rows or columns split between 1-4 threads (more threads than rows
+    or columns included), a and b each C-contiguous or transposed."""
+    rng = np.random.default_rng(seed)
+    a, b = _operand(rng, (m, k), dtype, layouts[0]), _operand(rng, (k, n), dtype, layouts[1])
+    out = np.full((m, n), np.nan, dtype)  # written whole: no NaN may survive
+    with threads.single_threaded_blas():
+        registry.dense_product(backend)(a, b, out, chunks)
+    _assert_product(out, a, b)
+
+
+DENSE_SHAPES = [(64, 6272, 128), (6272, 64, 128), (64, 128, 6272), (3, 600, 900)]
+"""cnn-deep's first dense layer at batch 64: forward, weight and input
+gradients (split by columns, rows, columns); and a batch smaller than the
+threads could split by rows."""
+
+
+@pytest.mark.parametrize("backend", registry.COMPILED_BACKENDS)
+@pytest.mark.parametrize("m, k, n", DENSE_SHAPES)
+def test_matmul_runs_the_asked_backends_product_on_the_dense_shapes(backend, m, k, n, monkeypatch):
+    monkeypatch.setenv("FASTCONV_BACKEND", backend)
+    calls = []
+    real = registry.dense_product
+    monkeypatch.setattr(registry, "dense_product", lambda name: calls.append(name) or real(name))
+    threads.set_num_threads(2)
+    try:
+        rng = np.random.default_rng(0)
+        for a_layout in ("C", "F"):
+            a, b = _operand(rng, (m, k), np.float32, a_layout), _operand(rng, (k, n), np.float32, "C")
+            _assert_product(products.matmul(a, b), a, b)
+            out = np.empty((m, n), np.float32)
+            assert products.product(b, m, a.flags.c_contiguous)(a, out) is out
+            _assert_product(out, a, b)
+    finally:
+        threads.set_num_threads(None)
+    assert calls == [backend] * 4
+
+
+@pytest.mark.parametrize("case", ["small", "one thread", "numpy backend", "ints", "strided", "mixed dtypes"])
+def test_matmul_leaves_the_rest_to_blas_matmul(case, monkeypatch):
+    """No backend product runs (and the answer is still NumPy's) for a
+    product under PARALLEL_MACS, on one thread, with FASTCONV_BACKEND=numpy,
+    or for arrays BLAS cannot take as they are."""
+    monkeypatch.setattr(registry, "dense_product", lambda name: pytest.fail(f"{name}'s product ran"))
+    rng = np.random.default_rng(0)
+    big = (128, 128, 128)
+    assert np.prod(big) >= products.PARALLEL_MACS
+    m, k, n = (8, 16, 8) if case == "small" else big
+    a, b = rng.random((m, k), dtype=np.float32), rng.random((k, n), dtype=np.float32)
+    if case == "ints":
+        a = (a * 10).astype(np.int64)
+    elif case == "strided":
+        a = _operand(rng, (m, k), np.float32, "strided")
+    elif case == "mixed dtypes":
+        b = b.astype(np.float64)
+    elif case == "numpy backend":
+        monkeypatch.setenv("FASTCONV_BACKEND", "numpy")
+    threads.set_num_threads(1 if case == "one thread" else 2)
+    try:
+        result = products.matmul(a, b)
+    finally:
+        threads.set_num_threads(None)
+    np.testing.assert_allclose(result, _reference(a, b), rtol=1e-5, atol=1e-5 * k * 10)
+
+
+def test_the_dense_layer_computes_through_the_backends_product(monkeypatch):
+    """Forward, weight and input gradient of a Dense layer large enough for
+    the shared product, against NumPy's formulas."""
+    calls = []
+    real = registry.dense_product
+    monkeypatch.setattr(registry, "dense_product", lambda name: calls.append(name) or real(name))
+    layer = Dense(1500, 700)
+    layer.initialize(np.random.default_rng(0))
+    rng = np.random.default_rng(1)
+    x, dy = rng.standard_normal((4, 1500)).astype(np.float32), rng.standard_normal((4, 700)).astype(np.float32)
+    threads.set_num_threads(2)
+    try:
+        y = layer.forward(x, training=True)
+        dx = layer.backward(dy)
+    finally:
+        threads.set_num_threads(None)
+    w = layer.params["w"]
+    np.testing.assert_allclose(y, _reference(x, w) + layer.params["b"], rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(layer.grads["w"], _reference(x.T, dy), rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(dx, _reference(dy, w.T), rtol=1e-5, atol=1e-4)
+    assert calls == ["cython"] * 3
