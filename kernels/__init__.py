@@ -51,6 +51,14 @@ padding):
         kernel reads dy and code anyway; a NumPy pass for it cost 0.14-0.22
         ms at conv1's shape, batch 64).
 
+``conv_<backend>`` also exports the dense layers' matrix product (called
+by :mod:`fastconv.products` with BLAS limited to one thread):
+
+    product(a, b, out, n_chunks)
+        writes out (M, N) = a (M, K) @ b (K, N), a and b each C- or
+        F-contiguous, out C-contiguous, n_chunks threads each computing a
+        block of rows or of columns of out.
+
 ``norm_<backend>`` exports ``KERNELS`` with batch normalisation, each
 channel c over its N*M values, x viewed as (N, C, M) (M = H*W; 1 for
 features (N, C)); gamma, beta, mean, var, dgamma, dbeta (C,):
