@@ -78,6 +78,9 @@ def dense_product(backend: str):
         raise ValueError(f"no compiled dense product for backend {backend!r}; choose from {COMPILED_BACKENDS}")
     module = importlib.import_module(_module_name(backend, f"conv_{backend}"))
     threads.apply()  # the module may have brought in a thread pool (OpenMP)
+    if backend == "numba":
+        return FirstCallNotice(module.product, "compiling Numba's dense product for this CPU, once "
+                                               "(Numba caches it on disk for later runs)")
     return module.product
 
 
