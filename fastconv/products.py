@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fastconv import registry, settings, threads
+from fastconv import registry, threads
 from fastconv.kernels import blas
 
 PARALLEL_MACS = 1 << 20
@@ -49,7 +49,7 @@ def product(b, m, a_in_rows=True):
 
     def shared_product(a, out):
         n_threads = threads.in_this_thread()
-        backend = _backend()
+        backend = registry.helper_backend()
         if backend is None or n_threads == 1:
             return through_blas(a, out)
         with threads.single_threaded_blas():
@@ -57,11 +57,3 @@ def product(b, m, a_in_rows=True):
         return out
 
     return shared_product
-
-
-def _backend() -> str | None:
-    """The compiled backend whose product runs (None: BLAS's own threads)."""
-    forced = settings.forced_backend()
-    if forced in (None, "", "auto"):
-        return "cython"
-    return forced if forced in registry.COMPILED_BACKENDS else None

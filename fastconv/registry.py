@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 import importlib
 
-from fastconv import cpu, isa, op_table, threads, user_variants
+from fastconv import cpu, isa, op_table, settings, threads, user_variants
 from fastconv.waiting import FirstCallNotice
 from fastconv.op_table import ALGORITHMS, OPS  # noqa: F401  (re-exported)
 
@@ -70,18 +70,39 @@ def _scheduled(kernel):
     return run
 
 
+def helper_backend() -> str | None:
+    """The compiled backend whose helpers run (the dense layers' product,
+    padding and cropping): Cython, or Numba when FASTCONV_BACKEND asks for
+    it; None when it asks for another (NumPy's own ways then)."""
+    forced = settings.forced_backend()
+    if forced in (None, "auto"):
+        return COMPILED_BACKENDS[0]
+    return forced if forced in COMPILED_BACKENDS else None
+
+
 @functools.cache
 def dense_product(backend: str):
     """The compiled backend's matrix product for the dense layers
     (``product`` of its conv module: :mod:`fastconv.products`)."""
+    return _helper(backend, "conv", "product", "dense product")
+
+
+@functools.cache
+def layout_kernels(backend: str):
+    """The compiled backend's ``(pad, crop)``: a batch of images into the
+    interior of a padded copy, and back (its layout module)."""
+    return (_helper(backend, "layout", "pad", "padding"), _helper(backend, "layout", "crop", "cropping"))
+
+
+def _helper(backend, module_kind, name, what):
     if backend not in COMPILED_BACKENDS:
-        raise ValueError(f"no compiled dense product for backend {backend!r}; choose from {COMPILED_BACKENDS}")
-    module = importlib.import_module(_module_name(backend, f"conv_{backend}"))
+        raise ValueError(f"no compiled {what} for backend {backend!r}; choose from {COMPILED_BACKENDS}")
+    module = importlib.import_module(_module_name(backend, f"{module_kind}_{backend}"))
     threads.apply()  # the module may have brought in a thread pool (OpenMP)
     if backend == "numba":
-        return FirstCallNotice(module.product, "compiling Numba's dense product for this CPU, once "
-                                               "(Numba caches it on disk for later runs)")
-    return module.product
+        return FirstCallNotice(getattr(module, name), f"compiling Numba's {what} for this CPU, once "
+                                                      "(Numba caches it on disk for later runs)")
+    return getattr(module, name)
 
 
 def _module_name(backend: str, module: str) -> str:

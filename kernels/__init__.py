@@ -59,6 +59,13 @@ by :mod:`fastconv.products` with BLAS limited to one thread):
         F-contiguous, out C-contiguous, n_chunks threads each computing a
         block of rows or of columns of out.
 
+``layout_<backend>`` exports the copies :mod:`fastconv.ops` pads and crops
+with (x (N, C, H, W), xp (N, C, H + 2*ph, W + 2*pw), each C-contiguous;
+the planes shared out between n_chunks threads):
+
+    pad(x, value, xp, n_chunks)     writes xp = x inside a border of value
+    crop(xp, x, n_chunks)           writes x = the interior of xp
+
 ``norm_<backend>`` exports ``KERNELS`` with batch normalisation, each
 channel c over its N*M values, x viewed as (N, C, M) (M = H*W; 1 for
 features (N, C)); gamma, beta, mean, var, dgamma, dbeta (C,):
