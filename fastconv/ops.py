@@ -141,21 +141,48 @@ def _check_flag(op, name, value):
         raise TypeError(f"{op}: {name} must be a bool, got {value!r}")
 
 
+PARALLEL_VALUES = 1 << 16
+"""Padding or cropping a batch of fewer values runs on one thread: waking
+the others would cost more than the copy."""
+
+
 def _pad(a, padding, value):
-    """a (N, C, H, W) inside a border of ``value``, (N, C, H + 2*ph, W + 2*pw)
-    (one fill and one copy: np.pad's generic path takes ~1.7x as long)."""
+    """a (N, C, H, W), C-contiguous float, inside a border of ``value``: a new
+    (N, C, H + 2*ph, W + 2*pw) array, made by the compiled backend's layout
+    kernel (:func:`fastconv.registry.layout_kernels`), or under
+    FASTCONV_BACKEND=numpy by one NumPy fill and one copy (np.pad's generic
+    path takes ~1.7x as long)."""
     ph, pw = padding
     if ph == 0 and pw == 0:
         return a
     n, c, h, w = a.shape
-    padded = np.full((n, c, h + 2 * ph, w + 2 * pw), value, a.dtype)
-    padded[:, :, ph : ph + h, pw : pw + w] = a
+    padded = np.empty((n, c, h + 2 * ph, w + 2 * pw), a.dtype)
+    backend = registry.helper_backend()
+    if backend is None:
+        padded.fill(value)
+        padded[:, :, ph : ph + h, pw : pw + w] = a
+    else:
+        registry.layout_kernels(backend)[0](a, padded.dtype.type(value), padded, _chunks(a.size))
     return padded
 
 
 def _crop(a, padding):
+    """The interior of a padded (N, C, Hp, Wp) array as a new C-contiguous
+    (N, C, Hp - 2*ph, Wp - 2*pw) one: :func:`_pad`'s inverse, the same way."""
     ph, pw = padding
-    return a[:, :, ph : a.shape[2] - ph, pw : a.shape[3] - pw]
+    if ph == 0 and pw == 0:
+        return a
+    interior = a[:, :, ph : a.shape[2] - ph, pw : a.shape[3] - pw]
+    backend = registry.helper_backend()
+    if backend is None:
+        return np.ascontiguousarray(interior)
+    cropped = np.empty(interior.shape, a.dtype)
+    registry.layout_kernels(backend)[1](a, cropped, _chunks(cropped.size))
+    return cropped
+
+
+def _chunks(n_values):
+    return 1 if n_values < PARALLEL_VALUES else threads.num_threads()
 
 
 def _no_work(*args):
@@ -320,7 +347,7 @@ def conv2d_backward(dy, x, w, stride=1, padding=0, *, compute_dx=True, backend="
     # cnn-deep conv3's shape (0.21 ms, batch 64), for sums further from the
     # float64 ones.
     db = dy.sum(axis=0).reshape(dy.shape[1], -1).sum(axis=1)
-    dx = np.ascontiguousarray(_crop(dxp, geom.padding)) if compute_dx else None
+    dx = _crop(dxp, geom.padding) if compute_dx else None
     return dx, dw, db
 
 
@@ -353,7 +380,7 @@ def _pool_backward(op, pad_value, dy, x, kernel_size, stride, padding, backend, 
 
     key = (xp.shape, geom.kernel, geom.stride, dtype)
     dxp = _dispatch(op, backend, algorithm, key, run, x.shape[0])
-    return np.ascontiguousarray(_crop(dxp, geom.padding))
+    return _crop(dxp, geom.padding)
 
 
 def max_pool2d(x, kernel_size, stride=None, padding=0, *, backend="auto", algorithm="auto"):
@@ -471,7 +498,7 @@ def conv2d_relu_maxpool2d_backward(dy, code, x, w, stride=1, padding=0, pool_siz
 
     key = (xp.shape, w.shape, conv.stride, pool.kernel, pool.stride, dtype, bool(compute_dx))
     dxp, dw, db = _dispatch(op, backend, algorithm, key, run, x.shape[0], _inapplicable(conv))
-    dx = np.ascontiguousarray(_crop(dxp, conv.padding)) if compute_dx else None
+    dx = _crop(dxp, conv.padding) if compute_dx else None
     return dx, dw, db
 
 
