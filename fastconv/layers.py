@@ -365,13 +365,13 @@ class ReLU(Layer):
         self._y = None
 
     def forward(self, x, training):
-        y = np.maximum(x, 0)
+        y = ops.relu(x)
         self._y = y if training else None
         return y
 
     def backward(self, dy):
         y = self._cached(self._y)
-        return dy * (y > 0) if self.needs_input_grad else None
+        return ops.relu_backward(dy, y) if self.needs_input_grad else None
 
 
 class Dropout(Layer):

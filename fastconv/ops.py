@@ -32,7 +32,9 @@ from fastconv.kernels import NO_GRADIENT
 from fastconv.registry import variants  # noqa: F401  (public API)
 from fastconv.shapes import as_pair, conv_out_size
 
-__all__ = [*op_table.OPS, "variants", "inapplicable_algorithms", "prepare", "Launch", "batch_norm_kernel"]  # one function per declared op, named for it
+# one function per declared op, named for it, then the rest
+__all__ = [*op_table.OPS, "variants", "inapplicable_algorithms", "prepare", "Launch", "batch_norm_kernel",
+           "relu", "relu_backward"]
 
 
 # ---------------------------------------------------------------- validation
@@ -659,3 +661,48 @@ def batch_norm_backward(dy, x, gamma, mean, var, eps=1e-5, *, compute_dx=True, b
     key = (x3.shape, dtype, bool(compute_dx))
     dx, dgamma, dbeta = _dispatch(op, backend, algorithm, key, run, x.shape[0])
     return (dx.reshape(x.shape) if compute_dx else None), dgamma, dbeta
+
+
+# ---------------------------------------------------------------- ReLU
+# Not an op of the table (one way to compute it, nothing to choose): the
+# compiled backend's helper runs it on the threads, NumPy under
+# FASTCONV_BACKEND=numpy or for arrays the helper does not take.
+
+_HELPER_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _relu_kernels(*arrays):
+    """The helper's (relu, relu_backward) if it takes these arrays (one
+    float dtype, C-contiguous), else None."""
+    backend = registry.helper_backend()
+    dtype = arrays[0].dtype
+    if backend is None or dtype not in _HELPER_FLOATS or not all(
+            a.dtype == dtype and a.flags.c_contiguous for a in arrays):
+        return None
+    return registry.relu_kernels(backend)
+
+
+def relu(x):
+    """max(x, 0) elementwise, as ``np.maximum(x, 0)`` (NaN stays NaN): x of
+    any shape; a new array like it."""
+    x = np.asarray(x)
+    kernels = _relu_kernels(x)
+    if kernels is None:
+        return np.maximum(x, 0)
+    y = np.empty_like(x)
+    kernels[0](x.reshape(-1), y.reshape(-1), _chunks(x.size))
+    return y
+
+
+def relu_backward(dy, y):
+    """The input gradient of :func:`relu`, ``dy * (y > 0)``, from the
+    upstream gradient dy and the forward output y (one shape)."""
+    dy, y = np.asarray(dy), np.asarray(y)
+    if dy.shape != y.shape:
+        raise ValueError(f"relu_backward: dy has shape {dy.shape}, the forward output y {y.shape}")
+    kernels = _relu_kernels(dy, y)
+    if kernels is None:
+        return dy * (y > 0)
+    dx = np.empty_like(dy)
+    kernels[1](dy.reshape(-1), y.reshape(-1), dx.reshape(-1), _chunks(dy.size))
+    return dx

@@ -72,7 +72,7 @@ def _scheduled(kernel):
 
 def helper_backend() -> str | None:
     """The compiled backend whose helpers run (the dense layers' product,
-    padding and cropping): Cython, or Numba when FASTCONV_BACKEND asks for
+    padding and cropping, the ReLU): Cython, or Numba when FASTCONV_BACKEND asks for
     it; None when it asks for another (NumPy's own ways then)."""
     forced = settings.forced_backend()
     if forced in (None, "auto"):
@@ -92,6 +92,14 @@ def layout_kernels(backend: str):
     """The compiled backend's ``(pad, crop)``: a batch of images into the
     interior of a padded copy, and back (its layout module)."""
     return (_helper(backend, "layout", "pad", "padding"), _helper(backend, "layout", "crop", "cropping"))
+
+
+@functools.cache
+def relu_kernels(backend: str):
+    """The compiled backend's ``(relu, relu_backward)`` on flat arrays (its
+    activation module)."""
+    return (_helper(backend, "activation", "relu", "ReLU"),
+            _helper(backend, "activation", "relu_backward", "ReLU backward"))
 
 
 def _helper(backend, module_kind, name, what):

@@ -66,6 +66,13 @@ the planes shared out between n_chunks threads):
     pad(x, value, xp, n_chunks)     writes xp = x inside a border of value
     crop(xp, x, n_chunks)           writes x = the interior of xp
 
+``activation_<backend>`` exports the ReLU :func:`fastconv.ops.relu` and
+:func:`fastconv.ops.relu_backward` run (every array flat, C-contiguous, of
+one float dtype; runs of values shared out between n_chunks threads):
+
+    relu(x, y, n_chunks)                    writes y = max(x, 0), NaN kept
+    relu_backward(dy, y, dx, n_chunks)      writes dx = dy * (y > 0)
+
 ``norm_<backend>`` exports ``KERNELS`` with batch normalisation, each
 channel c over its N*M values, x viewed as (N, C, M) (M = H*W; 1 for
 features (N, C)); gamma, beta, mean, var, dgamma, dbeta (C,):
