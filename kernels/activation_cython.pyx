@@ -14,19 +14,35 @@ from cython.parallel cimport prange
 
 def relu(const floating[::1] x, floating[::1] y, Py_ssize_t n_chunks):
     """y = max(x, 0), as np.maximum: NaN stays NaN, -0.0 gives 0."""
-    cdef Py_ssize_t n = x.shape[0], t, i
-    cdef floating zero = 0
+    cdef Py_ssize_t n = x.shape[0], t, first, end
     with nogil:
         for t in prange(n_chunks, schedule="static", num_threads=n_chunks):
-            for i in range(t * n // n_chunks, (t + 1) * n // n_chunks):
-                y[i] = zero if x[i] <= 0 else x[i]
+            first, end = t * n // n_chunks, (t + 1) * n // n_chunks
+            _relu_values(&x[0] + first, &y[0] + first, end - first)
 
 
 def relu_backward(const floating[::1] dy, const floating[::1] y, floating[::1] dx, Py_ssize_t n_chunks):
     """dx = dy * (y > 0), the forward output y telling where the ReLU passed."""
-    cdef Py_ssize_t n = dy.shape[0], t, i
-    cdef floating zero = 0, one = 1
+    cdef Py_ssize_t n = dy.shape[0], t, first, end
     with nogil:
         for t in prange(n_chunks, schedule="static", num_threads=n_chunks):
-            for i in range(t * n // n_chunks, (t + 1) * n // n_chunks):
-                dx[i] = dy[i] * (one if y[i] > 0 else zero)
+            first, end = t * n // n_chunks, (t + 1) * n // n_chunks
+            _relu_gradient_values(&dy[0] + first, &y[0] + first, &dx[0] + first, end - first)
+
+
+# The loops over one run of values are functions of their own, as in the
+# Numba twin (where, compiled apart from the parallel loop, they vectorize).
+
+cdef inline void _relu_values(const floating *x, floating *y, Py_ssize_t n) noexcept nogil:
+    cdef floating zero = 0
+    cdef Py_ssize_t i
+    for i in range(n):
+        y[i] = zero if x[i] <= 0 else x[i]
+
+
+cdef inline void _relu_gradient_values(const floating *dy, const floating *y, floating *dx,
+                                       Py_ssize_t n) noexcept nogil:
+    cdef floating zero = 0, one = 1
+    cdef Py_ssize_t i
+    for i in range(n):
+        dx[i] = dy[i] * (one if y[i] > 0 else zero)

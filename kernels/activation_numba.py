@@ -13,16 +13,34 @@ from numba import njit, prange
 @njit(parallel=True, cache=True)
 def relu(x, y, n_chunks):
     """y = max(x, 0), as np.maximum: NaN stays NaN, -0.0 gives 0."""
-    n, zero = x.shape[0], x.dtype.type(0)
+    n = x.shape[0]
     for t in prange(n_chunks):
-        for i in range(t * n // n_chunks, (t + 1) * n // n_chunks):
-            y[i] = zero if x[i] <= 0 else x[i]
+        first, end = t * n // n_chunks, (t + 1) * n // n_chunks
+        _relu_values(x[first:end], y[first:end])
 
 
 @njit(parallel=True, cache=True)
 def relu_backward(dy, y, dx, n_chunks):
     """dx = dy * (y > 0), the forward output y telling where the ReLU passed."""
-    n, zero, one = dy.shape[0], dy.dtype.type(0), dy.dtype.type(1)
+    n = dy.shape[0]
     for t in prange(n_chunks):
-        for i in range(t * n // n_chunks, (t + 1) * n // n_chunks):
-            dx[i] = dy[i] * (one if y[i] > 0 else zero)
+        first, end = t * n // n_chunks, (t + 1) * n // n_chunks
+        _relu_gradient_values(dy[first:end], y[first:end], dx[first:end])
+
+
+# The loops over one run of values are functions of their own: compiled
+# apart from the parallel loop, they vectorize (inside it, the forward pass
+# took 0.089 ms for cnn-deep conv3's output, apart 0.023 ms).
+
+@njit(cache=True)
+def _relu_values(x, y):
+    zero = x.dtype.type(0)
+    for i in range(x.shape[0]):
+        y[i] = zero if x[i] <= 0 else x[i]
+
+
+@njit(cache=True)
+def _relu_gradient_values(dy, y, dx):
+    zero, one = dy.dtype.type(0), dy.dtype.type(1)
+    for i in range(dy.shape[0]):
+        dx[i] = dy[i] * (one if y[i] > 0 else zero)
