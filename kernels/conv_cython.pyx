@@ -1500,14 +1500,15 @@ cdef inline void _divide(floating *d, Py_ssize_t n, floating scale) noexcept nog
 
 
 cdef void _filter_transform(const floating[:, :, :, ::1] wt, const floating[:, ::1] g, floating[:, :, ::1] u,
-                            floating[:, :, ::1] gw) noexcept nogil:
+                            floating[:, :, ::1] gw, Py_ssize_t first, Py_ssize_t end) noexcept nogil:
     """u (alpha^2, C, F): u[alpha*a + b, c] = (G' w[:, c] G'^T)[a, b], vectors
     over the F filters of wt (C, 3, 3, F), the filters with the filter axis
-    last; gw (alpha, 3, F) is scratch for G' w. Given wc (F, 3, 3, C), the
+    last, for the channels c from first to end (each thread its share);
+    gw (alpha, 3, F) is scratch for G' w. Given wc (F, 3, 3, C), the
     channels last, it makes (alpha^2, F, C) the same way, vectors over C."""
-    cdef Py_ssize_t n_chan = wt.shape[0], n_filt = wt.shape[3], alpha = g.shape[0], c, a, b, k, l, f
+    cdef Py_ssize_t n_filt = wt.shape[3], alpha = g.shape[0], c, a, b, k, l, f
     cdef floating coef
-    for c in range(n_chan):
+    for c in range(first, end):
         memset(&gw[0, 0, 0], 0, alpha * 3 * n_filt * sizeof(floating))
         for a in range(alpha):
             for k in range(3):
@@ -1527,12 +1528,13 @@ cdef void _filter_transform(const floating[:, :, :, ::1] wt, const floating[:, :
 
 
 cdef void _filter_gradient(floating[:, :, :, ::1] du_parts, Py_ssize_t c, const floating[:, ::1] g,
-                           floating scale, floating[:, :, :, ::1] dwt, floating[:, :, ::1] gd) noexcept nogil:
+                           floating scale, floating[:, :, :, ::1] dwt, floating[:, :, ::1] gd,
+                           floating[:, :, :, ::1] dw) noexcept nogil:
     """dwt[c] (3, 3, F) = G'^T dU G' / scale, dU (alpha, alpha) the vectors
     du[:, c] over the F filters, du (alpha^2, C, F) the sum of the threads'
     parts du_parts (T, alpha^2, C, F), summed into du_parts[0] here: the
-    adjoint of _filter_transform, for one channel c. gd (alpha, 3, F) is
-    scratch for dU G'."""
+    adjoint of _filter_transform, for one channel c; then dw[:, c] (F, 3,
+    3) += dwt[c]. gd (alpha, 3, F) is scratch for dU G'."""
     cdef Py_ssize_t n_filt = du_parts.shape[3], alpha = g.shape[0], t, a, b, k, l, f
     cdef floating coef
     for t in range(1, du_parts.shape[0]):
@@ -1556,6 +1558,10 @@ cdef void _filter_gradient(floating[:, :, :, ::1] du_parts, Py_ssize_t c, const 
                     for f in range(n_filt):
                         dwt[c, k, l, f] += coef * gd[a, l, f]
     _divide(&dwt[c, 0, 0, 0], 9 * n_filt, scale)
+    for k in range(3):
+        for l in range(3):
+            for f in range(n_filt):
+                dw[f, c, k, l] += dwt[c, k, l, f]
 
 
 cdef Py_ssize_t CHANNEL_BLOCK = 16
@@ -1715,9 +1721,10 @@ def _winograd_forward_groups(const floating[:, :, :, ::1] xp, const floating[:, 
     cdef floating[::1] no_bias = np.zeros(n_filt, dtype)
     cdef floating[:, :, :, ::1] bd = np.empty((n_chunks, alpha, alpha, n_chan), dtype)
     cdef floating[:, :, :, ::1] am = np.empty((n_chunks, m, alpha, n_filt), dtype)
-    cdef floating[:, :, ::1] gw = np.empty((alpha, 3, n_filt), dtype)
+    cdef floating[:, :, :, ::1] gw = np.empty((n_chunks, alpha, 3, n_filt), dtype)
     with nogil:
-        _filter_transform(wt, g, u, gw)
+        for t in prange(n_chunks, schedule="static", num_threads=n_chunks):
+            _filter_transform(wt, g, u, gw[t], t * n_chan // n_chunks, (t + 1) * n_chan // n_chunks)
         for t in prange(n_chunks, schedule="static", num_threads=n_chunks):
             first, last = t * n_img // n_chunks, (t + 1) * n_img // n_chunks
             for g_at in range((last - first + group - 1) // group):
@@ -1745,6 +1752,8 @@ def _winograd_backward(dy, code, xp, w, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t
     pooled gradient, which code routes back to the conv output, and db is
     the fused op's; with code and db None, dy is the conv output's gradient
     itself."""
+    if xp.shape[0] == 0:  # nothing to add; each thread's dU part is written by its first group
+        return
     n_filt, n_chan = w.shape[0], w.shape[1]
     m, tiles_h, tiles_w, g, scale = _tiling(xp, dw.dtype)
     n_e = (m + 2) ** 2
@@ -1755,19 +1764,20 @@ def _winograd_backward(dy, code, xp, w, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t
     # read transposed it ran at half the speed for a thin Z[e])
     ut = np.empty((n_e, n_filt, n_chan), dw.dtype)
     wc = np.ascontiguousarray(w.transpose(0, 2, 3, 1))
-    du = np.zeros((n_chunks, n_e, n_chan, n_filt), dw.dtype)
+    # each thread's first group writes its part of dU, the others add to it
+    du = np.empty((n_chunks, n_e, n_chan, n_filt), dw.dtype)
     dwt = np.empty((n_chan, 3, 3, n_filt), dw.dtype)
-    _winograd_backward_groups(dy, code, xp, wc, g, ut, scale, pkw, psh, psw, dxp, du, dwt, db, n_chunks, group, m,
-                              tiles_h, tiles_w)
-    dw += dwt.transpose(3, 0, 1, 2)
+    _winograd_backward_groups(dy, code, xp, wc, g, ut, scale, pkw, psh, psw, dxp, du, dwt, dw, db, n_chunks, group,
+                              m, tiles_h, tiles_w)
 
 
 def _winograd_backward_groups(const floating[:, :, :, ::1] dy, const unsigned char[:, :, :, ::1] code,
                               const floating[:, :, :, ::1] xp, const floating[:, :, :, ::1] wc,
                               const floating[:, ::1] g, floating[:, :, ::1] ut, floating scale, Py_ssize_t pkw,
                               Py_ssize_t psh, Py_ssize_t psw, floating[:, :, :, ::1] dxp, floating[:, :, :, ::1] du,
-                              floating[:, :, :, ::1] dwt, floating[::1] db, Py_ssize_t n_chunks, Py_ssize_t group,
-                              Py_ssize_t m, Py_ssize_t tiles_h, Py_ssize_t tiles_w):
+                              floating[:, :, :, ::1] dwt, floating[:, :, :, ::1] dw, floating[::1] db,
+                              Py_ssize_t n_chunks, Py_ssize_t group, Py_ssize_t m, Py_ssize_t tiles_h,
+                              Py_ssize_t tiles_w):
     cdef Py_ssize_t n_img = xp.shape[0], n_e = ut.shape[0], n_filt = ut.shape[1], n_chan = ut.shape[2]
     cdef Py_ssize_t alpha = m + 2
     cdef Py_ssize_t n_tiles = tiles_h * tiles_w
@@ -1782,11 +1792,12 @@ def _winograd_backward_groups(const floating[:, :, :, ::1] dy, const unsigned ch
     cdef floating[:, ::1] db_parts = np.zeros((n_chunks, n_filt), dtype)
     cdef floating[:, :, :, ::1] bd = np.empty((n_chunks, alpha, alpha, n_chan), dtype)
     cdef floating[:, :, :, ::1] ag = np.empty((n_chunks, alpha, m, n_filt), dtype)
-    cdef floating[:, :, ::1] gw = np.empty((alpha, 3, n_chan), dtype)
+    cdef floating[:, :, :, ::1] gw = np.empty((n_chunks, alpha, 3, n_chan), dtype)
     cdef floating[:, :, :, ::1] gd = np.empty((n_chunks, alpha, 3, n_filt), dtype)
     with nogil:
         if compute_dx:
-            _filter_transform(wc, g, ut, gw)
+            for t in prange(n_chunks, schedule="static", num_threads=n_chunks):
+                _filter_transform(wc, g, ut, gw[t], t * n_filt // n_chunks, (t + 1) * n_filt // n_chunks)
         for t in prange(n_chunks, schedule="static", num_threads=n_chunks):
             first, last = t * n_img // n_chunks, (t + 1) * n_img // n_chunks
             for g_at in range((last - first + group - 1) // group):
@@ -1806,7 +1817,7 @@ def _winograd_backward_groups(const floating[:, :, :, ::1] dy, const unsigned ch
                 for e in range(n_e):
                     # dU[e] (C, F) += V[e]^T (C, m*tiles) @ Z[e] (m*tiles, F)
                     _matmul(True, False, n_chan, n_filt, m_img * n_tiles, &v[t, e, 0, 0], n_chan,
-                            &z[t, e, 0, 0], n_filt, 1, &du[t, e, 0, 0], n_filt)
+                            &z[t, e, 0, 0], n_filt, g_at > 0, &du[t, e, 0, 0], n_filt)
                     if compute_dx:
                         # dV[e] (m*tiles, C) = Z[e] (m*tiles, F) @ U[e]^T (F, C)
                         _matmul(False, False, m_img * n_tiles, n_chan, n_filt, &z[t, e, 0, 0], n_filt,
@@ -1817,7 +1828,7 @@ def _winograd_backward_groups(const floating[:, :, :, ::1] dy, const unsigned ch
                         _add_channels_first(hwc[t], dxp[n + k])
         for t in prange(n_chunks, schedule="static", num_threads=n_chunks):
             for c in range(t * n_chan // n_chunks, (t + 1) * n_chan // n_chunks):
-                _filter_gradient(du, c, g, scale, dwt, gd[t])
+                _filter_gradient(du, c, g, scale, dwt, gd[t], dw)
     if db is not None:
         for t in range(n_chunks):
             for f in range(n_filt):

@@ -1404,13 +1404,14 @@ def _divide(d, scale):
 
 
 @njit(cache=True)
-def _filter_transform(wt, g, u, gw):
+def _filter_transform(wt, g, u, gw, first, end):
     """u (alpha^2, C, F): u[alpha*a + b, c] = (G' w[:, c] G'^T)[a, b], vectors
     over the F filters of wt (C, 3, 3, F), the filters with the filter axis
-    last; gw (alpha, 3, F) is scratch for G' w. Given wc (F, 3, 3, C), the
+    last, for the channels c from first to end (each thread its share);
+    gw (alpha, 3, F) is scratch for G' w. Given wc (F, 3, 3, C), the
     channels last, it makes (alpha^2, F, C) the same way, vectors over C."""
-    n_chan, n_filt, alpha = wt.shape[0], wt.shape[3], g.shape[0]
-    for c in range(n_chan):
+    n_filt, alpha = wt.shape[3], g.shape[0]
+    for c in range(first, end):
         gw[:] = 0
         for a in range(alpha):
             for k in range(3):
@@ -1430,12 +1431,12 @@ def _filter_transform(wt, g, u, gw):
 
 
 @njit(cache=True)
-def _filter_gradient(du_parts, c, g, scale, dwt, gd):
+def _filter_gradient(du_parts, c, g, scale, dwt, gd, dw):
     """dwt[c] (3, 3, F) = G'^T dU G' / scale, dU (alpha, alpha) the vectors
     du[:, c] over the F filters, du (alpha^2, C, F) the sum of the threads'
     parts du_parts (T, alpha^2, C, F), summed into du_parts[0] here: the
-    adjoint of _filter_transform, for one channel c. gd (alpha, 3, F) is
-    scratch for dU G'."""
+    adjoint of _filter_transform, for one channel c; then dw[:, c] (F, 3,
+    3) += dwt[c]. gd (alpha, 3, F) is scratch for dU G'."""
     n_filt, alpha = du_parts.shape[3], g.shape[0]
     for t in range(1, du_parts.shape[0]):
         for a in range(alpha * alpha):
@@ -1458,6 +1459,10 @@ def _filter_gradient(du_parts, c, g, scale, dwt, gd):
                     for f in range(n_filt):
                         dwt[c, k, l, f] += coef * gd[a, l, f]
     _divide(dwt[c], scale)
+    for k in range(3):
+        for l in range(3):
+            for f in range(n_filt):
+                dw[f, c, k, l] += dwt[c, k, l, f]
 
 
 CHANNEL_BLOCK = 16
@@ -1623,8 +1628,9 @@ def _winograd_forward_groups(xp, wt, g, u, b, scale, pkh, pkw, psh, psw, out, co
     no_bias = np.zeros(n_filt, out.dtype)
     bd = np.empty((n_chunks, alpha, alpha, n_chan), out.dtype)
     am = np.empty((n_chunks, m, alpha, n_filt), out.dtype)
-    gw = np.empty((alpha, 3, n_filt), out.dtype)
-    _filter_transform(wt, g, u, gw)
+    gw = np.empty((n_chunks, alpha, 3, n_filt), out.dtype)
+    for t in prange(n_chunks):
+        _filter_transform(wt, g, u, gw[t], t * n_chan // n_chunks, (t + 1) * n_chan // n_chunks)
     for t in prange(n_chunks):
         first, last = t * n_img // n_chunks, (t + 1) * n_img // n_chunks
         for g_at in range((last - first + group - 1) // group):
@@ -1650,6 +1656,8 @@ def _winograd_backward(dy, code, xp, w, sh, sw, pkh, pkw, psh, psw, dxp, dw, db,
     pooled gradient, which code routes back to the conv output, and db is
     the fused op's; with code and db None, dy is the conv output's gradient
     itself."""
+    if xp.shape[0] == 0:  # nothing to add; each thread's dU part is written by its first group
+        return
     n_filt, n_chan = w.shape[0], w.shape[1]
     m, tiles_h, tiles_w, g, scale = _tiling(xp, dw.dtype)
     n_e = (m + 2) ** 2
@@ -1660,16 +1668,16 @@ def _winograd_backward(dy, code, xp, w, sh, sw, pkh, pkw, psh, psw, dxp, dw, db,
     # read transposed it ran at half the speed for a thin Z[e])
     ut = np.empty((n_e, n_filt, n_chan), dw.dtype)
     wc = np.ascontiguousarray(w.transpose(0, 2, 3, 1))
-    du = np.zeros((n_chunks, n_e, n_chan, n_filt), dw.dtype)
+    # each thread's first group writes its part of dU, the others add to it
+    du = np.empty((n_chunks, n_e, n_chan, n_filt), dw.dtype)
     dwt = np.empty((n_chan, 3, 3, n_filt), dw.dtype)
-    _winograd_backward_groups(dy, code, xp, wc, g, ut, dw.dtype.type(scale), pkw, psh, psw, dxp, du, dwt, db,
+    _winograd_backward_groups(dy, code, xp, wc, g, ut, dw.dtype.type(scale), pkw, psh, psw, dxp, du, dwt, dw, db,
                               n_chunks, group, m, tiles_h, tiles_w)
-    dw += dwt.transpose(3, 0, 1, 2)
 
 
 @njit(parallel=True, cache=True)
-def _winograd_backward_groups(dy, code, xp, wc, g, ut, scale, pkw, psh, psw, dxp, du, dwt, db, n_chunks, group, m,
-                              tiles_h, tiles_w):
+def _winograd_backward_groups(dy, code, xp, wc, g, ut, scale, pkw, psh, psw, dxp, du, dwt, dw, db, n_chunks, group,
+                              m, tiles_h, tiles_w):
     n_img, n_e, n_filt, n_chan = xp.shape[0], ut.shape[0], ut.shape[1], ut.shape[2]
     alpha = m + 2
     n_tiles = tiles_h * tiles_w
@@ -1681,11 +1689,12 @@ def _winograd_backward_groups(dy, code, xp, wc, g, ut, scale, pkw, psh, psw, dxp
     db_parts = np.zeros((n_chunks, n_filt), du.dtype)
     bd = np.empty((n_chunks, alpha, alpha, n_chan), du.dtype)
     ag = np.empty((n_chunks, alpha, m, n_filt), du.dtype)
-    gw = np.empty((alpha, 3, n_chan), du.dtype)
+    gw = np.empty((n_chunks, alpha, 3, n_chan), du.dtype)
     gd = np.empty((n_chunks, alpha, 3, n_filt), du.dtype)
     product = np.empty((n_chunks, n_chan, n_filt), du.dtype)  # np.dot has no beta: dU sums go through it
     if dxp is not None:
-        _filter_transform(wc, g, ut, gw)
+        for t in prange(n_chunks):
+            _filter_transform(wc, g, ut, gw[t], t * n_filt // n_chunks, (t + 1) * n_filt // n_chunks)
     for t in prange(n_chunks):
         first, last = t * n_img // n_chunks, (t + 1) * n_img // n_chunks
         for g_at in range((last - first + group - 1) // group):
@@ -1704,8 +1713,11 @@ def _winograd_backward_groups(dy, code, xp, wc, g, ut, scale, pkw, psh, psw, dxp
                 _gradient_transform(hwf[t], tiles_h, tiles_w, z[t], k * n_tiles, ag[t])
             for e in range(n_e):
                 # dU[e] (C, F) += V[e]^T (C, m*tiles) @ Z[e] (m*tiles, F)
-                np.dot(v[t, e, :m_img * n_tiles].T, z[t, e, :m_img * n_tiles], product[t])
-                _add_matrix(product[t], du[t, e])
+                if g_at == 0:
+                    np.dot(v[t, e, :m_img * n_tiles].T, z[t, e, :m_img * n_tiles], du[t, e])
+                else:
+                    np.dot(v[t, e, :m_img * n_tiles].T, z[t, e, :m_img * n_tiles], product[t])
+                    _add_matrix(product[t], du[t, e])
                 if dxp is not None:
                     # dV[e] (m*tiles, C) = Z[e] (m*tiles, F) @ U[e]^T (F, C)
                     np.dot(z[t, e, :m_img * n_tiles], ut[e], dv[t, e, :m_img * n_tiles])
@@ -1715,7 +1727,7 @@ def _winograd_backward_groups(dy, code, xp, wc, g, ut, scale, pkw, psh, psw, dxp
                     _add_channels_first(hwc[t], dxp[n + k])
     for t in prange(n_chunks):
         for c in range(t * n_chan // n_chunks, (t + 1) * n_chan // n_chunks):
-            _filter_gradient(du, c, g, scale, dwt, gd[t])
+            _filter_gradient(du, c, g, scale, dwt, gd[t], dw)
     if db is not None:
         for t in range(n_chunks):
             db += db_parts[t]
