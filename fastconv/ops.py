@@ -144,8 +144,9 @@ def _check_flag(op, name, value):
 
 
 PARALLEL_VALUES = 1 << 16
-"""Padding or cropping a batch of fewer values runs on one thread: waking
-the others would cost more than the copy."""
+"""Padding or cropping a batch of fewer values runs on one thread, waking
+the others would cost more than the copy; a ReLU of fewer values runs in
+NumPy (see relu below)."""
 
 
 def _pad(a, padding, value):
@@ -670,18 +671,15 @@ def batch_norm_backward(dy, x, gamma, mean, var, eps=1e-5, *, compute_dx=True, b
 # than PARALLEL_VALUES values (a dense layer's 64 x 128: 0.016 ms a pass in
 # NumPy, 0.026-0.032 ms through the kernel's set-up, in a training step).
 
-_HELPER_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
-
-
 def _relu_kernels(*arrays):
     """The helper's (relu, relu_backward) if it takes these arrays (one
     float dtype, C-contiguous) and they are large enough, else None."""
-    backend = registry.helper_backend()
     dtype = arrays[0].dtype
-    if backend is None or arrays[0].size < PARALLEL_VALUES or dtype not in _HELPER_FLOATS or not all(
+    if arrays[0].size < PARALLEL_VALUES or dtype not in registry.HELPER_DTYPES or not all(
             a.dtype == dtype and a.flags.c_contiguous for a in arrays):
         return None
-    return registry.relu_kernels(backend)
+    backend = registry.helper_backend()
+    return None if backend is None else registry.relu_kernels(backend)
 
 
 def relu(x):

@@ -26,14 +26,12 @@ PARALLEL_MACS = 1 << 20
 """Products of fewer multiply-adds (M*K*N) go to BLAS as they are: the
 single-threaded-BLAS context alone costs about 10 us."""
 
-_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
-
 
 def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """a (M, K) @ b (K, N) as a new C-contiguous (M, N) array; otherwise
     :func:`fastconv.kernels.blas.matmul` (other dtypes, layouts or sizes)."""
     if (a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0] or a.shape[0] * a.shape[1] * b.shape[1] < PARALLEL_MACS
-            or a.dtype not in _FLOATS or b.dtype != a.dtype or not (blas.contiguous(a) and blas.contiguous(b))):
+            or a.dtype not in registry.HELPER_DTYPES or b.dtype != a.dtype or not (blas.contiguous(a) and blas.contiguous(b))):
         return blas.matmul(a, b)
     return product(b, a.shape[0], a.flags.c_contiguous)(a, np.empty((a.shape[0], b.shape[1]), a.dtype))
 

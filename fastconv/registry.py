@@ -15,6 +15,8 @@ from __future__ import annotations
 import functools
 import importlib
 
+import numpy as np
+
 from fastconv import cpu, isa, op_table, settings, threads, user_variants
 from fastconv.waiting import FirstCallNotice
 from fastconv.op_table import ALGORITHMS, OPS  # noqa: F401  (re-exported)
@@ -68,6 +70,11 @@ def _scheduled(kernel):
             kernel(*args, n_chunks, cpu.gemm_group_bytes())
     run.__wrapped__ = kernel
     return run
+
+
+HELPER_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+"""The dtypes the helpers (:func:`dense_product`, :func:`layout_kernels`,
+:func:`relu_kernels`) are compiled for."""
 
 
 def helper_backend() -> str | None:
