@@ -160,10 +160,41 @@ def _pixel_offsets(Py_ssize_t oh, Py_ssize_t ow, Py_ssize_t sh, Py_ssize_t sw, P
     return pix_at
 
 
+SPLIT_MACS = 1 << 20
+"""Multiply-adds per image (direct convolution) from which fewer images
+than threads share their filters out between the threads (_work_split).
+The fused op at batch 1, 2 threads, Intel Xeon: the MNIST CNN's conv2
+(2.2M) took 28-30 us in two parts against 36-38 us in one; its conv1
+(0.2M, mostly the call's fixed costs) 13.0-13.4 us against 13.2-13.8."""
+
+
+def _work_split(xp, w):
+    """(n_chunks, n_parts) for the micro-kernel's stride-1 forward passes of
+    xp (N, C, Hp, Wp) by w (F, C, KH, KW): one chunk of the work per thread,
+    the work being N * n_parts items, an item one image's filters in one of
+    n_parts parts of whole tiles. With fewer images than threads (batch 1:
+    the inference plan) and SPLIT_MACS of work per image, the filters are
+    shared out so that every thread has work; otherwise an item is an image."""
+    cdef Py_ssize_t n_img = xp.shape[0], n_threads = openmp.omp_get_max_threads()
+    cdef Py_ssize_t n_tiles = (w.shape[0] + FC_TILE_FILTERS - 1) // FC_TILE_FILTERS
+    cdef Py_ssize_t n_parts = 1
+    if n_img < n_threads and w.size * (xp.shape[2] - w.shape[2] + 1) * (xp.shape[3] - w.shape[3] + 1) >= SPLIT_MACS:
+        n_parts = min(n_tiles, (n_threads + n_img - 1) // n_img)
+    return min(n_threads, n_img * n_parts), n_parts
+
+
+cdef inline (Py_ssize_t, Py_ssize_t) _part_filters(Py_ssize_t part, Py_ssize_t n_parts, Py_ssize_t n_filt4) noexcept nogil:
+    """(first, last): the filters of part ``part`` of n_parts, whole tiles
+    of the F4 filters."""
+    cdef Py_ssize_t n_tiles = n_filt4 // FC_TILE_FILTERS
+    return (part * n_tiles // n_parts * FC_TILE_FILTERS, (part + 1) * n_tiles // n_parts * FC_TILE_FILTERS)
+
+
 def conv2d_vectorized(xp, w, b, Py_ssize_t sh, Py_ssize_t sw, out):
-    # Stride 1: the register-blocked micro-kernel, one chunk of the batch per thread.
+    # Stride 1: the register-blocked micro-kernel, a chunk of the images (or of one
+    # image's filters) per thread.
     if sh == 1 and sw == 1:
-        _tiled_forward(xp, w, b, 0, 0, 0, 0, out, None, min(openmp.omp_get_max_threads(), xp.shape[0]))
+        _tiled_forward(xp, w, b, 0, 0, 0, 0, out, None, *_work_split(xp, w))
     else:
         _strided_forward(xp, w, b, sh, sw, out)
 
@@ -267,16 +298,18 @@ cdef void _relu_maxpool_wide(const floating[:, ::1] wide, const floating[::1] b,
 
 def _tiled_forward(const floating[:, :, :, ::1] xp, const floating[:, :, :, ::1] w, const floating[::1] b,
                    Py_ssize_t pkh, Py_ssize_t pkw, Py_ssize_t psh, Py_ssize_t psw,
-                   floating[:, :, :, ::1] out, unsigned char[:, :, :, ::1] code, Py_ssize_t n_chunks):
+                   floating[:, :, :, ::1] out, unsigned char[:, :, :, ::1] code, Py_ssize_t n_chunks,
+                   Py_ssize_t n_parts):
     """The stride-1 forward pass of the conv (code None: out is the conv
-    output) or of the fused op (out and code pooled from it), the batch cut
-    into n_chunks chunks, one per thread."""
+    output) or of the fused op (out and code pooled from it), the items
+    (each image's filters in n_parts parts: _work_split) cut into n_chunks
+    chunks, one per thread."""
     cdef Py_ssize_t n_img = xp.shape[0], n_filt = w.shape[0], kh = w.shape[2], kw = w.shape[3]
     cdef Py_ssize_t hp = xp.shape[2], wp = xp.shape[3], size = xp.shape[1] * hp * wp
     cdef Py_ssize_t oh = hp - kh + 1, ow = wp - kw + 1, n_q = (oh - 1) * wp + ow
     cdef Py_ssize_t lanes = FC_LANES_FLOAT if floating is float else FC_LANES_DOUBLE
     cdef Py_ssize_t n_filt4 = (n_filt + FC_TILE_FILTERS - 1) // FC_TILE_FILTERS * FC_TILE_FILTERS
-    cdef Py_ssize_t t, n, f, y
+    cdef Py_ssize_t n_taps = w.shape[1] * kh * kw, n_items = n_img * n_parts, t, item, n, f, y, first, last, end
     cdef bint pooled = code is not None
     if pooled:  # only the conv outputs a pool window covers (cnn's conv2: 10 of 11 rows, 8 vectors not 9)
         n_q = ((out.shape[2] - 1) * psh + pkh - 1) * wp + (out.shape[3] - 1) * psw + pkw
@@ -290,7 +323,7 @@ def _tiled_forward(const floating[:, :, :, ::1] xp, const floating[:, :, :, ::1]
     # last images, as many as those reads reach (one unless images are
     # smaller than a vector), a copy with zeros after it.
     cdef Py_ssize_t n_tail = min(n_img, 1 + (lanes - 2) // size), first_tail = n_img - n_tail
-    cdef floating[::1] tail = np.empty(n_tail * size + lanes, dtype)
+    cdef floating[:, ::1] tail = np.empty((n_chunks, n_tail * size + lanes), dtype)
     cdef Py_ssize_t n_written = (n_q + lanes - 1) // lanes * lanes  # the positions the micro-kernel writes
     cdef Py_ssize_t row = n_written + PAD
     # the usual pool (2x2 windows at stride 2) runs in wide rows too, into
@@ -306,23 +339,28 @@ def _tiled_forward(const floating[:, :, :, ::1] xp, const floating[:, :, :, ::1]
         if not pooled:
             for f in range(n_filt):
                 b4[f] = b[f]
-        if n_tail * size > 0:
-            memcpy(&tail[0], &xp[first_tail, 0, 0, 0], n_tail * size * sizeof(floating))
-        memset(&tail[n_tail * size], 0, lanes * sizeof(floating))
-        for t in range(n_chunks):
+        for t in prange(n_chunks, schedule="static", num_threads=n_chunks):
+            if n_tail * size > 0 and (t + 1) * n_items // n_chunks > first_tail * n_parts:
+                memcpy(&tail[t, 0], &xp[first_tail, 0, 0, 0], n_tail * size * sizeof(floating))
+            memset(&tail[t, n_tail * size], 0, lanes * sizeof(floating))
             for f in range(n_filt4):  # the pool may read past the positions written
                 memset(&wide[t, f, n_written], 0, (row - n_written) * sizeof(floating))
-        for t in prange(n_chunks, schedule="static", num_threads=n_chunks):
-            for n in range(t * n_img // n_chunks, (t + 1) * n_img // n_chunks):
-                _conv_image_tiled(<const floating *>&tail[(n - first_tail) * size] if n >= first_tail
-                                  else &xp[n, 0, 0, 0], w_rows, NULL if pooled else &b4[0], tap_at, n_q, wide[t])
+            for item in range(t * n_items // n_chunks, (t + 1) * n_items // n_chunks):
+                n = item // n_parts
+                first, last = _part_filters(item % n_parts, n_parts, n_filt4)
+                end = min(last, n_filt)
+                _conv_image_tiled(<const floating *>&tail[t, (n - first_tail) * size] if n >= first_tail
+                                  else &xp[n, 0, 0, 0], w_rows + first * n_taps, NULL if pooled else &b4[first],
+                                  tap_at, n_q, wide[t, first:last])
                 if wide_pool:
-                    _relu_maxpool_wide(wide[t, :n_filt], b, wp, pooled_rows[t], codes[t], out[n], code[n])
+                    _relu_maxpool_wide(wide[t, first:end], b[first:end], wp, pooled_rows[t], codes[t],
+                                       out[n, first:end], code[n, first:end])
                 elif pooled:
-                    _relu_maxpool_image(wide[t, :n_filt], b, wp, pkh, pkw, psh, psw, out[n], code[n])
+                    _relu_maxpool_image(wide[t, first:end], b[first:end], wp, pkh, pkw, psh, psw,
+                                        out[n, first:end], code[n, first:end])
                 if pooled:
                     continue
-                for f in range(n_filt):
+                for f in range(first, end):
                     for y in range(oh):
                         memcpy(&out[n, f, y, 0], &wide[t, f, y * wp], ow * sizeof(floating))
 
@@ -387,9 +425,11 @@ cdef void _relu_maxpool_phases(floating[:, :, ::1] phases, const floating[::1] b
 
 
 def _phase_pooled_forward(const floating[:, :, :, ::1] xp, const floating[:, :, :, ::1] w, const floating[::1] b,
-                          floating[:, :, :, ::1] out, unsigned char[:, :, :, ::1] code, Py_ssize_t n_chunks):
+                          floating[:, :, :, ::1] out, unsigned char[:, :, :, ::1] code, Py_ssize_t n_chunks,
+                          Py_ssize_t n_parts):
     """The stride-1 fused op with 2x2 pool windows at stride 2, by output
-    phases, the batch cut into n_chunks chunks, one per thread."""
+    phases, the items (each image's filters in n_parts parts: _work_split)
+    cut into n_chunks chunks, one per thread."""
     cdef Py_ssize_t n_img = xp.shape[0], n_chan = xp.shape[1], n_filt = w.shape[0], kh = w.shape[2], kw = w.shape[3]
     cdef Py_ssize_t h2 = (xp.shape[2] + 1) // 2, w2 = (xp.shape[3] + 1) // 2
     cdef Py_ssize_t ph = out.shape[2], pw = out.shape[3], n_q = (ph - 1) * w2 + pw
@@ -409,19 +449,23 @@ def _phase_pooled_forward(const floating[:, :, :, ::1] xp, const floating[:, :, 
     cdef floating[:, :, :, :, :, ::1] planes = np.zeros((n_chunks, n_chan + room, 2, 2, h2, w2), dtype)
     cdef floating[:, :, :, ::1] phases = np.empty((n_chunks, 4, n_filt4, row), dtype)
     cdef unsigned char[:, :, ::1] codes = np.empty((n_chunks, n_filt4, row), np.uint8)
-    cdef Py_ssize_t f
+    cdef Py_ssize_t n_taps = n_chan * kh * kw, n_items = n_img * n_parts, f, item, first, last, end
     with nogil:
         w_rows = _filter_rows(w, padded)
-        for t in range(n_chunks):
+        for t in prange(n_chunks, schedule="static", num_threads=n_chunks):
             for phase in range(4):
                 for f in range(n_filt4):  # the pool reads past the positions written
                     memset(&phases[t, phase, f, n_written], 0, (row - n_written) * sizeof(floating))
-        for t in prange(n_chunks, schedule="static", num_threads=n_chunks):
-            for n in range(t * n_img // n_chunks, (t + 1) * n_img // n_chunks):
+            for item in range(t * n_items // n_chunks, (t + 1) * n_items // n_chunks):
+                n = item // n_parts
+                first, last = _part_filters(item % n_parts, n_parts, n_filt4)
+                end = min(last, n_filt)
                 _split_phases(xp[n], planes[t])
                 for phase in range(4):
-                    _conv_image_tiled(&planes[t, 0, 0, 0, 0, 0], w_rows, NULL, tap_at[phase], n_q, phases[t, phase])
-                _relu_maxpool_phases(phases[t], b, n_q, w2, codes[t], out[n], code[n])
+                    _conv_image_tiled(&planes[t, 0, 0, 0, 0, 0], w_rows + first * n_taps, NULL, tap_at[phase], n_q,
+                                      phases[t, phase, first:last])
+                _relu_maxpool_phases(phases[t, :, first:end], b[first:end], n_q, w2, codes[t], out[n, first:end],
+                                     code[n, first:end])
 
 
 # The stride-1 backward pass (the conv and the fused op) on the same
@@ -1073,16 +1117,16 @@ cdef void _clear_unpooled(const unsigned char[:, :, ::1] code, Py_ssize_t row, P
 
 def conv2d_relu_maxpool2d_vectorized(xp, w, b, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t pkh, Py_ssize_t pkw,
                                      Py_ssize_t psh, Py_ssize_t psw, out, code):
-    # Stride 1: the register-blocked micro-kernel, one chunk of the batch per
-    # thread; by output phases for the usual 2x2 pool at stride 2 over few
-    # taps, where pooling would cost more than the conv (conv1 of the MNIST
-    # CNN, 9 taps, batch 256: 1.9 ms against 6.3 ms; conv2, 288 taps: 7.6 ms
-    # against 6.7 ms, its short phase rows rounded up to whole vectors).
-    cdef Py_ssize_t n_chunks = min(openmp.omp_get_max_threads(), xp.shape[0])
+    # Stride 1: the register-blocked micro-kernel, a chunk of the images (or
+    # of one image's filters: _work_split) per thread; by output phases for
+    # the usual 2x2 pool at stride 2 over few taps, where pooling would cost
+    # more than the conv (conv1 of the MNIST CNN, 9 taps, batch 256: 1.9 ms
+    # against 6.3 ms; conv2, 288 taps: 7.6 ms against 6.7 ms, its short
+    # phase rows rounded up to whole vectors).
     if sh == 1 and sw == 1 and pkh == pkw == psh == psw == 2 and w.shape[1] * w.shape[2] * w.shape[3] <= FEW_TAPS:
-        _phase_pooled_forward(xp, w, b, out, code, n_chunks)
+        _phase_pooled_forward(xp, w, b, out, code, *_work_split(xp, w))
     elif sh == 1 and sw == 1:
-        _tiled_forward(xp, w, b, pkh, pkw, psh, psw, out, code, n_chunks)
+        _tiled_forward(xp, w, b, pkh, pkw, psh, psw, out, code, *_work_split(xp, w))
     else:
         _fused_strided_forward(xp, w, b, sh, sw, pkh, pkw, psh, psw, out, code)
 

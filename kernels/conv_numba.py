@@ -137,11 +137,41 @@ def _pixel_offsets(oh, ow, sh, sw, wp):
     return pix_at
 
 
+SPLIT_MACS = 1 << 20
+"""Multiply-adds per image (direct convolution) from which fewer images
+than threads share their filters out between the threads (_work_split);
+see the Cython twin for the measurements."""
+
+
+def _work_split(xp, w):
+    """(n_chunks, n_parts) for the micro-kernel's stride-1 forward passes of
+    xp (N, C, Hp, Wp) by w (F, C, KH, KW): one chunk of the work per thread,
+    the work being N * n_parts items, an item one image's filters in one of
+    n_parts parts of whole tiles. With fewer images than threads (batch 1:
+    the inference plan) and SPLIT_MACS of work per image, the filters are
+    shared out so that every thread has work; otherwise an item is an image."""
+    n_img, n_threads = xp.shape[0], numba.get_num_threads()
+    n_tiles = (w.shape[0] + TILE_FILTERS - 1) // TILE_FILTERS
+    n_parts = 1
+    if n_img < n_threads and w.size * (xp.shape[2] - w.shape[2] + 1) * (xp.shape[3] - w.shape[3] + 1) >= SPLIT_MACS:
+        n_parts = min(n_tiles, (n_threads + n_img - 1) // n_img)
+    return min(n_threads, n_img * n_parts), n_parts
+
+
+@njit(cache=True)
+def _part_filters(part, n_parts, n_filt4):
+    """(first, last): the filters of part ``part`` of n_parts, whole tiles
+    of the F4 filters."""
+    n_tiles = n_filt4 // TILE_FILTERS
+    return part * n_tiles // n_parts * TILE_FILTERS, (part + 1) * n_tiles // n_parts * TILE_FILTERS
+
+
 def conv2d_vectorized(xp, w, b, sh, sw, out):
-    # Stride 1: the register-blocked micro-kernel, one chunk of the batch per thread.
+    # Stride 1: the register-blocked micro-kernel, a chunk of the images (or
+    # of one image's filters: _work_split) per thread.
     if sh == 1 and sw == 1:
         _tiled_forward(xp, w, b, *_filter_rows(w, b, _filters_in_blocks(w)), 0, 0, 0, 0, out, None,
-                       min(numba.get_num_threads(), xp.shape[0]))
+                       *_work_split(xp, w))
     else:
         _strided_forward(xp, w, b, sh, sw, out)
 
@@ -261,11 +291,12 @@ def _relu_maxpool_wide(wide, b, wp, pooled, codes, out, code):
 
 
 @njit(parallel=True, cache=True)
-def _tiled_forward(xp, w, b, w_rows, b4, pkh, pkw, psh, psw, out, code, n_chunks):
+def _tiled_forward(xp, w, b, w_rows, b4, pkh, pkw, psh, psw, out, code, n_chunks, n_parts):
     """The stride-1 forward pass of the conv (code None: out is the conv
-    output) or of the fused op (out and code pooled from it), the batch cut
-    into n_chunks chunks, one per thread; w_rows and b4 are w and b as the
-    tile takes them (_filter_rows, run by the caller)."""
+    output) or of the fused op (out and code pooled from it), the items
+    (each image's filters in n_parts parts: _work_split) cut into n_chunks
+    chunks, one per thread; w_rows and b4 are w and b as the tile takes
+    them (_filter_rows, run by the caller)."""
     n_img, n_filt, kh, kw = xp.shape[0], w.shape[0], w.shape[2], w.shape[3]
     hp, wp, size = xp.shape[2], xp.shape[3], xp.shape[1] * xp.shape[2] * xp.shape[3]
     oh, ow = hp - kh + 1, wp - kw + 1
@@ -285,16 +316,23 @@ def _tiled_forward(xp, w, b, w_rows, b4, pkh, pkw, psh, psw, out, code, n_chunks
     wide[:, :, n_q:] = 0  # what the micro-kernel does not write, the pool may read
     pooled_rows = np.empty((n_chunks if wide_pool else 0, n_filt, row), out.dtype)
     codes = np.empty((n_chunks if wide_pool else 0, n_filt, row), np.uint8)
+    n_items = n_img * n_parts
     for t in prange(n_chunks):
-        for n in range(t * n_img // n_chunks, (t + 1) * n_img // n_chunks):
-            _conv_image_tiled(images[n], w_rows, b4, code is None, tap_at, n_q, wide[t])
+        for item in range(t * n_items // n_chunks, (t + 1) * n_items // n_chunks):
+            n = item // n_parts
+            first, last = _part_filters(item % n_parts, n_parts, n_filt4)
+            end = min(last, n_filt)
+            _conv_image_tiled(images[n], w_rows[first:last], b4[first:last], code is None, tap_at, n_q,
+                              wide[t, first:last])
             if code is not None and wide_pool:
-                _relu_maxpool_wide(wide[t, :n_filt], b, wp, pooled_rows[t], codes[t], out[n], code[n])
+                _relu_maxpool_wide(wide[t, first:end], b[first:end], wp, pooled_rows[t], codes[t],
+                                   out[n, first:end], code[n, first:end])
             elif code is not None:
-                _relu_maxpool_image(wide[t, :n_filt], b, wp, pkh, pkw, psh, psw, out[n], code[n])
+                _relu_maxpool_image(wide[t, first:end], b[first:end], wp, pkh, pkw, psh, psw,
+                                    out[n, first:end], code[n, first:end])
             if code is not None:
                 continue
-            for f in range(n_filt):
+            for f in range(first, end):
                 for y in range(oh):
                     for x in range(ow):
                         out[n, f, y, x] = wide[t, f, y * wp + x]
@@ -358,10 +396,11 @@ def _relu_maxpool_phases(phases, b, n_q, w2, codes, out, code):
 
 
 @njit(parallel=True, cache=True)
-def _phase_pooled_forward(xp, w, b, w_rows, out, code, n_chunks):
+def _phase_pooled_forward(xp, w, b, w_rows, out, code, n_chunks, n_parts):
     """The stride-1 fused op with 2x2 pool windows at stride 2, by output
-    phases, the batch cut into n_chunks chunks, one per thread; w_rows is w
-    as the tile takes it (_filter_rows, run by the caller)."""
+    phases, the items (each image's filters in n_parts parts: _work_split)
+    cut into n_chunks chunks, one per thread; w_rows is w as the tile takes
+    it (_filter_rows, run by the caller)."""
     n_img, n_chan, n_filt, kh, kw = xp.shape[0], xp.shape[1], w.shape[0], w.shape[2], w.shape[3]
     h2, w2 = (xp.shape[2] + 1) // 2, (xp.shape[3] + 1) // 2
     ph, pw = out.shape[2], out.shape[3]
@@ -376,12 +415,18 @@ def _phase_pooled_forward(xp, w, b, w_rows, out, code, n_chunks):
     phases = np.empty((n_chunks, 4, n_filt4, _whole_runs(n_q) + PAD), out.dtype)
     phases[:, :, :, n_q:] = 0  # what the micro-kernel does not write, the pool reads
     codes = np.empty((n_chunks, n_filt4, _whole_runs(n_q) + PAD), np.uint8)
+    n_items = n_img * n_parts
     for t in prange(n_chunks):
-        for n in range(t * n_img // n_chunks, (t + 1) * n_img // n_chunks):
+        for item in range(t * n_items // n_chunks, (t + 1) * n_items // n_chunks):
+            n = item // n_parts
+            first, last = _part_filters(item % n_parts, n_parts, n_filt4)
+            end = min(last, n_filt)
             _split_phases(xp[n], planes[t])
             for phase in range(4):
-                _conv_image_tiled(planes[t].reshape(-1), w_rows, b4, False, tap_at[phase], n_q, phases[t, phase])
-            _relu_maxpool_phases(phases[t], b, n_q, w2, codes[t], out[n], code[n])
+                _conv_image_tiled(planes[t].reshape(-1), w_rows[first:last], b4[first:last], False, tap_at[phase],
+                                  n_q, phases[t, phase, first:last])
+            _relu_maxpool_phases(phases[t, :, first:end], b[first:end], n_q, w2, codes[t], out[n, first:end],
+                                 code[n, first:end])
 
 
 # The stride-1 backward pass (the conv and the fused op) on the same
@@ -996,17 +1041,17 @@ def _clear_unpooled(code, row, pkw, psh, psw, dconv):
 
 
 def conv2d_relu_maxpool2d_vectorized(xp, w, b, sh, sw, pkh, pkw, psh, psw, out, code):
-    # Stride 1: the register-blocked micro-kernel, one chunk of the batch per
-    # thread; by output phases for the usual 2x2 pool at stride 2 over few
-    # taps, where pooling would cost more than the conv (conv1 of the MNIST
-    # CNN, 9 taps, batch 256: 1.9 ms against 6.3 ms; conv2, 288 taps: 7.6 ms
-    # against 6.7 ms, its short phase rows rounded up to whole vectors).
-    n_chunks = min(numba.get_num_threads(), xp.shape[0])
+    # Stride 1: the register-blocked micro-kernel, a chunk of the images (or
+    # of one image's filters: _work_split) per thread; by output phases for
+    # the usual 2x2 pool at stride 2 over few taps, where pooling would cost
+    # more than the conv (conv1 of the MNIST CNN, 9 taps, batch 256: 1.9 ms
+    # against 6.3 ms; conv2, 288 taps: 7.6 ms against 6.7 ms, its short
+    # phase rows rounded up to whole vectors).
     if sh == 1 and sw == 1 and pkh == pkw == psh == psw == 2 and w.shape[1] * w.shape[2] * w.shape[3] <= FEW_TAPS:
-        _phase_pooled_forward(xp, w, b, _filter_rows(w, b, _filters_in_blocks(w))[0], out, code, n_chunks)
+        _phase_pooled_forward(xp, w, b, _filter_rows(w, b, _filters_in_blocks(w))[0], out, code, *_work_split(xp, w))
     elif sh == 1 and sw == 1:
         _tiled_forward(xp, w, b, *_filter_rows(w, b, _filters_in_blocks(w)), pkh, pkw, psh, psw, out, code,
-                       n_chunks)
+                       *_work_split(xp, w))
     else:
         _fused_strided_forward(xp, w, b, sh, sw, pkh, pkw, psh, psw, out, code)
 

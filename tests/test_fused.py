@@ -7,12 +7,13 @@ ops (NumPy) and ReLU's own rule, so a fused kernel is checked against code
 it shares nothing with.
 """
 
+import numba
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fastconv import fusion, models, ops, registry
+from fastconv import fusion, models, ops, registry, threads
 from fastconv.battery import assert_close, numerical_gradients, unfused
 from fastconv.battery import fused_geometries as geometries
 from fastconv.kernels import NO_GRADIENT
@@ -182,6 +183,35 @@ def test_vectorized_backward_clears_the_gradient_planes_between_groups(backend, 
     expected = unfused(x, w, b, 1, 1, pool, pool_stride, dy)
     for a, e in zip((got[0],) + got[2:], expected):
         assert_close(a, e, 1e-10)
+
+
+@pytest.mark.parametrize("backend", registry.COMPILED_BACKENDS)
+@pytest.mark.parametrize("n_img, n_threads", [(1, 2), (2, 3), (1, 3)])
+@pytest.mark.parametrize("n_chan", [2, 7], ids=["by-phases", "wide-rows"])
+def test_vectorized_forward_with_filters_shared_between_threads_equals_the_chain(backend, n_img, n_threads, n_chan,
+                                                                               monkeypatch):
+    # Fewer images than threads share each image's filters out between the
+    # threads (from SPLIT_MACS of work an image; 0 here): one or two images
+    # in parts of whole tiles, a part of partial tile (20 filters), both
+    # forward paths (18 taps by output phases, 63 by wide rows) and the conv.
+    module = conv_module(backend)
+    monkeypatch.setattr(module, "SPLIT_MACS", 0)
+    rng = np.random.default_rng(n_img * n_chan)
+    x, w, b = rng.standard_normal((n_img, n_chan, 11, 10)), rng.standard_normal((20, n_chan, 3, 3)), rng.standard_normal(20)
+    threads.set_num_threads(n_threads)
+    try:
+        running = numba.get_num_threads() if backend == "numba" else n_threads  # Numba: one a core at most
+        if n_img >= running:
+            pytest.skip(f"{backend} runs {running} threads here: no fewer images than threads")
+        assert module._work_split(np.empty((n_img, n_chan, 13, 12)), w)[1] > 1  # the filters are shared out
+        y, code = ops.conv2d_relu_maxpool2d(x, w, b, 1, 1, 2, 2, backend=backend, algorithm="vectorized")
+        conv = ops.conv2d(x, w, b, 1, 1, backend=backend, algorithm="vectorized")
+    finally:
+        threads.set_num_threads(None)
+    expected = ops.conv2d(x, w, b, 1, 1, **REFERENCE)
+    assert_close(conv, expected, 1e-10)
+    assert_close(y, ops.max_pool2d(np.maximum(expected, 0), 2, 2, **REFERENCE), 1e-10)
+    np.testing.assert_array_equal(code, ops.conv2d_relu_maxpool2d(x, w, b, 1, 1, 2, 2, **REFERENCE)[1])
 
 
 @pytest.mark.parametrize("backend", registry.COMPILED_BACKENDS)
