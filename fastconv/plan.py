@@ -430,9 +430,10 @@ class _FlattenStep(_Step):
 
 class _DenseStep(_Step):
     """x (N, in) @ w (in, out) + b (out,) into the plan's (N, out) buffer:
-    the product of the Dense layer (BLAS's GEMV at batch 1), its checks made at
-    the build (x is plan memory or the plan's C-contiguous input, w a plain
-    array: :func:`_plain`)."""
+    the product of the Dense layer (:func:`fastconv.products.product`; at
+    batch 1 the row product on the kernels' threads, or BLAS's GEMV for a
+    small layer), its checks made at the build (x is plan memory or the
+    plan's C-contiguous input, w a plain array: :func:`_plain`)."""
 
     how = "matmul"
     owns_output = True

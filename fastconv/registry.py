@@ -73,8 +73,8 @@ def _scheduled(kernel):
 
 
 HELPER_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
-"""The dtypes the helpers (:func:`dense_product`, :func:`layout_kernels`,
-:func:`relu_kernels`) are compiled for."""
+"""The dtypes the helpers (:func:`dense_product`, :func:`row_product`,
+:func:`layout_kernels`, :func:`relu_kernels`) are compiled for."""
 
 
 def helper_backend() -> str | None:
@@ -92,6 +92,14 @@ def dense_product(backend: str):
     """The compiled backend's matrix product for the dense layers
     (``product`` of its conv module: :mod:`fastconv.products`)."""
     return _helper(backend, "conv", "product", "dense product")
+
+
+@functools.cache
+def row_product(backend: str):
+    """The compiled backend's product of one row by a matrix for the dense
+    layers at batch 1 (``row_product`` of its conv module:
+    :mod:`fastconv.products`)."""
+    return _helper(backend, "conv", "row_product", "one-row product")
 
 
 @functools.cache

@@ -51,13 +51,18 @@ padding):
         kernel reads dy and code anyway; a NumPy pass for it cost 0.14-0.22
         ms at conv1's shape, batch 64).
 
-``conv_<backend>`` also exports the dense layers' matrix product (called
-by :mod:`fastconv.products` with BLAS limited to one thread):
+``conv_<backend>`` also exports the dense layers' matrix products (called
+by :mod:`fastconv.products`, ``product`` with BLAS limited to one thread):
 
     product(a, b, out, n_chunks)
         writes out (M, N) = a (M, K) @ b (K, N), a and b each C- or
         F-contiguous, out C-contiguous, n_chunks threads each computing a
         block of rows or of columns of out.
+    row_product(a, b, parts, out, n_chunks)
+        writes out (N,) = a (K,) @ b (K, N), b C-contiguous (a dense
+        layer's product at batch 1): n_chunks threads each write the sum
+        of a block of b's rows, weighted by a, into their row of parts
+        (n_chunks, N), which arrives uninitialised; out is their sum.
 
 ``layout_<backend>`` exports the copies :mod:`fastconv.ops` pads and crops
 with (x (N, C, H, W), xp (N, C, H + 2*ph, W + 2*pw), each C-contiguous;

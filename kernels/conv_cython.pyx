@@ -58,6 +58,8 @@ cdef extern from "conv_tile.h" nogil:
     void fc_filter_gradient_double(const double *image, Py_ssize_t image_step, const double *dy, Py_ssize_t dy_step,
                                    Py_ssize_t plane, Py_ssize_t n_images, const Py_ssize_t *tap_at, Py_ssize_t n_taps,
                                    Py_ssize_t n_filt4, Py_ssize_t n_q, double *dw4)
+    void fc_add_rows_float(const float *x, const float *w, Py_ssize_t n_rows, Py_ssize_t n, float *out)
+    void fc_add_rows_double(const double *x, const double *w, Py_ssize_t n_rows, Py_ssize_t n, double *out)
 
 import numpy as np
 
@@ -1910,6 +1912,29 @@ def product(const floating[:, :] a, const floating[:, :] b, floating[:, ::1] out
                 if last > first:
                     _matmul(trans_a, trans_b, m, last - first, k, &a[0, 0], lda, &b[0, first], ldb, 0,
                             &out[0, first], n)
+
+
+def row_product(const floating[::1] a, const floating[:, ::1] b, floating[:, ::1] parts, floating[::1] out,
+                Py_ssize_t n_chunks):
+    """out (N,) = a (K,) @ b (K, N), b C-contiguous: a dense layer's product
+    for one row (batch 1). n_chunks threads each sum a block of b's rows,
+    weighted by a, into its row of parts (n_chunks, N) (conv_tile.h,
+    fc_add_rows); out is then the rows' sum. A thread reads only its block
+    of b, which stays in its core's cache from call to call."""
+    cdef Py_ssize_t k = b.shape[0], n = b.shape[1], t, first, j
+    cdef floating total
+    with nogil:
+        for t in prange(n_chunks, schedule="static", num_threads=n_chunks):
+            first = t * k // n_chunks
+            if floating is float:
+                fc_add_rows_float(&a[first], &b[first, 0], (t + 1) * k // n_chunks - first, n, &parts[t, 0])
+            else:
+                fc_add_rows_double(&a[first], &b[first, 0], (t + 1) * k // n_chunks - first, n, &parts[t, 0])
+        for j in range(n):
+            total = parts[0, j]
+            for t in range(1, n_chunks):
+                total = total + parts[t, j]
+            out[j] = total
 
 
 KERNELS = {

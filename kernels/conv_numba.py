@@ -1803,6 +1803,42 @@ def product(a, b, out, n_chunks):
                 out[:, first:last] = np.dot(a, np.ascontiguousarray(b[:, first:last]))
 
 
+ROW_COLUMNS = 128  # the columns of a block in _add_rows: conv_tile.h's AVX-512 block, 8 vectors of 16 floats
+
+
+@njit(cache=True)
+def _add_rows(x, w, out):
+    """out (N,) = the sum over r of x[r] * w[r] for x (R,) and w (R, N)
+    (conv_tile.h's fc_add_rows: the columns in blocks, here of ROW_COLUMNS,
+    each summed over every row; the sums in memory, not in registers)."""
+    n = w.shape[1]
+    for j0 in range(0, n, ROW_COLUMNS):
+        block = out[j0:min(j0 + ROW_COLUMNS, n)]
+        block[:] = 0
+        for r in range(w.shape[0]):
+            row = w[r, j0:j0 + block.shape[0]]
+            for j in range(block.shape[0]):
+                block[j] += row[j] * x[r]
+
+
+@njit(parallel=True, cache=True)
+def row_product(a, b, parts, out, n_chunks):
+    """out (N,) = a (K,) @ b (K, N), b C-contiguous: a dense layer's product
+    for one row (batch 1). n_chunks threads each sum a block of b's rows,
+    weighted by a, into its row of parts (n_chunks, N) (_add_rows); out is
+    then the rows' sum. A thread reads only its block of b, which stays in
+    its core's cache from call to call."""
+    k, n = b.shape
+    for t in prange(n_chunks):
+        first, last = t * k // n_chunks, (t + 1) * k // n_chunks
+        _add_rows(a[first:last], b[first:last], parts[t])
+    for j in range(n):
+        total = parts[0, j]
+        for t in range(1, n_chunks):
+            total = total + parts[t, j]
+        out[j] = total
+
+
 KERNELS = {
     ("conv2d", "naive"): conv2d_naive,
     ("conv2d_backward", "naive"): conv2d_backward_naive,

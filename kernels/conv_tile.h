@@ -41,6 +41,10 @@
  * FC_TILE_VECTORS taps of accumulators (each a vector of positions), runs
  * over the positions of a group of images, and sums each accumulator
  * across its lanes once per group.
+ *
+ * The dense layers' product of one row (batch 1) by a matrix, fc_add_rows,
+ * is a smaller tile of the same kind: FC_ROW_VECTORS vectors of columns in
+ * registers over a block of the matrix's rows.
  */
 #ifndef FASTCONV_CONV_TILE_H
 #define FASTCONV_CONV_TILE_H
@@ -73,6 +77,11 @@
 #define FC_TILE_FILTERS 4
 #define FC_TILE_VECTORS 2
 #endif
+
+/* The one-row product's accumulators (fc_add_rows): 8 vectors of columns
+ * (AVX-512: 128, the MNIST networks' first dense layers whole; AVX2: 64),
+ * half or less of the registers. */
+#define FC_ROW_VECTORS 8
 
 /* Lane sums by folding (the filter-gradient tile's epilogue): a fold of
  * two vectors a, b whose lanes make blocks of 2h, each block the partial

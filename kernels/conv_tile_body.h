@@ -166,3 +166,41 @@ static void FC_NAME(fc_filter_gradient)(
         }
     }
 }
+
+/* The dense layers' one-row product (conv_cython.pyx, row_product): out
+ * (FC_ROW_VECTORS * n_vectors * FC_LANES columns) = the sum over r <
+ * n_rows of x[r] times row r of w (rows n apart), the columns' sums in
+ * registers over every row: per row, n_vectors loads and multiply-adds. */
+static inline __attribute__((always_inline)) void FC_NAME(fc_row_block)(
+    const FC_REAL *x, const FC_REAL *w, ptrdiff_t n_rows, ptrdiff_t n, FC_REAL *out, const int n_vectors)
+{
+    FC_VEC acc[FC_ROW_VECTORS];
+    FC_VEC row;
+    for (int v = 0; v < n_vectors; v++)
+        acc[v] = (FC_VEC){0};
+    for (ptrdiff_t r = 0; r < n_rows; r++)
+        for (int v = 0; v < n_vectors; v++) {
+            memcpy(&row, w + r * n + v * FC_LANES, sizeof(FC_VEC));
+            acc[v] += row * x[r];
+        }
+    for (int v = 0; v < n_vectors; v++)
+        memcpy(out + v * FC_LANES, &acc[v], sizeof(FC_VEC));
+}
+
+/* out (n,) = the sum over r < n_rows of x[r] * w[r*n : (r + 1)*n]: the
+ * columns in blocks of FC_ROW_VECTORS vectors, then of one vector, then
+ * one at a time. */
+static void FC_NAME(fc_add_rows)(const FC_REAL *x, const FC_REAL *w, ptrdiff_t n_rows, ptrdiff_t n, FC_REAL *out)
+{
+    ptrdiff_t j = 0;
+    for (; j + FC_ROW_VECTORS * FC_LANES <= n; j += FC_ROW_VECTORS * FC_LANES)
+        FC_NAME(fc_row_block)(x, w + j, n_rows, n, out + j, FC_ROW_VECTORS);
+    for (; j + FC_LANES <= n; j += FC_LANES)
+        FC_NAME(fc_row_block)(x, w + j, n_rows, n, out + j, 1);
+    for (; j < n; j++) {
+        FC_REAL sum = 0;
+        for (ptrdiff_t r = 0; r < n_rows; r++)
+            sum += x[r] * w[r * n + j];
+        out[j] = sum;
+    }
+}

@@ -1,6 +1,6 @@
 """fastconv.products: the dense layers' products on the kernels' threads.
-Both twins' ``product`` equal NumPy's for any shape, layout and thread
-count; matmul and product pick the backend FASTCONV_BACKEND names, and
+Both twins' ``product`` and ``row_product`` equal NumPy's for any shape,
+layout and thread count; matmul and product pick the backend FASTCONV_BACKEND names, and
 leave small products, one thread and what BLAS cannot take to
 blas.matmul; the Dense layer and the plan's dense step go through them."""
 import numpy as np
@@ -38,6 +38,48 @@ def test_each_twins_product_equals_numpys(backend, m, k, n, chunks, dtype, layou
     with threads.single_threaded_blas():
         registry.dense_product(backend)(a, b, out, chunks)
     _assert_product(out, a, b)
+
+
+@pytest.mark.parametrize("backend", registry.COMPILED_BACKENDS)
+@settings(max_examples=40, deadline=None)
+@given(k=st.integers(1, 300), n=st.integers(1, 300), chunks=st.integers(1, 4),
+       dtype=st.sampled_from([np.float32, np.float64]), seed=st.integers(0, 2**16))
+def test_each_twins_row_product_equals_numpys(backend, k, n, chunks, dtype, seed):
+    """One row by a matrix, its rows split between 1-4 threads (more
+    threads than rows included), columns in whole blocks (128 floats in the
+    AVX-512 build), single vectors and one by one."""
+    rng = np.random.default_rng(seed)
+    a, b = rng.standard_normal((1, k)).astype(dtype), rng.standard_normal((k, n)).astype(dtype)
+    out = np.full((1, n), np.nan, dtype)  # written whole: no NaN may survive
+    parts = np.full((chunks, n), np.nan, dtype)  # each thread's row written whole before it is read
+    registry.row_product(backend)(a[0], b, parts, out[0], chunks)
+    _assert_product(out, a, b)
+
+
+@pytest.mark.parametrize("backend", ["cython", "numba", "numpy"])
+@pytest.mark.parametrize("k, n, n_threads, by_row", [(6272, 128, 2, True), (1600, 128, 2, True),
+                                                     (6272, 128, 1, False), (800, 128, 2, False)])
+def test_one_row_goes_to_the_backends_row_product_from_row_macs(backend, k, n, n_threads, by_row, monkeypatch):
+    """Batch 1 (the plan's dense steps, matmul): cnn-deep's and the MNIST
+    CNN's first dense layers through the row product of the backend
+    FASTCONV_BACKEND names, on 2 threads; BLAS on one thread, under
+    ROW_MACS, or with FASTCONV_BACKEND=numpy."""
+    monkeypatch.setenv("FASTCONV_BACKEND", backend)
+    calls = []
+    real = registry.row_product
+    monkeypatch.setattr(registry, "row_product", lambda name: calls.append(name) or real(name))
+    rng = np.random.default_rng(0)
+    a, b = rng.random((1, k), dtype=np.float32), rng.random((k, n), dtype=np.float32)
+    assert (k * n >= products.ROW_MACS) == (k > 800)  # the cases sit on either side of ROW_MACS
+    threads.set_num_threads(n_threads)
+    try:
+        out = np.empty((1, n), np.float32)
+        assert products.product(b, 1)(a, out) is out
+        _assert_product(out, a, b)
+        _assert_product(products.matmul(a, b), a, b)
+    finally:
+        threads.set_num_threads(None)
+    assert calls == ([backend] * 2 if by_row and backend != "numpy" else [])
 
 
 DENSE_SHAPES = [(64, 6272, 128), (6272, 64, 128), (64, 128, 6272), (3, 600, 900)]
