@@ -495,13 +495,13 @@ GROUP_BYTES = 1 << 19
 CACHE_LINE = 64  # bytes
 
 
-def _aligned_zeros(shape, dtype, first):
-    """Zeros of the given shape, element ``first`` of the first row (along
-    the last axis) starting a cache line: so does every row's, if rows are
-    whole cache lines long."""
+def _aligned_empty(shape, dtype, first):
+    """An uninitialised array of the given shape, element ``first`` of the
+    first row (along the last axis) starting a cache line: so does every
+    row's, if rows are whole cache lines long."""
     size = int(np.prod(shape))
     line = CACHE_LINE // np.dtype(dtype).itemsize
-    buffer = np.zeros(size + line, dtype)
+    buffer = np.empty(size + line, dtype)
     skip = (-(buffer.ctypes.data // buffer.itemsize + first)) % line
     return buffer[skip:skip + size].reshape(shape)
 
@@ -577,14 +577,22 @@ def _tiled_backward(const floating[:, :, :, ::1] dy, const unsigned char[:, :, :
     cdef const floating[:, ::1] w_dx = _input_filter_rows(np.asarray(w), n_chan4)
     cdef const floating[:, ::1] images = np.asarray(xp).reshape(n_img, size)
     cdef floating[:, ::1] dx_images = np.asarray(dxp).reshape(n_img, size) if compute_dx else None
-    cdef floating[:, :, ::1] group_images = _aligned_zeros((n_chunks, group, image_step), dtype, 0)
-    cdef floating[:, :, :, ::1] planes = _aligned_zeros((n_chunks, group, n_filt4, plane), dtype, base)
+    # per thread, each thread's zeroed by that thread (zeroed by one, they
+    # were read from its core's cache by the other: cnn-deep's conv1 block,
+    # 1 MB)
+    cdef floating[:, :, ::1] group_images = _aligned_empty((n_chunks, group, image_step), dtype, 0)
+    cdef floating[:, :, :, ::1] planes = _aligned_empty((n_chunks, group, n_filt4, plane), dtype, base)
     cdef floating[:, :, ::1] dx_wide = np.empty((n_chunks if compute_dx else 0, n_chan4, row), dtype)
-    cdef floating[:, :, :, ::1] dw4_parts = np.zeros((n_chunks, n_filt4 // FC_TILE_FILTERS, tap_at.shape[0],
+    cdef floating[:, :, :, ::1] dw4_parts = np.empty((n_chunks, n_filt4 // FC_TILE_FILTERS, tap_at.shape[0],
                                                       FC_TILE_FILTERS), dtype)
-    cdef floating[:, ::1] db_parts = np.zeros((n_chunks, n_filt + PAD), dtype)
+    cdef floating[:, ::1] db_parts = np.empty((n_chunks, n_filt + PAD), dtype)
     with nogil:
         for t in prange(n_chunks, schedule="static", num_threads=n_chunks):
+            memset(&group_images[t, 0, 0], 0, group * image_step * sizeof(floating))
+            memset(&planes[t, 0, 0, 0], 0, group * n_filt4 * plane * sizeof(floating))
+            memset(&dw4_parts[t, 0, 0, 0], 0,
+                   dw4_parts.shape[1] * dw4_parts.shape[2] * FC_TILE_FILTERS * sizeof(floating))
+            memset(&db_parts[t, 0], 0, db_parts.shape[1] * sizeof(floating))
             first, end = t * n_img // n_chunks, (t + 1) * n_img // n_chunks
             for g in range((end - first + group - 1) // group):
                 n = first + g * group

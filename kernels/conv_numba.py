@@ -456,13 +456,13 @@ LANES = 16  # the positions of one vector of 16 floats
 CACHE_LINE = 64  # bytes
 
 
-def _aligned_zeros(shape, dtype, first):
-    """Zeros of the given shape, element ``first`` of the first row (along
-    the last axis) starting a cache line: so does every row's, if rows are
-    whole cache lines long."""
+def _aligned_empty(shape, dtype, first):
+    """An uninitialised array of the given shape, element ``first`` of the
+    first row (along the last axis) starting a cache line: so does every
+    row's, if rows are whole cache lines long."""
     size = int(np.prod(shape))
     line = CACHE_LINE // np.dtype(dtype).itemsize
-    buffer = np.zeros(size + line, dtype)
+    buffer = np.empty(size + line, dtype)
     skip = (-(buffer.ctypes.data // buffer.itemsize + first)) % line
     return buffer[skip:skip + size].reshape(shape)
 
@@ -527,7 +527,9 @@ def _tiled_backward(dy, code, xp, w, w_dx, pkw, psh, psw, dxp, dw, db, n_chunks,
     groups of images; w_dx is w as the dx convolution's filters
     (_input_filter_rows), planes (n_chunks, group, F4, plane) the
     threads' gradient planes and group_images (n_chunks, group, step) their
-    copies of the group's images, zeros, all made by the caller."""
+    copies of the group's images, made by the caller, each thread's zeroed
+    by that thread (zeroed by one, they were read from its core's cache by
+    the other: cnn-deep's conv1 block, 1 MB)."""
     n_img, n_chan, hp, wp = xp.shape
     n_filt, kh, kw = w.shape[0], w.shape[2], w.shape[3]
     size = n_chan * hp * wp
@@ -542,9 +544,13 @@ def _tiled_backward(dy, code, xp, w, w_dx, pkw, psh, psw, dxp, dw, db, n_chunks,
     no_bias = np.zeros(n_chan4, dw.dtype)
     images = xp.reshape(n_img * size)
     dx_wide = np.empty((n_chunks if dxp is not None else 0, n_chan4, hp * wp + PAD), dw.dtype)
-    dw4_parts = np.zeros((n_chunks, n_filt4 // TILE_FILTERS, tap_at.shape[0], TILE_FILTERS), dw.dtype)
-    db_parts = np.zeros((n_chunks, n_filt + PAD), dw.dtype)
+    dw4_parts = np.empty((n_chunks, n_filt4 // TILE_FILTERS, tap_at.shape[0], TILE_FILTERS), dw.dtype)
+    db_parts = np.empty((n_chunks, n_filt + PAD), dw.dtype)
     for t in prange(n_chunks):
+        group_images[t] = 0
+        planes[t] = 0
+        dw4_parts[t] = 0
+        db_parts[t] = 0
         first, end = t * n_img // n_chunks, (t + 1) * n_img // n_chunks
         for g in range((end - first + group - 1) // group):
             n = first + g * group
@@ -604,8 +610,8 @@ def _tiled_backward_call(dy, code, xp, w, pkw, psh, psw, dxp, dw, db, n_chunks):
     # batch) would make the product NaN
     image_step = (xp[0].size + LANES + line - 1) // line * line
     group = max(1, min(GROUP_BYTES // ((n_filt4 * plane + image_step) * dw.itemsize), -(-xp.shape[0] // n_chunks)))
-    planes = _aligned_zeros((n_chunks, group, n_filt4, plane), dw.dtype, (kh - 1) * wp + kw - 1)
-    group_images = _aligned_zeros((n_chunks, group, image_step), dw.dtype, 0)
+    planes = _aligned_empty((n_chunks, group, n_filt4, plane), dw.dtype, (kh - 1) * wp + kw - 1)
+    group_images = _aligned_empty((n_chunks, group, image_step), dw.dtype, 0)
     w_dx = _input_filter_rows(w, (w.shape[1] + TILE_FILTERS - 1) // TILE_FILTERS * TILE_FILTERS)
     _tiled_backward(dy, code, xp, w, w_dx, pkw, psh, psw, dxp, dw, db, n_chunks, planes, group_images)
 
