@@ -105,3 +105,17 @@ def test_every_build_this_cpu_runs_matches_the_reference_on_every_op(build, op, 
         pairs = zip(got, expected) if isinstance(got, tuple) else [(got, expected)]
         for g, e in pairs:
             np.testing.assert_allclose(g, e, rtol=1e-10, atol=1e-12, err_msg=f"{build}/{algorithm}")
+
+
+@pytest.mark.parametrize("build", isa.runnable())
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_every_build_this_cpu_runs_has_the_row_product_right(build, dtype):
+    # Its column blocks are 8 vectors of the build's width: 300 columns make
+    # whole blocks, single vectors and single columns in every build.
+    module = importlib.import_module(isa.module_name(build, "conv_cython"))
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal(37).astype(dtype), rng.standard_normal((37, 300)).astype(dtype)
+    out, parts = np.full(300, np.nan, dtype), np.full((3, 300), np.nan, dtype)
+    module.row_product(a, b, parts, out, 3)
+    np.testing.assert_allclose(out, a.astype(np.float64) @ b, rtol=1e-5 if dtype == np.float32 else 1e-12,
+                               atol=1e-5 if dtype == np.float32 else 1e-12)
