@@ -65,9 +65,8 @@ def product(b, m, a_in_rows=True):
     (or row product) when there are threads to share it and enough work,
     else BLAS's."""
     through_blas = blas.product(b, m, a_in_rows)
-    if _by_row(b, m):
-        return _row_product(b, through_blas)
-    if m * b.shape[0] * b.shape[1] < PARALLEL_MACS:
+    by_row = _by_row(b, m)
+    if not by_row and m * b.shape[0] * b.shape[1] < PARALLEL_MACS:
         return through_blas
 
     def shared_product(a, out):
@@ -75,24 +74,11 @@ def product(b, m, a_in_rows=True):
         backend = registry.helper_backend()
         if backend is None or n_threads == 1:
             return through_blas(a, out)
+        if by_row:  # no BLAS runs in it: nothing to limit
+            registry.row_product(backend)(a[0], b, np.empty((n_threads, b.shape[1]), b.dtype), out[0], n_threads)
+            return out
         with threads.single_threaded_blas():
             registry.dense_product(backend)(a, b, out, min(n_threads, max(out.shape)))
         return out
 
     return shared_product
-
-
-def _row_product(b, through_blas):
-    """:func:`product` for one row by b: the backend's row_product on the
-    kernels' threads, or BLAS on one thread or without a compiled backend."""
-
-    def shared_row_product(a, out):
-        n_threads = threads.in_this_thread()
-        backend = registry.helper_backend()
-        if backend is None or n_threads == 1:
-            return through_blas(a, out)
-        parts = np.empty((n_threads, b.shape[1]), b.dtype)
-        registry.row_product(backend)(a[0], b, parts, out[0], n_threads)
-        return out
-
-    return shared_row_product

@@ -185,7 +185,8 @@ def _work_split(xp, w):
     return min(n_threads, n_img * n_parts), n_parts
 
 
-cdef inline (Py_ssize_t, Py_ssize_t) _part_filters(Py_ssize_t part, Py_ssize_t n_parts, Py_ssize_t n_filt4) noexcept nogil:
+cdef inline (Py_ssize_t, Py_ssize_t) _part_filters(Py_ssize_t part, Py_ssize_t n_parts,
+                                                    Py_ssize_t n_filt4) noexcept nogil:
     """(first, last): the filters of part ``part`` of n_parts, whole tiles
     of the F4 filters."""
     cdef Py_ssize_t n_tiles = n_filt4 // FC_TILE_FILTERS

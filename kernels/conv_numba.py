@@ -313,11 +313,11 @@ def _tiled_forward(xp, w, b, w_rows, b4, pkh, pkw, psh, psw, out, code, n_chunks
     if code is not None and wide_pool:
         row = max(row, 2 * _whole_runs((out.shape[2] - 1) * wp + out.shape[3]) + wp + PAD)
     wide = np.empty((n_chunks, n_filt4, row), out.dtype)
-    wide[:, :, n_q:] = 0  # what the micro-kernel does not write, the pool may read
     pooled_rows = np.empty((n_chunks if wide_pool else 0, n_filt, row), out.dtype)
     codes = np.empty((n_chunks if wide_pool else 0, n_filt, row), np.uint8)
     n_items = n_img * n_parts
     for t in prange(n_chunks):
+        wide[t, :, n_q:] = 0  # what the micro-kernel does not write, the pool may read
         for item in range(t * n_items // n_chunks, (t + 1) * n_items // n_chunks):
             n = item // n_parts
             first, last = _part_filters(item % n_parts, n_parts, n_filt4)
@@ -413,10 +413,10 @@ def _phase_pooled_forward(xp, w, b, w_rows, out, code, n_chunks, n_parts):
     # the codes of its pooled pixels.
     planes = np.zeros((n_chunks, n_chan, 2, 2, h2, w2), out.dtype)
     phases = np.empty((n_chunks, 4, n_filt4, _whole_runs(n_q) + PAD), out.dtype)
-    phases[:, :, :, n_q:] = 0  # what the micro-kernel does not write, the pool reads
     codes = np.empty((n_chunks, n_filt4, _whole_runs(n_q) + PAD), np.uint8)
     n_items = n_img * n_parts
     for t in prange(n_chunks):
+        phases[t, :, :, n_q:] = 0  # what the micro-kernel does not write, the pool reads
         for item in range(t * n_items // n_chunks, (t + 1) * n_items // n_chunks):
             n = item // n_parts
             first, last = _part_filters(item % n_parts, n_parts, n_filt4)

@@ -197,7 +197,8 @@ def test_vectorized_forward_with_filters_shared_between_threads_equals_the_chain
     module = conv_module(backend)
     monkeypatch.setattr(module, "SPLIT_MACS", 0)
     rng = np.random.default_rng(n_img * n_chan)
-    x, w, b = rng.standard_normal((n_img, n_chan, 11, 10)), rng.standard_normal((20, n_chan, 3, 3)), rng.standard_normal(20)
+    x, w = rng.standard_normal((n_img, n_chan, 11, 10)), rng.standard_normal((20, n_chan, 3, 3))
+    b = rng.standard_normal(20)
     threads.set_num_threads(n_threads)
     try:
         running = numba.get_num_threads() if backend == "numba" else n_threads  # Numba: one a core at most
