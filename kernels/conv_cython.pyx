@@ -1733,6 +1733,33 @@ cdef void _channels_first(const floating[:, :, ::1] hwf, Py_ssize_t oh, Py_ssize
                     rows[f * plane + y * ow + x] = hwf[y, x, f] + b[f]
 
 
+cdef void _relu_maxpool_filters_last(const floating[:, :, ::1] hwf, const floating[::1] b, Py_ssize_t psh,
+                                     Py_ssize_t psw, floating[:, ::1] pooled, unsigned char[:, ::1] pooled_code,
+                                     floating[:, :, ::1] out, unsigned char[:, :, ::1] code) noexcept nogil:
+    """_relu_maxpool_image for a 2x2 window, read straight from hwf (H', W',
+    F) plus b[f]: each window's four vectors over the F filters give the
+    pooled values and codes in pooled and pooled_code (PH*PW, F), which go
+    to out and code (F, PH, PW) in blocks of CHANNEL_BLOCK filters, as in
+    _channels_first. Pooled from the filters-first conv output instead, a
+    window's loop ran over the PW pooled columns, too few to vectorize."""
+    cdef Py_ssize_t n_filt = hwf.shape[2], n_pw = out.shape[2], n_pool = out.shape[1] * n_pw, py, px, p, f, block
+    cdef const floating *top
+    cdef const floating *bottom
+    for py in range(out.shape[1]):
+        for px in range(n_pw):
+            p = py * n_pw + px
+            top = &hwf[py * psh, px * psw, 0]
+            bottom = &hwf[py * psh + 1, px * psw, 0]
+            for f in range(n_filt):
+                pooled[p, f] = _relu_max4(top[f] + b[f], top[n_filt + f] + b[f], bottom[f] + b[f],
+                                          bottom[n_filt + f] + b[f], &pooled_code[p, f])
+    for block in range((n_filt + CHANNEL_BLOCK - 1) // CHANNEL_BLOCK):
+        for p in range(n_pool):
+            for f in range(block * CHANNEL_BLOCK, min((block + 1) * CHANNEL_BLOCK, n_filt)):
+                out[f, p // n_pw, p % n_pw] = pooled[p, f]
+                code[f, p // n_pw, p % n_pw] = pooled_code[p, f]
+
+
 def _conv2d_winograd(xp, w, b, Py_ssize_t sh, Py_ssize_t sw, out, Py_ssize_t n_chunks, Py_ssize_t cache_bytes):
     _winograd_forward(xp, w, b, sh, sw, 1, 1, 1, 1, out, None, n_chunks, cache_bytes)
 
@@ -1777,6 +1804,9 @@ def _winograd_forward_groups(const floating[:, :, :, ::1] xp, const floating[:, 
     cdef floating[:, :, :, ::1] bd = np.empty((n_chunks, alpha, alpha, n_chan), dtype)
     cdef floating[:, :, :, ::1] am = np.empty((n_chunks, m, alpha, n_filt), dtype)
     cdef floating[:, :, :, ::1] gw = np.empty((n_chunks, alpha, 3, n_filt), dtype)
+    n_pool = out.shape[2] * out.shape[3] if pooled else 0
+    cdef floating[:, :, ::1] pool_values = np.empty((n_chunks, n_pool, n_filt), dtype)
+    cdef unsigned char[:, :, ::1] pool_codes = np.empty((n_chunks, n_pool, n_filt), np.uint8)
     with nogil:
         for t in prange(n_chunks, schedule="static", num_threads=n_chunks):
             _filter_transform(wt, g, u, gw[t], t * n_chan // n_chunks, (t + 1) * n_chan // n_chunks)
@@ -1795,8 +1825,12 @@ def _winograd_forward_groups(const floating[:, :, :, ::1] xp, const floating[:, 
                 for k in range(m_img):
                     _output_transform(m_e[t], k * n_tiles, tiles_h, tiles_w, scale, hwf[t], am[t])
                     if pooled:  # the pooling adds the bias
-                        _channels_first(hwf[t], oh, ow, no_bias, &conv[t, 0, 0])
-                        _relu_maxpool_image(conv[t], b, ow, pkh, pkw, psh, psw, out[n + k], code[n + k])
+                        if pkh == 2 and pkw == 2:
+                            _relu_maxpool_filters_last(hwf[t], b, psh, psw, pool_values[t], pool_codes[t],
+                                                       out[n + k], code[n + k])
+                        else:
+                            _channels_first(hwf[t], oh, ow, no_bias, &conv[t, 0, 0])
+                            _relu_maxpool_image(conv[t], b, ow, pkh, pkw, psh, psw, out[n + k], code[n + k])
                         continue
                     _channels_first(hwf[t], oh, ow, b, &out[n + k, 0, 0, 0])
 

@@ -1643,6 +1643,30 @@ def _channels_first(hwf, oh, ow, b, rows):
                     rows[f, y * ow + x] = hwf[y, x, f] + b[f]
 
 
+@njit(cache=True)
+def _relu_maxpool_filters_last(hwf, b, psh, psw, pooled, pooled_code, out, code):
+    """_relu_maxpool_image for a 2x2 window, read straight from hwf (H', W',
+    F) plus b[f]: each window's four vectors over the F filters give the
+    pooled values and codes in pooled and pooled_code (PH*PW, F), which go
+    to out and code (F, PH, PW) in blocks of CHANNEL_BLOCK filters, as in
+    _channels_first. Pooled from the filters-first conv output instead, a
+    window's loop ran over the PW pooled columns, too few to vectorize."""
+    n_filt, n_pw = hwf.shape[2], out.shape[2]
+    n_pool = out.shape[1] * n_pw
+    for py in range(out.shape[1]):
+        for px in range(n_pw):
+            p = py * n_pw + px
+            top, bottom = hwf[py * psh, px * psw:px * psw + 2], hwf[py * psh + 1, px * psw:px * psw + 2]
+            for f in range(n_filt):
+                pooled[p, f], pooled_code[p, f] = _relu_max4(top[0, f] + b[f], top[1, f] + b[f], bottom[0, f] + b[f],
+                                                             bottom[1, f] + b[f])
+    for block in range((n_filt + CHANNEL_BLOCK - 1) // CHANNEL_BLOCK):
+        for p in range(n_pool):
+            for f in range(block * CHANNEL_BLOCK, min((block + 1) * CHANNEL_BLOCK, n_filt)):
+                out[f, p // n_pw, p % n_pw] = pooled[p, f]
+                code[f, p // n_pw, p % n_pw] = pooled_code[p, f]
+
+
 def _conv2d_winograd(xp, w, b, sh, sw, out, n_chunks, cache_bytes):
     _winograd_forward(xp, w, b, sh, sw, 1, 1, 1, 1, out, None, n_chunks, cache_bytes)
 
@@ -1680,6 +1704,9 @@ def _winograd_forward_groups(xp, wt, g, u, b, scale, pkh, pkw, psh, psw, out, co
     bd = np.empty((n_chunks, alpha, alpha, n_chan), out.dtype)
     am = np.empty((n_chunks, m, alpha, n_filt), out.dtype)
     gw = np.empty((n_chunks, alpha, 3, n_filt), out.dtype)
+    n_pool = out.shape[2] * out.shape[3] if code is not None else 0
+    pool_values = np.empty((n_chunks, n_pool, n_filt), out.dtype)
+    pool_codes = np.empty((n_chunks, n_pool, n_filt), np.uint8)
     for t in prange(n_chunks):
         _filter_transform(wt, g, u, gw[t], t * n_chan // n_chunks, (t + 1) * n_chan // n_chunks)
     for t in prange(n_chunks):
@@ -1696,8 +1723,12 @@ def _winograd_forward_groups(xp, wt, g, u, b, scale, pkh, pkw, psh, psw, out, co
             for k in range(m_img):
                 _output_transform(m_e[t], k * n_tiles, tiles_h, tiles_w, scale, hwf[t], am[t])
                 if code is not None:  # the pooling adds the bias
-                    _channels_first(hwf[t], oh, ow, no_bias, conv[t])
-                    _relu_maxpool_image(conv[t], b, ow, pkh, pkw, psh, psw, out[n + k], code[n + k])
+                    if pkh == 2 and pkw == 2:
+                        _relu_maxpool_filters_last(hwf[t], b, psh, psw, pool_values[t], pool_codes[t], out[n + k],
+                                                   code[n + k])
+                    else:
+                        _channels_first(hwf[t], oh, ow, no_bias, conv[t])
+                        _relu_maxpool_image(conv[t], b, ow, pkh, pkw, psh, psw, out[n + k], code[n + k])
                     continue
                 _channels_first(hwf[t], oh, ow, b, out[n + k].reshape(n_filt, oh * ow))
 

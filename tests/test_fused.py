@@ -240,6 +240,32 @@ def test_winograd_with_either_tile_size_keeps_ties_exact_and_equals_the_chain(ba
         assert_close(a, e.astype(np.float32), 1e-4)
 
 
+@pytest.mark.parametrize("variant", [v for v in FUSED if v[1] == "winograd"], ids="/".join)
+@given(n_filt=st.integers(1, 40), size=st.tuples(st.integers(2, 11), st.integers(2, 11)),
+       pool_stride=st.sampled_from([1, 2]), dtype=st.sampled_from([np.float32, np.float64]),
+       seed=st.integers(0, 2**16))
+def test_winograd_pools_2x2_windows_across_filter_blocks_as_the_chain(variant, n_filt, size, pool_stride, dtype,
+                                                                      seed):
+    # Winograd pools a 2x2 window from its filters-innermost conv output, then
+    # moves the pooled values and codes filters-first in blocks of 16 filters:
+    # whole and partial blocks, odd sizes (a last row or column no window
+    # covers) and overlapping windows.
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((2, 3) + size).astype(dtype)
+    w, b = rng.standard_normal((n_filt, 3, 3, 3)).astype(dtype), rng.standard_normal(n_filt).astype(dtype)
+    backend, algorithm = variant
+    y, code = ops.conv2d_relu_maxpool2d(x, w, b, 1, 1, 2, pool_stride, backend=backend, algorithm=algorithm)
+    relu = np.maximum(ops.conv2d(x, w, b, 1, 1, **REFERENCE), 0)
+    rtol = 1e-4 if dtype == np.float32 else 1e-10
+    assert_close(y, ops.max_pool2d(relu, 2, pool_stride, **REFERENCE), rtol)
+    image, channel, row, col = np.indices(y.shape)
+    taken = code != NO_GRADIENT
+    at = np.where(taken, code, 0)
+    picked = relu[image, channel, row * pool_stride + at // 2, col * pool_stride + at % 2]
+    assert_close(picked[taken], y[taken], rtol)
+    assert np.all(y[~taken] == 0)
+
+
 @pytest.mark.parametrize("variant", [v for v in FUSED if v[0] != "numpy"], ids="/".join)
 @pytest.mark.parametrize("layer, x_shape, w_shape", [
     ("conv1", (64, 1, 28, 28), (32, 1, 3, 3)),
