@@ -1652,36 +1652,36 @@ cdef void _input_transform(const floating[:, :, ::1] hwc, Py_ssize_t tiles_h, Py
                            floating[:, :, ::1] v, Py_ssize_t first, floating[:, :, ::1] bd) noexcept nogil:
     """v[alpha*a + b, first + ty*TW + tx] = (B^T d B)[a, b] of each patch
     d = hwc[m*ty : m*ty + alpha, m*tx : m*tx + alpha], vectors over the C
-    channels (alpha = bd.shape[0], m = alpha - 2); bd (alpha, alpha, C) is
-    scratch for B^T d."""
-    cdef Py_ssize_t n_chan = hwc.shape[2], alpha = bd.shape[0], m = alpha - 2, ty, tx, p, j, a
+    channels (alpha = bd.shape[0], m = alpha - 2); bd (alpha, W', C) is
+    scratch for B^T times a row of patches, made for the whole row at once
+    (one long vector loop, and the columns two patches share made once)."""
+    cdef Py_ssize_t n_chan = hwc.shape[2], alpha = bd.shape[0], m = alpha - 2, ty, tx, p, a
     cdef Py_ssize_t row = hwc.shape[1] * n_chan, v_step = v.shape[1] * n_chan
     for ty in range(tiles_h):
+        _bt(alpha, &hwc[m * ty, 0, 0], row, &bd[0, 0, 0], row, row)
         for tx in range(tiles_w):
             p = first + ty * tiles_w + tx
-            for j in range(alpha):
-                _bt(alpha, &hwc[m * ty, m * tx + j, 0], row, &bd[0, j, 0], alpha * n_chan, n_chan)
             for a in range(alpha):
-                _bt(alpha, &bd[a, 0, 0], n_chan, &v[alpha * a, p, 0], v_step, n_chan)
+                _bt(alpha, &bd[a, m * tx, 0], n_chan, &v[alpha * a, p, 0], v_step, n_chan)
 
 
 cdef void _patch_gradient(const floating[:, :, ::1] dv, Py_ssize_t first, Py_ssize_t tiles_h, Py_ssize_t tiles_w,
                           floating scale, floating[:, :, ::1] hwc, floating[:, :, ::1] bdv) noexcept nogil:
     """hwc = the sum over tiles of B dV B^T placed at its patch, divided by
     scale, dV (alpha, alpha) the vectors dv[:, first + ty*TW + tx] over the
-    C channels: the adjoint of _input_transform. bdv (alpha, alpha, C) is
-    scratch for dV B^T."""
-    cdef Py_ssize_t n_chan = hwc.shape[2], alpha = bdv.shape[0], m = alpha - 2, ty, tx, p, j, a
+    C channels: the adjoint of _input_transform. bdv (alpha, W', C) is
+    scratch for a row of patches' dV B^T, summed where they overlap, then
+    multiplied by B for the whole row at once."""
+    cdef Py_ssize_t n_chan = hwc.shape[2], alpha = bdv.shape[0], m = alpha - 2, ty, tx, p, a
     cdef Py_ssize_t row = hwc.shape[1] * n_chan, v_step = dv.shape[1] * n_chan
     memset(&hwc[0, 0, 0], 0, hwc.shape[0] * row * sizeof(floating))
     for ty in range(tiles_h):
+        memset(&bdv[0, 0, 0], 0, alpha * row * sizeof(floating))
         for tx in range(tiles_w):
             p = first + ty * tiles_w + tx
-            memset(&bdv[0, 0, 0], 0, alpha * alpha * n_chan * sizeof(floating))
             for a in range(alpha):
-                _b(alpha, &dv[alpha * a, p, 0], v_step, &bdv[a, 0, 0], n_chan, n_chan)
-            for j in range(alpha):
-                _b(alpha, &bdv[0, j, 0], alpha * n_chan, &hwc[m * ty, m * tx + j, 0], row, n_chan)
+                _b(alpha, &dv[alpha * a, p, 0], v_step, &bdv[a, m * tx, 0], n_chan, n_chan)
+        _b(alpha, &bdv[0, 0, 0], row, &hwc[m * ty, 0, 0], row, row)
     _divide(&hwc[0, 0, 0], hwc.shape[0] * row, scale)
 
 
@@ -1707,17 +1707,16 @@ cdef void _gradient_transform(const floating[:, :, ::1] hwf, Py_ssize_t tiles_h,
                               floating[:, :, ::1] z, Py_ssize_t first, floating[:, :, ::1] ag) noexcept nogil:
     """z[alpha*a + b, first + ty*TW + tx] = (A dY A^T)[a, b] of each tile's
     output gradient dY = hwf[m*ty : m*ty + m, m*tx : m*tx + m], vectors
-    over the F filters: the adjoint of _output_transform. ag (alpha, m, F)
-    is scratch for A dY."""
-    cdef Py_ssize_t n_filt = hwf.shape[2], alpha = ag.shape[0], m = ag.shape[1], ty, tx, p, j, a
+    over the F filters: the adjoint of _output_transform. ag (alpha, W, F)
+    is scratch for A times a row of tiles, made for the whole row at once."""
+    cdef Py_ssize_t n_filt = hwf.shape[2], alpha = ag.shape[0], m = alpha - 2, ty, tx, p, a
     cdef Py_ssize_t row = hwf.shape[1] * n_filt, z_step = z.shape[1] * n_filt
     for ty in range(tiles_h):
+        _a(alpha, &hwf[m * ty, 0, 0], row, &ag[0, 0, 0], row, row)
         for tx in range(tiles_w):
             p = first + ty * tiles_w + tx
-            for j in range(m):
-                _a(alpha, &hwf[m * ty, m * tx + j, 0], row, &ag[0, j, 0], m * n_filt, n_filt)
             for a in range(alpha):
-                _a(alpha, &ag[a, 0, 0], n_filt, &z[alpha * a, p, 0], z_step, n_filt)
+                _a(alpha, &ag[a, m * tx, 0], n_filt, &z[alpha * a, p, 0], z_step, n_filt)
 
 
 cdef void _channels_first(const floating[:, :, ::1] hwf, Py_ssize_t oh, Py_ssize_t ow, const floating[::1] b,
@@ -1801,7 +1800,7 @@ def _winograd_forward_groups(const floating[:, :, :, ::1] xp, const floating[:, 
     cdef floating[:, :, :, ::1] hwf = np.empty((n_chunks, m * tiles_h, m * tiles_w, n_filt), dtype)
     cdef floating[:, :, ::1] conv = np.empty((n_chunks, n_filt, oh * ow), dtype)
     cdef floating[::1] no_bias = np.zeros(n_filt, dtype)
-    cdef floating[:, :, :, ::1] bd = np.empty((n_chunks, alpha, alpha, n_chan), dtype)
+    cdef floating[:, :, :, ::1] bd = np.empty((n_chunks, alpha, m * tiles_w + 2, n_chan), dtype)
     cdef floating[:, :, :, ::1] am = np.empty((n_chunks, m, alpha, n_filt), dtype)
     cdef floating[:, :, :, ::1] gw = np.empty((n_chunks, alpha, 3, n_filt), dtype)
     n_pool = out.shape[2] * out.shape[3] if pooled else 0
@@ -1879,8 +1878,8 @@ def _winograd_backward_groups(const floating[:, :, :, ::1] dy, const unsigned ch
     cdef floating[:, :, :, ::1] hwc = np.empty((n_chunks, m * tiles_h + 2, m * tiles_w + 2, n_chan), dtype)
     cdef floating[:, :, :, ::1] hwf = np.empty((n_chunks, m * tiles_h, m * tiles_w, n_filt), dtype)
     cdef floating[:, ::1] db_parts = np.zeros((n_chunks, n_filt), dtype)
-    cdef floating[:, :, :, ::1] bd = np.empty((n_chunks, alpha, alpha, n_chan), dtype)
-    cdef floating[:, :, :, ::1] ag = np.empty((n_chunks, alpha, m, n_filt), dtype)
+    cdef floating[:, :, :, ::1] bd = np.empty((n_chunks, alpha, m * tiles_w + 2, n_chan), dtype)
+    cdef floating[:, :, :, ::1] ag = np.empty((n_chunks, alpha, m * tiles_w, n_filt), dtype)
     cdef floating[:, :, :, ::1] gw = np.empty((n_chunks, alpha, 3, n_chan), dtype)
     cdef floating[:, :, :, ::1] gd = np.empty((n_chunks, alpha, 3, n_filt), dtype)
     with nogil:

@@ -1551,38 +1551,40 @@ def _add_channels_first(hwc, image):
 def _input_transform(hwc, tiles_h, tiles_w, v, first, bd):
     """v[alpha*a + b, first + ty*TW + tx] = (B^T d B)[a, b] of each patch
     d = hwc[m*ty : m*ty + alpha, m*tx : m*tx + alpha], vectors over the C
-    channels (alpha = bd.shape[0], m = alpha - 2); bd (alpha, alpha, C) is
-    scratch for B^T d."""
+    channels (alpha = bd.shape[0], m = alpha - 2); bd (alpha, W', C) is
+    scratch for B^T times a row of patches, made for the whole row at once
+    (one long vector loop, and the columns two patches share made once)."""
     n_chan, alpha = hwc.shape[2], bd.shape[0]
-    m, row, v_step = alpha - 2, hwc.shape[1], v.shape[1]
-    hwc_rows, bd_rows, v_rows = hwc.reshape(-1, n_chan), bd.reshape(-1, n_chan), v.reshape(-1, n_chan)
+    m, width, v_step = alpha - 2, bd.shape[1], v.shape[1]
+    hwc_lines, bd_lines = hwc.reshape(hwc.shape[0], -1), bd.reshape(alpha, -1)
+    bd_rows, v_rows = bd.reshape(-1, n_chan), v.reshape(-1, n_chan)
     for ty in range(tiles_h):
+        _bt(alpha, hwc_lines, m * ty, 1, bd_lines, 0, 1)
         for tx in range(tiles_w):
             p = first + ty * tiles_w + tx
-            for j in range(alpha):
-                _bt(alpha, hwc_rows, m * ty * row + m * tx + j, row, bd_rows, j, alpha)
             for a in range(alpha):
-                _bt(alpha, bd_rows, a * alpha, 1, v_rows, alpha * a * v_step + p, v_step)
+                _bt(alpha, bd_rows, a * width + m * tx, 1, v_rows, alpha * a * v_step + p, v_step)
 
 
 @njit(cache=True)
 def _patch_gradient(dv, first, tiles_h, tiles_w, scale, hwc, bdv):
     """hwc = the sum over tiles of B dV B^T placed at its patch, divided by
     scale, dV (alpha, alpha) the vectors dv[:, first + ty*TW + tx] over the
-    C channels: the adjoint of _input_transform. bdv (alpha, alpha, C) is
-    scratch for dV B^T."""
+    C channels: the adjoint of _input_transform. bdv (alpha, W', C) is
+    scratch for a row of patches' dV B^T, summed where they overlap, then
+    multiplied by B for the whole row at once."""
     n_chan, alpha = hwc.shape[2], bdv.shape[0]
-    m, row, v_step = alpha - 2, hwc.shape[1], dv.shape[1]
-    dv_rows, bdv_rows, hwc_rows = dv.reshape(-1, n_chan), bdv.reshape(-1, n_chan), hwc.reshape(-1, n_chan)
+    m, width, v_step = alpha - 2, bdv.shape[1], dv.shape[1]
+    dv_rows, bdv_rows = dv.reshape(-1, n_chan), bdv.reshape(-1, n_chan)
+    bdv_lines, hwc_lines = bdv.reshape(alpha, -1), hwc.reshape(hwc.shape[0], -1)
     hwc[:] = 0
     for ty in range(tiles_h):
+        bdv[:] = 0
         for tx in range(tiles_w):
             p = first + ty * tiles_w + tx
-            bdv[:] = 0
             for a in range(alpha):
-                _b(alpha, dv_rows, alpha * a * v_step + p, v_step, bdv_rows, a * alpha, 1)
-            for j in range(alpha):
-                _b(alpha, bdv_rows, j, alpha, hwc_rows, m * ty * row + m * tx + j, row)
+                _b(alpha, dv_rows, alpha * a * v_step + p, v_step, bdv_rows, a * width + m * tx, 1)
+        _b(alpha, bdv_lines, 0, 1, hwc_lines, m * ty, 1)
     _divide(hwc, scale)
 
 
@@ -1608,18 +1610,18 @@ def _output_transform(m_e, first, tiles_h, tiles_w, scale, hwf, am):
 def _gradient_transform(hwf, tiles_h, tiles_w, z, first, ag):
     """z[alpha*a + b, first + ty*TW + tx] = (A dY A^T)[a, b] of each tile's
     output gradient dY = hwf[m*ty : m*ty + m, m*tx : m*tx + m], vectors
-    over the F filters: the adjoint of _output_transform. ag (alpha, m, F)
-    is scratch for A dY."""
-    n_filt, alpha, m = hwf.shape[2], ag.shape[0], ag.shape[1]
-    row, z_step = hwf.shape[1], z.shape[1]
-    hwf_rows, ag_rows, z_rows = hwf.reshape(-1, n_filt), ag.reshape(-1, n_filt), z.reshape(-1, n_filt)
+    over the F filters: the adjoint of _output_transform. ag (alpha, W, F)
+    is scratch for A times a row of tiles, made for the whole row at once."""
+    n_filt, alpha = hwf.shape[2], ag.shape[0]
+    m, width, z_step = alpha - 2, ag.shape[1], z.shape[1]
+    hwf_lines, ag_lines = hwf.reshape(hwf.shape[0], -1), ag.reshape(alpha, -1)
+    ag_rows, z_rows = ag.reshape(-1, n_filt), z.reshape(-1, n_filt)
     for ty in range(tiles_h):
+        _a(alpha, hwf_lines, m * ty, 1, ag_lines, 0, 1)
         for tx in range(tiles_w):
             p = first + ty * tiles_w + tx
-            for j in range(m):
-                _a(alpha, hwf_rows, m * ty * row + m * tx + j, row, ag_rows, j, m)
             for a in range(alpha):
-                _a(alpha, ag_rows, a * m, 1, z_rows, alpha * a * z_step + p, z_step)
+                _a(alpha, ag_rows, a * width + m * tx, 1, z_rows, alpha * a * z_step + p, z_step)
 
 
 @njit(cache=True)
@@ -1701,7 +1703,7 @@ def _winograd_forward_groups(xp, wt, g, u, b, scale, pkh, pkw, psh, psw, out, co
     hwf = np.empty((n_chunks, m * tiles_h, m * tiles_w, n_filt), out.dtype)
     conv = np.empty((n_chunks, n_filt, oh * ow), out.dtype)
     no_bias = np.zeros(n_filt, out.dtype)
-    bd = np.empty((n_chunks, alpha, alpha, n_chan), out.dtype)
+    bd = np.empty((n_chunks, alpha, m * tiles_w + 2, n_chan), out.dtype)
     am = np.empty((n_chunks, m, alpha, n_filt), out.dtype)
     gw = np.empty((n_chunks, alpha, 3, n_filt), out.dtype)
     n_pool = out.shape[2] * out.shape[3] if code is not None else 0
@@ -1769,8 +1771,8 @@ def _winograd_backward_groups(dy, code, xp, wc, g, ut, scale, pkw, psh, psw, dxp
     hwc = np.empty((n_chunks, m * tiles_h + 2, m * tiles_w + 2, n_chan), du.dtype)
     hwf = np.empty((n_chunks, m * tiles_h, m * tiles_w, n_filt), du.dtype)
     db_parts = np.zeros((n_chunks, n_filt), du.dtype)
-    bd = np.empty((n_chunks, alpha, alpha, n_chan), du.dtype)
-    ag = np.empty((n_chunks, alpha, m, n_filt), du.dtype)
+    bd = np.empty((n_chunks, alpha, m * tiles_w + 2, n_chan), du.dtype)
+    ag = np.empty((n_chunks, alpha, m * tiles_w, n_filt), du.dtype)
     gw = np.empty((n_chunks, alpha, 3, n_chan), du.dtype)
     gd = np.empty((n_chunks, alpha, 3, n_filt), du.dtype)
     product = np.empty((n_chunks, n_chan, n_filt), du.dtype)  # np.dot has no beta: dU sums go through it
