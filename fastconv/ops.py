@@ -482,8 +482,11 @@ def conv2d_relu_maxpool2d_backward(dy, code, x, w, stride=1, padding=0, pool_siz
     if code.shape != out_shape or code.dtype != np.uint8:
         raise ValueError(f"{op}: code must be uint8 of shape {out_shape}, got {code.dtype} {code.shape}")
     # A code past the window would send a gradient outside the conv output.
+    # Plus one in uint8, NO_GRADIENT (255) wraps to 0 and a code c is c + 1:
+    # one addition and one maximum (two comparisons, an AND and an any took
+    # 3x as long, 0.07 ms a call at cnn-deep's first block).
     taps = pool.kernel[0] * pool.kernel[1]
-    if np.any((code >= taps) & (code != NO_GRADIENT)):
+    if int(np.max(code + np.uint8(1), initial=0)) > taps:
         raise ValueError(f"{op}: code holds offsets past the {pool.kernel} pool window; "
                          "pass the code returned by the forward call")
     _check_flag(op, "compute_dx", compute_dx)

@@ -326,6 +326,12 @@ def test_bad_arguments_raise_clear_errors():
         ops.conv2d_relu_maxpool2d_backward(dy, code[:, :, :1], x, w)
     with pytest.raises(ValueError, match="past the"):
         ops.conv2d_relu_maxpool2d_backward(dy, np.full_like(code, 7), x, w)
+    for past in (4, NO_GRADIENT - 1):  # the first code past a 2x2 window, the last one before NO_GRADIENT
+        one_past = code.copy()
+        one_past.flat[-1] = past
+        with pytest.raises(ValueError, match="past the"):
+            ops.conv2d_relu_maxpool2d_backward(dy, one_past, x, w)
+    ops.conv2d_relu_maxpool2d_backward(dy, np.full_like(code, NO_GRADIENT), x, w)  # every window cut: valid
     with pytest.raises(ValueError, match="dy must have the output shape"):
         ops.conv2d_relu_maxpool2d_backward(dy[:, :1], code, x, w)
     with pytest.raises(TypeError, match="compute_dx must be a bool"):
