@@ -7,8 +7,10 @@ for a spinning one to leave its core: cnn-deep's first dense layer (64 x
 6272 by 6272 x 128, batch 64) took 1.33-1.39 ms after a batch-norm call
 against 0.71-0.76 ms alone (Intel Xeon, 2 threads). :func:`matmul` gives
 the product to the compiled backend's ``product`` instead, which splits the
-output between those same OpenMP threads, each calling BLAS on one thread:
-0.89-0.98 ms after the batch norm, 0.65-0.69 ms alone.
+work between those same OpenMP threads, each calling BLAS on one thread:
+0.89-0.98 ms after the batch norm, 0.65-0.69 ms alone (by columns of the
+output; by blocks of K, as a forward pass like this one now runs, 0.64-0.68
+ms alone against 0.74-0.78 by columns in the same runs).
 
 A product of one row (batch 1: the inference plan, the web demo) by a
 C-contiguous matrix of :data:`ROW_MACS` or more goes to the backend's

@@ -57,7 +57,8 @@ by :mod:`fastconv.products`, ``product`` with BLAS limited to one thread):
     product(a, b, out, n_chunks)
         writes out (M, N) = a (M, K) @ b (K, N), a and b each C- or
         F-contiguous, out C-contiguous, n_chunks threads each computing a
-        block of rows or of columns of out.
+        block of rows or of columns of out, or, where K is at least twice
+        M and N, the product of a block of K (the parts then added).
     row_product(a, b, parts, out, n_chunks)
         writes out (N,) = a (K,) @ b (K, N), b C-contiguous (a dense
         layer's product at batch 1): n_chunks threads each write the sum

@@ -42,6 +42,24 @@ def test_each_twins_product_equals_numpys(backend, m, k, n, chunks, dtype, layou
 
 @pytest.mark.parametrize("backend", registry.COMPILED_BACKENDS)
 @settings(max_examples=40, deadline=None)
+@given(m=st.integers(1, 20), n=st.integers(1, 20), extra=st.integers(0, 100), chunks=st.integers(1, 4),
+       dtype=st.sampled_from([np.float32, np.float64]), layouts=st.tuples(*[st.sampled_from(["C", "F"])] * 2),
+       seed=st.integers(0, 2**16))
+def test_each_twins_product_by_blocks_of_k_equals_numpys(backend, m, n, extra, chunks, dtype, layouts, seed):
+    """K at least twice M and N (a dense layer's forward pass): each thread
+    multiplies a block of a's columns by b's rows and the parts are added
+    (more threads than rows and columns included)."""
+    k = 2 * max(m, n) + extra
+    rng = np.random.default_rng(seed)
+    a, b = _operand(rng, (m, k), dtype, layouts[0]), _operand(rng, (k, n), dtype, layouts[1])
+    out = np.full((m, n), np.nan, dtype)  # written whole: no NaN may survive
+    with threads.single_threaded_blas():
+        registry.dense_product(backend)(a, b, out, chunks)
+    _assert_product(out, a, b)
+
+
+@pytest.mark.parametrize("backend", registry.COMPILED_BACKENDS)
+@settings(max_examples=40, deadline=None)
 @given(k=st.integers(1, 300), n=st.integers(1, 300), chunks=st.integers(1, 4),
        dtype=st.sampled_from([np.float32, np.float64]), seed=st.integers(0, 2**16))
 def test_each_twins_row_product_equals_numpys(backend, k, n, chunks, dtype, seed):
