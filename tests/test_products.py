@@ -24,6 +24,17 @@ def _assert_product(result, a, b):
     np.testing.assert_allclose(result, _reference(a, b), rtol=tolerance, atol=tolerance * a.shape[1] * 10)
 
 
+def _check_product(backend, m, k, n, chunks, dtype, layouts, seed):
+    """The backend's product of random (m, k) and (k, n) operands, of the
+    layouts ("C" or "F") given, on ``chunks`` threads, against NumPy's."""
+    rng = np.random.default_rng(seed)
+    a, b = _operand(rng, (m, k), dtype, layouts[0]), _operand(rng, (k, n), dtype, layouts[1])
+    out = np.full((m, n), np.nan, dtype)  # written whole: no NaN may survive
+    with threads.single_threaded_blas():
+        registry.dense_product(backend)(a, b, out, chunks)
+    _assert_product(out, a, b)
+
+
 @pytest.mark.parametrize("backend", registry.COMPILED_BACKENDS)
 @settings(max_examples=40, deadline=None)
 @given(m=st.integers(1, 70), k=st.integers(1, 70), n=st.integers(1, 70), chunks=st.integers(1, 4),
@@ -32,12 +43,7 @@ def _assert_product(result, a, b):
 def test_each_twins_product_equals_numpys(backend, m, k, n, chunks, dtype, layouts, seed):
     """Rows or columns split between 1-4 threads (more threads than rows
     or columns included), a and b each C-contiguous or transposed."""
-    rng = np.random.default_rng(seed)
-    a, b = _operand(rng, (m, k), dtype, layouts[0]), _operand(rng, (k, n), dtype, layouts[1])
-    out = np.full((m, n), np.nan, dtype)  # written whole: no NaN may survive
-    with threads.single_threaded_blas():
-        registry.dense_product(backend)(a, b, out, chunks)
-    _assert_product(out, a, b)
+    _check_product(backend, m, k, n, chunks, dtype, layouts, seed)
 
 
 @pytest.mark.parametrize("backend", registry.COMPILED_BACKENDS)
@@ -50,12 +56,7 @@ def test_each_twins_product_by_blocks_of_k_equals_numpys(backend, m, n, extra, c
     multiplies a block of a's columns by b's rows and the parts are added
     (more threads than rows and columns included)."""
     k = 2 * max(m, n) + extra
-    rng = np.random.default_rng(seed)
-    a, b = _operand(rng, (m, k), dtype, layouts[0]), _operand(rng, (k, n), dtype, layouts[1])
-    out = np.full((m, n), np.nan, dtype)  # written whole: no NaN may survive
-    with threads.single_threaded_blas():
-        registry.dense_product(backend)(a, b, out, chunks)
-    _assert_product(out, a, b)
+    _check_product(backend, m, k, n, chunks, dtype, layouts, seed)
 
 
 @pytest.mark.parametrize("backend", registry.COMPILED_BACKENDS)
