@@ -1793,17 +1793,20 @@ def _winograd_forward_groups(const floating[:, :, :, ::1] xp, const floating[:, 
     cdef Py_ssize_t n_tiles = tiles_h * tiles_w
     cdef Py_ssize_t t, first, last, g_at, n, m_img, k, e
     cdef bint pooled = code is not None
+    # 2x2 windows are pooled from hwf, filters innermost; other windows from
+    # the conv output made filters-first in conv
+    cdef bint filters_last = pooled and pkh == 2 and pkw == 2
     dtype = np.asarray(out).dtype
     cdef floating[:, :, :, ::1] v = np.empty((n_chunks, n_e, group * n_tiles, n_chan), dtype)
     cdef floating[:, :, :, ::1] m_e = np.empty((n_chunks, n_e, group * n_tiles, n_filt), dtype)
     cdef floating[:, :, :, ::1] hwc = np.empty((n_chunks, m * tiles_h + 2, m * tiles_w + 2, n_chan), dtype)
     cdef floating[:, :, :, ::1] hwf = np.empty((n_chunks, m * tiles_h, m * tiles_w, n_filt), dtype)
-    cdef floating[:, :, ::1] conv = np.empty((n_chunks, n_filt, oh * ow), dtype)
+    cdef floating[:, :, ::1] conv = np.empty((n_chunks, n_filt, oh * ow if pooled and not filters_last else 0), dtype)
     cdef floating[::1] no_bias = np.zeros(n_filt, dtype)
     cdef floating[:, :, :, ::1] bd = np.empty((n_chunks, alpha, m * tiles_w + 2, n_chan), dtype)
     cdef floating[:, :, :, ::1] am = np.empty((n_chunks, m, alpha, n_filt), dtype)
     cdef floating[:, :, :, ::1] gw = np.empty((n_chunks, alpha, 3, n_filt), dtype)
-    n_pool = out.shape[2] * out.shape[3] if pooled else 0
+    n_pool = out.shape[2] * out.shape[3] if filters_last else 0
     cdef floating[:, :, ::1] pool_values = np.empty((n_chunks, n_pool, n_filt), dtype)
     cdef unsigned char[:, :, ::1] pool_codes = np.empty((n_chunks, n_pool, n_filt), np.uint8)
     with nogil:
@@ -1824,7 +1827,7 @@ def _winograd_forward_groups(const floating[:, :, :, ::1] xp, const floating[:, 
                 for k in range(m_img):
                     _output_transform(m_e[t], k * n_tiles, tiles_h, tiles_w, scale, hwf[t], am[t])
                     if pooled:  # the pooling adds the bias
-                        if pkh == 2 and pkw == 2:
+                        if filters_last:
                             _relu_maxpool_filters_last(hwf[t], b, psh, psw, pool_values[t], pool_codes[t],
                                                        out[n + k], code[n + k])
                         else:

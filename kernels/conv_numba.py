@@ -1701,12 +1701,15 @@ def _winograd_forward_groups(xp, wt, g, u, b, scale, pkh, pkw, psh, psw, out, co
     m_e = np.empty((n_chunks, n_e, group * n_tiles, n_filt), out.dtype)
     hwc = np.empty((n_chunks, m * tiles_h + 2, m * tiles_w + 2, n_chan), out.dtype)
     hwf = np.empty((n_chunks, m * tiles_h, m * tiles_w, n_filt), out.dtype)
-    conv = np.empty((n_chunks, n_filt, oh * ow), out.dtype)
+    # 2x2 windows are pooled from hwf, filters innermost; other windows from
+    # the conv output made filters-first in conv
+    filters_last = code is not None and pkh == 2 and pkw == 2
+    conv = np.empty((n_chunks, n_filt, oh * ow if code is not None and not filters_last else 0), out.dtype)
     no_bias = np.zeros(n_filt, out.dtype)
     bd = np.empty((n_chunks, alpha, m * tiles_w + 2, n_chan), out.dtype)
     am = np.empty((n_chunks, m, alpha, n_filt), out.dtype)
     gw = np.empty((n_chunks, alpha, 3, n_filt), out.dtype)
-    n_pool = out.shape[2] * out.shape[3] if code is not None else 0
+    n_pool = out.shape[2] * out.shape[3] if filters_last else 0
     pool_values = np.empty((n_chunks, n_pool, n_filt), out.dtype)
     pool_codes = np.empty((n_chunks, n_pool, n_filt), np.uint8)
     for t in prange(n_chunks):
@@ -1725,7 +1728,7 @@ def _winograd_forward_groups(xp, wt, g, u, b, scale, pkh, pkw, psh, psw, out, co
             for k in range(m_img):
                 _output_transform(m_e[t], k * n_tiles, tiles_h, tiles_w, scale, hwf[t], am[t])
                 if code is not None:  # the pooling adds the bias
-                    if pkh == 2 and pkw == 2:
+                    if filters_last:
                         _relu_maxpool_filters_last(hwf[t], b, psh, psw, pool_values[t], pool_codes[t], out[n + k],
                                                    code[n + k])
                     else:
