@@ -29,6 +29,15 @@ BLAS from their own threads. Dispatch passes both and runs them with BLAS
 single-threaded (:func:`fastconv.registry.kernel`), so a kernel never asks
 the package how many threads or how much cache there is."""
 
+PADDING_ALGORITHMS = ("winograd",)
+"""Algorithms whose conv and fused kernels also take the keyword
+``padding=(ph, pw)`` (default (0, 0)): given it, ``xp`` is the unpadded x
+(N, C, H, W) and ``dxp`` the unpadded dx, which the backward pass writes
+whole, and the kernel places x inside the zero border itself (Winograd
+copies each image into a bordered scratch anyway). :mod:`fastconv.ops`
+calls them so, with no padded copy of x, no zero-filled dxp and no crop;
+a caller that owns a padded buffer (the inference plan) leaves it out."""
+
 
 @dataclass(frozen=True)
 class Op:

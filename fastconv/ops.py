@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import numbers
 from dataclasses import dataclass
-from functools import partial
+from functools import cache, cached_property, partial
 from typing import Callable
 
 import numpy as np
@@ -169,6 +169,12 @@ def _pad(a, padding, value):
     return padded
 
 
+def _padded_shape(shape, padding):
+    """The shape :func:`_pad` gives an (N, C, H, W) array of ``shape``."""
+    n, c, h, w = shape
+    return n, c, h + 2 * padding[0], w + 2 * padding[1]
+
+
 def _crop(a, padding):
     """The interior of a padded (N, C, Hp, Wp) array as a new C-contiguous
     (N, C, Hp - 2*ph, Wp - 2*pw) one: :func:`_pad`'s inverse, the same way."""
@@ -182,6 +188,12 @@ def _crop(a, padding):
     cropped = np.empty(interior.shape, a.dtype)
     registry.layout_kernels(backend)[1](a, cropped, _chunks(cropped.size))
     return cropped
+
+
+def _padder(x, padding):
+    """A function returning x padded with zeros, made on its first call (a
+    kernel that pads itself never needs it)."""
+    return cache(lambda: _pad(x, padding, 0))
 
 
 def _chunks(n_values):
@@ -267,13 +279,15 @@ class Launch:
 class _Forward:
     """A validated call of a forward window op (conv2d, a pooling op, the
     fused op): its kernel computes ``kernel(xp, *params, *geometry,
-    *outputs)`` into new arrays of ``outputs``."""
+    *outputs)`` into new arrays of ``outputs``, xp the input x padded (or
+    x itself and ``padding=`` for a kernel that pads itself:
+    :func:`fastconv.registry.takes_padding`)."""
 
     op: str
     backend: str
     algorithm: str
     key: tuple
-    xp: np.ndarray
+    x: np.ndarray
     params: tuple
     geometry: tuple
     outputs: tuple
@@ -281,13 +295,21 @@ class _Forward:
     pad_value: float
     inapplicable: dict
 
+    @cached_property
+    def xp(self):
+        """x padded, made when a kernel first needs it."""
+        return _pad(self.x, self.padding, self.pad_value)
+
     def run(self, kernel):
         outs = tuple(np.empty(shape, dtype) for shape, dtype in self.outputs)
-        kernel(self.xp, *self.params, *self.geometry, *outs)
+        if registry.takes_padding(kernel):
+            kernel(self.x, *self.params, *self.geometry, *outs, padding=self.padding)
+        else:
+            kernel(self.xp, *self.params, *self.geometry, *outs)
         return outs
 
     def kernel(self):
-        return _kernel(self.op, self.backend, self.algorithm, self.key, self.run, self.xp.shape[0],
+        return _kernel(self.op, self.backend, self.algorithm, self.key, self.run, self.x.shape[0],
                        self.inapplicable)
 
     def __call__(self):
@@ -313,10 +335,10 @@ def _conv2d_call(x, w, b=None, stride=1, padding=0, *, backend="auto", algorithm
     b = _bias(op, b, w)
     dtype = _float_dtype(op, x=x, w=w, b=b)
     x, w, b = _contiguous(dtype, x, w, b)
-    xp = _pad(x, geom.padding, 0)
     out_shape = (x.shape[0], w.shape[0]) + geom.out
-    return _Forward(op, backend, algorithm, (xp.shape, w.shape, geom.stride, dtype), xp, (w, b), geom.stride,
-                    ((out_shape, dtype),), geom.padding, 0, _inapplicable(geom))
+    key = (_padded_shape(x.shape, geom.padding), w.shape, geom.stride, dtype)
+    return _Forward(op, backend, algorithm, key, x, (w, b), geom.stride, ((out_shape, dtype),), geom.padding, 0,
+                    _inapplicable(geom))
 
 
 def conv2d_backward(dy, x, w, stride=1, padding=0, *, compute_dx=True, backend="auto", algorithm="auto"):
@@ -334,23 +356,26 @@ def conv2d_backward(dy, x, w, stride=1, padding=0, *, compute_dx=True, backend="
     _check_flag(op, "compute_dx", compute_dx)
     dtype = _float_dtype(op, dy=dy, x=x, w=w)
     dy, x, w = _contiguous(dtype, dy, x, w)
-    xp = _pad(x, geom.padding, 0)
+    padded = _padder(x, geom.padding)
 
     def run(kernel):
-        dxp = np.zeros_like(xp) if compute_dx else None
         dw = np.zeros_like(w)
-        kernel(dy, xp, w, *geom.stride, dxp, dw)
-        return dxp, dw
+        if registry.takes_padding(kernel):
+            dx = np.empty_like(x) if compute_dx else None
+            kernel(dy, x, w, *geom.stride, dx, dw, padding=geom.padding)
+            return dx, dw
+        dxp = np.zeros_like(padded()) if compute_dx else None
+        kernel(dy, padded(), w, *geom.stride, dxp, dw)
+        return (_crop(dxp, geom.padding) if compute_dx else None), dw
 
     # compute_dx is part of the key: without dx another variant may be fastest.
-    key = (xp.shape, w.shape, geom.stride, dtype, bool(compute_dx))
-    dxp, dw = _dispatch(op, backend, algorithm, key, run, x.shape[0], _inapplicable(geom))
+    key = (_padded_shape(x.shape, geom.padding), w.shape, geom.stride, dtype, bool(compute_dx))
+    dx, dw = _dispatch(op, backend, algorithm, key, run, x.shape[0], _inapplicable(geom))
     # db: over the images first (whole contiguous planes), then each
     # filter's row of pixels; dy.sum(axis=(0, 2, 3)) took 3.6x as long at
     # cnn-deep conv3's shape (0.21 ms, batch 64), for sums further from the
     # float64 ones.
     db = dy.sum(axis=0).reshape(dy.shape[1], -1).sum(axis=1)
-    dx = _crop(dxp, geom.padding) if compute_dx else None
     return dx, dw, db
 
 
@@ -362,10 +387,9 @@ def _pool_call(op, pad_value, x, kernel_size, stride=None, padding=0, *, backend
     x, geom = _pool_args(op, x, kernel_size, stride, padding)
     dtype = _float_dtype(op, x=x)
     (x,) = _contiguous(dtype, x)
-    xp = _pad(x, geom.padding, pad_value)
     out_shape = x.shape[:2] + geom.out
-    return _Forward(op, backend, algorithm, (xp.shape, geom.kernel, geom.stride, dtype), xp, (),
-                    geom.kernel + geom.stride, ((out_shape, dtype),), geom.padding, pad_value, {})
+    return _Forward(op, backend, algorithm, (_padded_shape(x.shape, geom.padding), geom.kernel, geom.stride, dtype),
+                    x, (), geom.kernel + geom.stride, ((out_shape, dtype),), geom.padding, pad_value, {})
 
 
 def _pool_backward(op, pad_value, dy, x, kernel_size, stride, padding, backend, algorithm):
@@ -458,10 +482,9 @@ def _fused_call(x, w, b=None, stride=1, padding=0, pool_size=2, pool_stride=None
     b = _bias(op, b, w)
     dtype = _float_dtype(op, x=x, w=w, b=b)
     x, w, b = _contiguous(dtype, x, w, b)
-    xp = _pad(x, conv.padding, 0)
     out_shape = (x.shape[0], w.shape[0]) + pool.out
-    key = (xp.shape, w.shape, conv.stride, pool.kernel, pool.stride, dtype)
-    return _Forward(op, backend, algorithm, key, xp, (w, b), conv.stride + pool.kernel + pool.stride,
+    key = (_padded_shape(x.shape, conv.padding), w.shape, conv.stride, pool.kernel, pool.stride, dtype)
+    return _Forward(op, backend, algorithm, key, x, (w, b), conv.stride + pool.kernel + pool.stride,
                     ((out_shape, dtype), (out_shape, np.dtype(np.uint8))), conv.padding, 0, _inapplicable(conv))
 
 
@@ -493,19 +516,23 @@ def conv2d_relu_maxpool2d_backward(dy, code, x, w, stride=1, padding=0, pool_siz
     dtype = _float_dtype(op, dy=dy, x=x, w=w)
     dy, x, w = _contiguous(dtype, dy, x, w)
     (code,) = _contiguous(np.uint8, code)
-    xp = _pad(x, conv.padding, 0)
+    padded = _padder(x, conv.padding)
+    geometry = conv.stride + pool.kernel + pool.stride
 
     def run(kernel):
-        dxp = np.zeros_like(xp) if compute_dx else None
         dw = np.zeros_like(w)
         db = np.zeros(w.shape[0], dtype)
-        kernel(dy, code, xp, w, *conv.stride, *pool.kernel, *pool.stride, dxp, dw, db)
-        return dxp, dw, db
+        if registry.takes_padding(kernel):
+            dx = np.empty_like(x) if compute_dx else None
+            kernel(dy, code, x, w, *geometry, dx, dw, db, padding=conv.padding)
+            return dx, dw, db
+        dxp = np.zeros_like(padded()) if compute_dx else None
+        kernel(dy, code, padded(), w, *geometry, dxp, dw, db)
+        return (_crop(dxp, conv.padding) if compute_dx else None), dw, db
 
-    key = (xp.shape, w.shape, conv.stride, pool.kernel, pool.stride, dtype, bool(compute_dx))
-    dxp, dw, db = _dispatch(op, backend, algorithm, key, run, x.shape[0], _inapplicable(conv))
-    dx = _crop(dxp, conv.padding) if compute_dx else None
-    return dx, dw, db
+    key = (_padded_shape(x.shape, conv.padding), w.shape, conv.stride, pool.kernel, pool.stride, dtype,
+           bool(compute_dx))
+    return _dispatch(op, backend, algorithm, key, run, x.shape[0], _inapplicable(conv))
 
 
 _FORWARD_CALLS = {
@@ -526,7 +553,7 @@ def prepare(op, *args, **kwargs) -> Launch:
     if op not in _FORWARD_CALLS:
         raise ValueError(f"prepare: op must be one of {tuple(_FORWARD_CALLS)}, got {op!r}")
     call = _FORWARD_CALLS[op](*args, **kwargs)
-    return Launch(call.kernel(), call.xp.dtype, call.xp.shape, call.padding, call.pad_value, call.geometry,
+    return Launch(call.kernel(), call.x.dtype, call.key[0], call.padding, call.pad_value, call.geometry,
                   call.outputs)
 
 

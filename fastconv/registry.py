@@ -50,13 +50,23 @@ def family_kernels(backend: str, family: str) -> dict:
 def _callable(backend, key, kernel):
     """``kernel`` as dispatch calls it: scheduled ones get their chunks and
     cache size; Numba's first call with new argument types compiles, which
-    is said on stderr when it takes long."""
+    is said on stderr when it takes long; those of
+    :data:`fastconv.op_table.PADDING_ALGORITHMS` are marked (see
+    :func:`takes_padding`)."""
     if key[1] in op_table.SCHEDULED_ALGORITHMS:
         kernel = _scheduled(kernel)
     if backend == "numba":
         kernel = FirstCallNotice(kernel, f"compiling Numba's {key[0]} ({key[1]}) for this CPU, once "
                                          "(Numba caches it on disk for later runs)")
+    if key[1] in op_table.PADDING_ALGORITHMS:
+        kernel.takes_padding = True
     return kernel
+
+
+def takes_padding(kernel) -> bool:
+    """Whether a kernel from :func:`kernel` takes the unpadded input and
+    ``padding=(ph, pw)`` (:data:`fastconv.op_table.PADDING_ALGORITHMS`)."""
+    return getattr(kernel, "takes_padding", False)
 
 
 def _scheduled(kernel):
@@ -64,10 +74,10 @@ def _scheduled(kernel):
     :data:`fastconv.op_table.SCHEDULED_ALGORITHMS`): one chunk of the batch
     per thread (at most one per image), BLAS single-threaded meanwhile so
     that loop threads and BLAS threads never multiply."""
-    def run(*args):
+    def run(*args, **padding):
         n_chunks = max(1, min(threads.num_threads(), args[0].shape[0]))
         with threads.single_threaded_blas():
-            kernel(*args, n_chunks, cpu.gemm_group_bytes())
+            kernel(*args, n_chunks, cpu.gemm_group_bytes(), **padding)
     run.__wrapped__ = kernel
     return run
 

@@ -42,11 +42,11 @@ class FirstCallNotice:
         self._seen = set()
         self.__wrapped__ = kernel
 
-    def __call__(self, *args):
+    def __call__(self, *args, **options):
         kind = tuple(_kind(a) for a in args)
         if kind in self._seen:
-            return self.kernel(*args)
+            return self.kernel(*args, **options)
         with said_if_slow(self.message):
-            result = self.kernel(*args)
+            result = self.kernel(*args, **options)
         self._seen.add(kind)
         return result

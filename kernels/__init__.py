@@ -19,6 +19,12 @@ kernels never see padding; ``sh, sw`` are the strides (>= 1) and
         the kernel skips all of its work. (db = dy summed over N, OH, OW is
         the caller's.)
 
+Winograd's conv and fused kernels (``fastconv.op_table.PADDING_ALGORITHMS``)
+also take the keyword ``padding=(ph, pw)``, default (0, 0): given it, ``xp``
+is the unpadded x (N, C, H, W), the kernel places it inside the zero border
+itself, and ``dxp`` is the unpadded dx (N, C, H, W). Their backward passes
+write dxp whole (it may arrive uninitialised) rather than accumulate.
+
 ``im2col_<backend>`` exports the unfold pair that :mod:`.unfold` builds every
 op's im2col algorithm from:
 

@@ -363,6 +363,61 @@ def test_winograd_matches_reference_with_either_tile_size(backend, tile, geometr
         module._tile_size = choose
 
 
+@pytest.mark.parametrize("backend", registry.COMPILED_BACKENDS)
+@pytest.mark.parametrize("fused", [False, True])
+@pytest.mark.parametrize("padding", [(1, 1), (1, 0), (0, 1)])
+def test_winograd_takes_the_padding_itself_as_the_padded_input_would_give(backend, fused, padding, monkeypatch):
+    """ops hands Winograd the unpadded x with padding=: no padded copy of x,
+    no crop of dx (ops._pad and ops._crop never run), the reference's
+    results. The kernel given x padded and no padding (the inference plan's
+    way) gives the same values bit for bit; the backward pass writes dx
+    whole (it arrives NaN-filled here: no NaN may survive)."""
+    rng = np.random.default_rng(12)
+    x, w = rng.standard_normal((5, 6, 9, 7)), rng.standard_normal((4, 6, 3, 3))
+    b, xp = rng.standard_normal(4), np.pad(x, ((0, 0), (0, 0), (padding[0],) * 2, (padding[1],) * 2))
+    out_shape = reference_forward(x, w, None, 1, padding).shape
+    pool = (2, 2, 2, 2) if fused else ()
+    if fused:
+        out_shape = out_shape[:2] + (out_shape[2] // 2, out_shape[3] // 2)
+    op = "conv2d_relu_maxpool2d" if fused else "conv2d"
+    forward, backward = (registry.kernel(name, backend, "winograd") for name in (op, op + "_backward"))
+    assert registry.takes_padding(forward) and registry.takes_padding(backward)
+    with monkeypatch.context() as no_copies:
+        for name in ("_pad", "_crop"):
+            no_copies.setattr(ops, name, lambda *args, name=name: pytest.fail(f"ops.{name} ran for Winograd"))
+        dy = rng.standard_normal(out_shape)
+        if fused:
+            out, code = ops.conv2d_relu_maxpool2d(x, w, b, 1, padding, 2, backend=backend, algorithm="winograd")
+            got = (out, code) + ops.conv2d_relu_maxpool2d_backward(dy, code, x, w, 1, padding, 2, backend=backend,
+                                                                   algorithm="winograd")
+        else:
+            got = (ops.conv2d(x, w, b, 1, padding, backend=backend, algorithm="winograd"),
+                   *ops.conv2d_backward(dy, x, w, 1, padding, backend=backend, algorithm="winograd"))
+    if fused:
+        want = ops.conv2d_relu_maxpool2d(x, w, b, 1, padding, 2, backend="numpy")
+        want += ops.conv2d_relu_maxpool2d_backward(dy, want[1], x, w, 1, padding, 2, backend="numpy")
+    else:
+        want = (reference_forward(x, w, b, 1, padding), *reference_backward(dy, x, w, 1, padding))
+    for g, r in zip(got, want):
+        assert_close(g, r, WINOGRAD_RTOL[np.float64])
+    outputs = [[np.empty(out_shape)] + ([np.empty(out_shape, np.uint8)] if fused else []) for _ in range(2)]
+    forward(x, w, b, 1, 1, *pool, *outputs[0], padding=padding)
+    forward(xp, w, b, 1, 1, *pool, *outputs[1])
+    for by_kernel, by_caller in zip(*outputs):
+        np.testing.assert_array_equal(by_kernel, by_caller)
+    code = (outputs[0][1],) if fused else ()
+    dy = rng.standard_normal(out_shape)
+    grads = [(np.full(shape, np.nan), np.zeros_like(w)) + ((np.zeros(4),) if fused else ())
+             for shape in (x.shape, xp.shape)]
+    backward(dy, *code, x, w, 1, 1, *pool, *grads[0], padding=padding)
+    backward(dy, *code, xp, w, 1, 1, *pool, *grads[1])
+    ph, pw = padding
+    np.testing.assert_array_equal(grads[0][0], grads[1][0][:, :, ph:ph + x.shape[2], pw:pw + x.shape[3]])
+    for by_kernel, by_caller in zip(grads[0][1:], grads[1][1:]):
+        np.testing.assert_array_equal(by_kernel, by_caller)
+    assert not np.isnan(grads[0][0]).any() and not np.isnan(grads[1][0]).any()
+
+
 @pytest.mark.parametrize("backend, algorithm", WINOGRAD)
 @pytest.mark.parametrize("w_shape, stride", [((2, 1, 5, 5), 1), ((2, 1, 3, 3), 2), ((2, 1, 3, 1), 1)])
 def test_winograd_refuses_what_it_cannot_compute_and_auto_passes_it_over(backend, algorithm, w_shape, stride):
