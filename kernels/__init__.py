@@ -5,8 +5,9 @@ input and run with bounds checks off.
 The contract every backend module implements. All arrays are C-contiguous
 and of one float dtype (float32 or float64); ``xp`` is the input *already
 padded* by the caller (zeros for conv and avg-pool, -inf for max-pool), so
-kernels never see padding; ``sh, sw`` are the strides (>= 1) and
-``OH = (Hp - KH) // sh + 1``, ``OW = (Wp - KW) // sw + 1``.
+kernels never see padding (Winograd's may take it themselves: see below);
+``sh, sw`` are the strides (>= 1) and ``OH = (Hp - KH) // sh + 1``,
+``OW = (Wp - KW) // sw + 1``.
 
 ``conv_<backend>`` exports ``KERNELS = {(op, algorithm): fn}`` with
 
