@@ -196,6 +196,21 @@ def _padder(x, padding):
     return cache(lambda: _pad(x, padding, 0))
 
 
+def _input_gradient(kernel, x, padded, padding, compute_dx, call):
+    """dx from a backward kernel: ``call(x_arg, dx_arg, **options)`` runs it
+    with the input and its gradient left open. A kernel that pads itself
+    (:func:`fastconv.registry.takes_padding`) gets x, a new dx it writes
+    whole and ``padding=``; any other gets x padded (``padded()``) and a
+    zero-filled padded dx, whose interior is dx. None without compute_dx."""
+    if registry.takes_padding(kernel):
+        dx = np.empty_like(x) if compute_dx else None
+        call(x, dx, padding=padding)
+        return dx
+    dxp = np.zeros_like(padded()) if compute_dx else None
+    call(padded(), dxp)
+    return _crop(dxp, padding) if compute_dx else None
+
+
 def _chunks(n_values):
     return 1 if n_values < PARALLEL_VALUES else threads.num_threads()
 
@@ -360,13 +375,10 @@ def conv2d_backward(dy, x, w, stride=1, padding=0, *, compute_dx=True, backend="
 
     def run(kernel):
         dw = np.zeros_like(w)
-        if registry.takes_padding(kernel):
-            dx = np.empty_like(x) if compute_dx else None
-            kernel(dy, x, w, *geom.stride, dx, dw, padding=geom.padding)
-            return dx, dw
-        dxp = np.zeros_like(padded()) if compute_dx else None
-        kernel(dy, padded(), w, *geom.stride, dxp, dw)
-        return (_crop(dxp, geom.padding) if compute_dx else None), dw
+        dx = _input_gradient(kernel, x, padded, geom.padding, compute_dx,
+                             lambda x_arg, dx_arg, **options: kernel(dy, x_arg, w, *geom.stride, dx_arg, dw,
+                                                                     **options))
+        return dx, dw
 
     # compute_dx is part of the key: without dx another variant may be fastest.
     key = (_padded_shape(x.shape, geom.padding), w.shape, geom.stride, dtype, bool(compute_dx))
@@ -522,13 +534,10 @@ def conv2d_relu_maxpool2d_backward(dy, code, x, w, stride=1, padding=0, pool_siz
     def run(kernel):
         dw = np.zeros_like(w)
         db = np.zeros(w.shape[0], dtype)
-        if registry.takes_padding(kernel):
-            dx = np.empty_like(x) if compute_dx else None
-            kernel(dy, code, x, w, *geometry, dx, dw, db, padding=conv.padding)
-            return dx, dw, db
-        dxp = np.zeros_like(padded()) if compute_dx else None
-        kernel(dy, code, padded(), w, *geometry, dxp, dw, db)
-        return (_crop(dxp, conv.padding) if compute_dx else None), dw, db
+        dx = _input_gradient(kernel, x, padded, conv.padding, compute_dx,
+                             lambda x_arg, dx_arg, **options: kernel(dy, code, x_arg, w, *geometry, dx_arg, dw, db,
+                                                                     **options))
+        return dx, dw, db
 
     key = (_padded_shape(x.shape, conv.padding), w.shape, conv.stride, pool.kernel, pool.stride, dtype,
            bool(compute_dx))

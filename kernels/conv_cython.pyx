@@ -1799,7 +1799,8 @@ def _winograd_forward(xp, w, b, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t pkh, Py
 
 
 def _winograd_forward_groups(const floating[:, :, :, ::1] xp, Py_ssize_t ph, Py_ssize_t pw,
-                             const floating[:, :, :, ::1] wt, const floating[:, ::1] g, floating[:, :, ::1] u, const floating[::1] b,
+                             const floating[:, :, :, ::1] wt, const floating[:, ::1] g, floating[:, :, ::1] u,
+                             const floating[::1] b,
                              floating scale, Py_ssize_t pkh, Py_ssize_t pkw, Py_ssize_t psh, Py_ssize_t psw,
                              floating[:, :, :, ::1] out, unsigned char[:, :, :, ::1] code, Py_ssize_t n_chunks,
                              Py_ssize_t group, Py_ssize_t m, Py_ssize_t tiles_h, Py_ssize_t tiles_w):
