@@ -60,6 +60,11 @@ cdef extern from "conv_tile.h" nogil:
                                    Py_ssize_t n_filt4, Py_ssize_t n_q, double *dw4)
     void fc_add_rows_float(const float *x, const float *w, Py_ssize_t n_rows, Py_ssize_t n, float *out)
     void fc_add_rows_double(const double *x, const double *w, Py_ssize_t n_rows, Py_ssize_t n, double *out)
+    void fc_change_layout_float(float *image, Py_ssize_t n_chan, Py_ssize_t height, Py_ssize_t width, float *hwc,
+                                Py_ssize_t hwc_width, Py_ssize_t top, Py_ssize_t left, int to_hwc, const float *bias)
+    void fc_change_layout_double(double *image, Py_ssize_t n_chan, Py_ssize_t height, Py_ssize_t width,
+                                 double *hwc, Py_ssize_t hwc_width, Py_ssize_t top, Py_ssize_t left, int to_hwc,
+                                 const double *bias)
 
 import numpy as np
 
@@ -1626,29 +1631,29 @@ cdef void _channels_last(const floating[:, :, ::1] image, Py_ssize_t ph, Py_ssiz
                          floating[:, :, ::1] hwc) noexcept nogil:
     """hwc (H', W', C) = image (C, H, W) with the channels innermost, from
     row ph and column pw on, zeros around it (the conv's padding, and past
-    where a last tile's patch reaches). A row at a time in blocks of
-    CHANNEL_BLOCK channels, so each step writes one run of adjacent values
-    from rows of the image that stay in L1 (a channel at a time wrote each
-    value to another cache line)."""
-    cdef Py_ssize_t n_chan = image.shape[0], block, c, y, x
+    where a last tile's patch reaches). In blocks of channels by pixels
+    transposed in registers (conv_tile.h, fc_change_layout; the Numba twin
+    a row at a time in blocks of CHANNEL_BLOCK channels, one value at a
+    time)."""
     memset(&hwc[0, 0, 0], 0, hwc.shape[0] * hwc.shape[1] * hwc.shape[2] * sizeof(floating))
-    for y in range(image.shape[1]):
-        for block in range((n_chan + CHANNEL_BLOCK - 1) // CHANNEL_BLOCK):
-            for x in range(image.shape[2]):
-                for c in range(block * CHANNEL_BLOCK, min((block + 1) * CHANNEL_BLOCK, n_chan)):
-                    hwc[ph + y, pw + x, c] = image[c, y, x]
+    if floating is float:
+        fc_change_layout_float(<float *>&image[0, 0, 0], image.shape[0], image.shape[1], image.shape[2],
+                               &hwc[0, 0, 0], hwc.shape[1], ph, pw, 1, NULL)
+    else:
+        fc_change_layout_double(<double *>&image[0, 0, 0], image.shape[0], image.shape[1], image.shape[2],
+                                &hwc[0, 0, 0], hwc.shape[1], ph, pw, 1, NULL)
 
 
 cdef void _interior_channels_first(const floating[:, :, ::1] hwc, Py_ssize_t ph, Py_ssize_t pw,
                                   floating[:, :, ::1] image) noexcept nogil:
     """image (C, H, W) = hwc (H', W', C) from row ph and column pw on (the
-    part inside the padding), in blocks of channels as _channels_last."""
-    cdef Py_ssize_t n_chan = image.shape[0], block, c, y, x
-    for y in range(image.shape[1]):
-        for block in range((n_chan + CHANNEL_BLOCK - 1) // CHANNEL_BLOCK):
-            for x in range(image.shape[2]):
-                for c in range(block * CHANNEL_BLOCK, min((block + 1) * CHANNEL_BLOCK, n_chan)):
-                    image[c, y, x] = hwc[ph + y, pw + x, c]
+    part inside the padding), as _channels_last, the other way round."""
+    if floating is float:
+        fc_change_layout_float(&image[0, 0, 0], image.shape[0], image.shape[1], image.shape[2],
+                               <float *>&hwc[0, 0, 0], hwc.shape[1], ph, pw, 0, NULL)
+    else:
+        fc_change_layout_double(&image[0, 0, 0], image.shape[0], image.shape[1], image.shape[2],
+                                <double *>&hwc[0, 0, 0], hwc.shape[1], ph, pw, 0, NULL)
 
 
 cdef void _input_transform(const floating[:, :, ::1] hwc, Py_ssize_t tiles_h, Py_ssize_t tiles_w,
@@ -1725,14 +1730,12 @@ cdef void _gradient_transform(const floating[:, :, ::1] hwf, Py_ssize_t tiles_h,
 cdef void _channels_first(const floating[:, :, ::1] hwf, Py_ssize_t oh, Py_ssize_t ow, const floating[::1] b,
                           floating *rows) noexcept nogil:
     """rows (F, OH*OW), C-contiguous from rows, = the OH x OW part of hwf
-    (H', W', F) with the filters first, plus b[f]; in blocks of
-    CHANNEL_BLOCK filters, as _channels_last."""
-    cdef Py_ssize_t n_filt = hwf.shape[2], plane = oh * ow, block, f, y, x
-    for y in range(oh):
-        for block in range((n_filt + CHANNEL_BLOCK - 1) // CHANNEL_BLOCK):
-            for x in range(ow):
-                for f in range(block * CHANNEL_BLOCK, min((block + 1) * CHANNEL_BLOCK, n_filt)):
-                    rows[f * plane + y * ow + x] = hwf[y, x, f] + b[f]
+    (H', W', F) with the filters first, plus b[f]; as _channels_last, the
+    other way round."""
+    if floating is float:
+        fc_change_layout_float(rows, hwf.shape[2], oh, ow, <float *>&hwf[0, 0, 0], hwf.shape[1], 0, 0, 0, &b[0])
+    else:
+        fc_change_layout_double(rows, hwf.shape[2], oh, ow, <double *>&hwf[0, 0, 0], hwf.shape[1], 0, 0, 0, &b[0])
 
 
 cdef void _relu_maxpool_filters_last(const floating[:, :, ::1] hwf, const floating[::1] b, Py_ssize_t psh,
@@ -1741,8 +1744,8 @@ cdef void _relu_maxpool_filters_last(const floating[:, :, ::1] hwf, const floati
     """_relu_maxpool_image for a 2x2 window, read straight from hwf (H', W',
     F) plus b[f]: each window's four vectors over the F filters give the
     pooled values and codes in pooled and pooled_code (PH*PW, F), which go
-    to out and code (F, PH, PW) in blocks of CHANNEL_BLOCK filters, as in
-    _channels_first. Pooled from the filters-first conv output instead, a
+    to out and code (F, PH, PW): the values as in _channels_first, the codes
+    in blocks of CHANNEL_BLOCK filters, one at a time. Pooled from the filters-first conv output instead, a
     window's loop ran over the PW pooled columns, too few to vectorize."""
     cdef Py_ssize_t n_filt = hwf.shape[2], n_pw = out.shape[2], n_pool = out.shape[1] * n_pw, py, px, p, f, block
     cdef const floating *top
@@ -1755,10 +1758,13 @@ cdef void _relu_maxpool_filters_last(const floating[:, :, ::1] hwf, const floati
             for f in range(n_filt):
                 pooled[p, f] = _relu_max4(top[f] + b[f], top[n_filt + f] + b[f], bottom[f] + b[f],
                                           bottom[n_filt + f] + b[f], &pooled_code[p, f])
+    if floating is float:
+        fc_change_layout_float(&out[0, 0, 0], n_filt, out.shape[1], n_pw, &pooled[0, 0], n_pw, 0, 0, 0, NULL)
+    else:
+        fc_change_layout_double(&out[0, 0, 0], n_filt, out.shape[1], n_pw, &pooled[0, 0], n_pw, 0, 0, 0, NULL)
     for block in range((n_filt + CHANNEL_BLOCK - 1) // CHANNEL_BLOCK):
         for p in range(n_pool):
             for f in range(block * CHANNEL_BLOCK, min((block + 1) * CHANNEL_BLOCK, n_filt)):
-                out[f, p // n_pw, p % n_pw] = pooled[p, f]
                 code[f, p // n_pw, p % n_pw] = pooled_code[p, f]
 
 

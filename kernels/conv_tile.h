@@ -45,6 +45,13 @@
  * The dense layers' product of one row (batch 1) by a matrix, fc_add_rows,
  * is a smaller tile of the same kind: FC_ROW_VECTORS vectors of columns in
  * registers over a block of the matrix's rows.
+ *
+ * The Winograd kernels' changes of layout, an image (C, H, W) to its
+ * channels-last copy (H', W', C) and back (fc_change_layout), move blocks of
+ * FC_LANES channels by FC_LANES pixels, each transposed in registers
+ * (fc_transpose) with the same shuffles as the lane sums' folds. Their
+ * Numba twins (conv_numba.py, _channels_last and the like) move the same
+ * values in blocks of channels one at a time.
  */
 #ifndef FASTCONV_CONV_TILE_H
 #define FASTCONV_CONV_TILE_H
@@ -105,6 +112,16 @@
 #define FC_FOLD(a, b, h) \
     (__builtin_shufflevector(a, b, FC_INDICES(FC_LANES, FC_FOLD_AT, h)) + \
      __builtin_shufflevector(a, b, FC_INDICES(FC_LANES, FC_FOLD_HIGH_AT, h)))
+
+/* One stage of a transpose in registers (fc_transpose): rows r and r + h,
+ * for every r without the bit h, swap their off-diagonal h x h blocks. */
+#define FC_SWAP_BLOCKS(rows, h) \
+    for (int r = 0; r < FC_LANES; r++) \
+        if (!(r & (h))) { \
+            FC_VEC a_ = rows[r], b_ = rows[r + (h)]; \
+            rows[r] = __builtin_shufflevector(a_, b_, FC_INDICES(FC_LANES, FC_FOLD_AT, h)); \
+            rows[r + (h)] = __builtin_shufflevector(a_, b_, FC_INDICES(FC_LANES, FC_FOLD_HIGH_AT, h)); \
+        }
 
 #define FC_REAL float
 #define FC_VEC fc_vec_float

@@ -119,3 +119,33 @@ def test_every_build_this_cpu_runs_has_the_row_product_right(build, dtype):
     module.row_product(a, b, parts, out, 3)
     np.testing.assert_allclose(out, a.astype(np.float64) @ b, rtol=1e-5 if dtype == np.float32 else 1e-12,
                                atol=1e-5 if dtype == np.float32 else 1e-12)
+
+
+@pytest.mark.parametrize("build", isa.runnable())
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_every_build_this_cpu_runs_moves_winograd_layouts_in_whole_blocks_and_the_rest(build, dtype, build_in_use):
+    # Winograd moves an image channels-last and back in blocks of as many
+    # channels as pixels as a vector holds, transposed in registers: 35
+    # channels and 33 filters make two or more whole blocks and a rest in
+    # every build and dtype, and a 7 x 6 plane (42 pixels) a run of pixels
+    # across rows and a rest; the pooled output (16 filters-last pixels)
+    # goes back the same way.
+    rng = np.random.default_rng(3)
+    x, w, b = (rng.standard_normal(s) for s in ((2, 35, 7, 6), (33, 35, 3, 3), (33,)))
+    y, code = ops.conv2d_relu_maxpool2d(x, w, b, 1, 1, 2, backend="numpy", algorithm="reference")
+    conv_dy, fused_dy = rng.standard_normal((2, 33, 7, 6)), rng.standard_normal(y.shape)
+    calls = {
+        "conv2d": (ops.conv2d, (x, w, b, 1, 1)),
+        "conv2d_backward": (ops.conv2d_backward, (conv_dy, x, w, 1, 1)),
+        "conv2d_relu_maxpool2d": (ops.conv2d_relu_maxpool2d, (x, w, b, 1, 1, 2)),
+        "conv2d_relu_maxpool2d_backward": (ops.conv2d_relu_maxpool2d_backward, (fused_dy, code, x, w, 1, 1, 2)),
+    }
+    expected = {op: fn(*args, backend="numpy", algorithm="reference") for op, (fn, args) in calls.items()}
+    build_in_use(build)
+    rtol = 1e-4 if dtype == np.float32 else 1e-10
+    for op, (fn, args) in calls.items():
+        given = [a.astype(dtype) if a is not code and isinstance(a, np.ndarray) else a for a in args]
+        got, want = fn(*given, backend="cython", algorithm="winograd"), expected[op]
+        for g, e in zip(got, want) if isinstance(got, tuple) else [(got, want)]:
+            scale = np.max(np.abs(e))
+            np.testing.assert_allclose(g, e, rtol=0, atol=rtol * scale, err_msg=f"{build}/{op}")
