@@ -129,22 +129,26 @@ def test_every_build_this_cpu_runs_moves_winograd_layouts_in_whole_blocks_and_th
     # channels and 33 filters make two or more whole blocks and a rest in
     # every build and dtype, and a 7 x 6 plane (42 pixels) a run of pixels
     # across rows and a rest; the pooled output (16 filters-last pixels)
-    # goes back the same way.
+    # goes back the same way; the fused backward pass routes the pooled
+    # gradient through 2x2 windows and through overlapping 3x3 ones.
     rng = np.random.default_rng(3)
     x, w, b = (rng.standard_normal(s) for s in ((2, 35, 7, 6), (33, 35, 3, 3), (33,)))
     y, code = ops.conv2d_relu_maxpool2d(x, w, b, 1, 1, 2, backend="numpy", algorithm="reference")
-    conv_dy, fused_dy = rng.standard_normal((2, 33, 7, 6)), rng.standard_normal(y.shape)
+    y3, code3 = ops.conv2d_relu_maxpool2d(x, w, b, 1, 1, 3, 2, backend="numpy", algorithm="reference")
+    conv_dy, fused_dy, fused_dy3 = (rng.standard_normal(s) for s in ((2, 33, 7, 6), y.shape, y3.shape))
     calls = {
         "conv2d": (ops.conv2d, (x, w, b, 1, 1)),
         "conv2d_backward": (ops.conv2d_backward, (conv_dy, x, w, 1, 1)),
         "conv2d_relu_maxpool2d": (ops.conv2d_relu_maxpool2d, (x, w, b, 1, 1, 2)),
         "conv2d_relu_maxpool2d_backward": (ops.conv2d_relu_maxpool2d_backward, (fused_dy, code, x, w, 1, 1, 2)),
+        "conv2d_relu_maxpool2d_backward, 3x3 pool": (ops.conv2d_relu_maxpool2d_backward,
+                                                     (fused_dy3, code3, x, w, 1, 1, 3, 2)),
     }
     expected = {op: fn(*args, backend="numpy", algorithm="reference") for op, (fn, args) in calls.items()}
     build_in_use(build)
     rtol = 1e-4 if dtype == np.float32 else 1e-10
     for op, (fn, args) in calls.items():
-        given = [a.astype(dtype) if a is not code and isinstance(a, np.ndarray) else a for a in args]
+        given = [a.astype(dtype) if isinstance(a, np.ndarray) and a.dtype != np.uint8 else a for a in args]
         got, want = fn(*given, backend="cython", algorithm="winograd"), expected[op]
         for g, e in zip(got, want) if isinstance(got, tuple) else [(got, want)]:
             scale = np.max(np.abs(e))
