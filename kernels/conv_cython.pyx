@@ -1627,6 +1627,18 @@ cdef void _filter_gradient(floating[:, :, :, ::1] du_parts, Py_ssize_t c, const 
 cdef Py_ssize_t CHANNEL_BLOCK = 16
 
 
+cdef inline void _change_layout(floating *image, Py_ssize_t n_chan, Py_ssize_t height, Py_ssize_t width,
+                                floating *hwc, Py_ssize_t hwc_width, Py_ssize_t top, Py_ssize_t left, bint to_hwc,
+                                const floating *bias) noexcept nogil:
+    """conv_tile.h's fc_change_layout for this dtype: an image (C, H, W) to
+    its channels-last copy hwc (H', W', C) from row top and column left on,
+    or back (to_hwc false, plus bias[c] unless it is NULL)."""
+    if floating is float:
+        fc_change_layout_float(image, n_chan, height, width, hwc, hwc_width, top, left, to_hwc, bias)
+    else:
+        fc_change_layout_double(image, n_chan, height, width, hwc, hwc_width, top, left, to_hwc, bias)
+
+
 cdef void _channels_last(const floating[:, :, ::1] image, Py_ssize_t ph, Py_ssize_t pw,
                          floating[:, :, ::1] hwc) noexcept nogil:
     """hwc (H', W', C) = image (C, H, W) with the channels innermost, from
@@ -1636,24 +1648,16 @@ cdef void _channels_last(const floating[:, :, ::1] image, Py_ssize_t ph, Py_ssiz
     a row at a time in blocks of CHANNEL_BLOCK channels, one value at a
     time)."""
     memset(&hwc[0, 0, 0], 0, hwc.shape[0] * hwc.shape[1] * hwc.shape[2] * sizeof(floating))
-    if floating is float:
-        fc_change_layout_float(<float *>&image[0, 0, 0], image.shape[0], image.shape[1], image.shape[2],
-                               &hwc[0, 0, 0], hwc.shape[1], ph, pw, 1, NULL)
-    else:
-        fc_change_layout_double(<double *>&image[0, 0, 0], image.shape[0], image.shape[1], image.shape[2],
-                                &hwc[0, 0, 0], hwc.shape[1], ph, pw, 1, NULL)
+    _change_layout(<floating *>&image[0, 0, 0], image.shape[0], image.shape[1], image.shape[2], &hwc[0, 0, 0],
+                   hwc.shape[1], ph, pw, True, NULL)
 
 
 cdef void _interior_channels_first(const floating[:, :, ::1] hwc, Py_ssize_t ph, Py_ssize_t pw,
                                   floating[:, :, ::1] image) noexcept nogil:
     """image (C, H, W) = hwc (H', W', C) from row ph and column pw on (the
     part inside the padding), as _channels_last, the other way round."""
-    if floating is float:
-        fc_change_layout_float(&image[0, 0, 0], image.shape[0], image.shape[1], image.shape[2],
-                               <float *>&hwc[0, 0, 0], hwc.shape[1], ph, pw, 0, NULL)
-    else:
-        fc_change_layout_double(&image[0, 0, 0], image.shape[0], image.shape[1], image.shape[2],
-                                <double *>&hwc[0, 0, 0], hwc.shape[1], ph, pw, 0, NULL)
+    _change_layout(&image[0, 0, 0], image.shape[0], image.shape[1], image.shape[2], <floating *>&hwc[0, 0, 0],
+                   hwc.shape[1], ph, pw, False, NULL)
 
 
 cdef void _input_transform(const floating[:, :, ::1] hwc, Py_ssize_t tiles_h, Py_ssize_t tiles_w,
@@ -1732,10 +1736,7 @@ cdef void _channels_first(const floating[:, :, ::1] hwf, Py_ssize_t oh, Py_ssize
     """rows (F, OH*OW), C-contiguous from rows, = the OH x OW part of hwf
     (H', W', F) with the filters first, plus b[f]; as _channels_last, the
     other way round."""
-    if floating is float:
-        fc_change_layout_float(rows, hwf.shape[2], oh, ow, <float *>&hwf[0, 0, 0], hwf.shape[1], 0, 0, 0, &b[0])
-    else:
-        fc_change_layout_double(rows, hwf.shape[2], oh, ow, <double *>&hwf[0, 0, 0], hwf.shape[1], 0, 0, 0, &b[0])
+    _change_layout(rows, hwf.shape[2], oh, ow, <floating *>&hwf[0, 0, 0], hwf.shape[1], 0, 0, False, &b[0])
 
 
 cdef void _relu_maxpool_filters_last(const floating[:, :, ::1] hwf, const floating[::1] b, Py_ssize_t psh,
@@ -1745,8 +1746,9 @@ cdef void _relu_maxpool_filters_last(const floating[:, :, ::1] hwf, const floati
     F) plus b[f]: each window's four vectors over the F filters give the
     pooled values and codes in pooled and pooled_code (PH*PW, F), which go
     to out and code (F, PH, PW): the values as in _channels_first, the codes
-    in blocks of CHANNEL_BLOCK filters, one at a time. Pooled from the filters-first conv output instead, a
-    window's loop ran over the PW pooled columns, too few to vectorize."""
+    in blocks of CHANNEL_BLOCK filters, one at a time. Pooled from the
+    filters-first conv output instead, a window's loop ran over the PW
+    pooled columns, too few to vectorize."""
     cdef Py_ssize_t n_filt = hwf.shape[2], n_pw = out.shape[2], n_pool = out.shape[1] * n_pw, py, px, p, f, block
     cdef const floating *top
     cdef const floating *bottom
@@ -1758,10 +1760,7 @@ cdef void _relu_maxpool_filters_last(const floating[:, :, ::1] hwf, const floati
             for f in range(n_filt):
                 pooled[p, f] = _relu_max4(top[f] + b[f], top[n_filt + f] + b[f], bottom[f] + b[f],
                                           bottom[n_filt + f] + b[f], &pooled_code[p, f])
-    if floating is float:
-        fc_change_layout_float(&out[0, 0, 0], n_filt, out.shape[1], n_pw, &pooled[0, 0], n_pw, 0, 0, 0, NULL)
-    else:
-        fc_change_layout_double(&out[0, 0, 0], n_filt, out.shape[1], n_pw, &pooled[0, 0], n_pw, 0, 0, 0, NULL)
+    _change_layout(&out[0, 0, 0], n_filt, out.shape[1], n_pw, &pooled[0, 0], n_pw, 0, 0, False, NULL)
     for block in range((n_filt + CHANNEL_BLOCK - 1) // CHANNEL_BLOCK):
         for p in range(n_pool):
             for f in range(block * CHANNEL_BLOCK, min((block + 1) * CHANNEL_BLOCK, n_filt)):
