@@ -375,9 +375,18 @@ class _BatchNormStep(_Step):
     """Batch norm in evaluation (see the module docstring): x (N, C) or
     (N, C, H, W) normalised with the running statistics, in place when x is
     plan memory, else into the step's own buffer: by the batch norm kernel
-    ``auto`` (or the layer) picks, or for a small x by NumPy (see
-    :data:`SMALL_BATCH_NORM`)."""
+    ``auto`` (or the layer) picks, whatever x's size.
 
+    Small inputs used to go to NumPy instead, while idle threads slept at
+    once and waking them cost 0.10-0.13 ms a call (Intel Xeon). Now that
+    they spin between kernels (:mod:`fastconv.threads`), the kernel is the
+    faster one at every size (AMD EPYC Zen 4, 2 threads, two runs each):
+    - cnn-deep's batch-1 shapes: 5.4-8.0 us against NumPy's 6.3-9.6;
+    - batch 8: 7.4 and 10.9 us against 15.9 and 24.6;
+    - whole evaluation passes, in one process and alternated: 0.97x the
+      time at batch 1, 0.96-0.98x at batch 4 and 16."""
+
+    how = "batch norm kernel"
     owns_output = True
 
     def __init__(self, layer, x, owned):
@@ -385,9 +394,7 @@ class _BatchNormStep(_Step):
         self.arrays = (layer.params["gamma"], layer.params["beta"],
                        layer.buffers["running_mean"], layer.buffers["running_var"])
         self.eps = layer.eps
-        self.small = x.size <= SMALL_BATCH_NORM
-        self.kernel = None if self.small else ops.batch_norm_kernel(x, *self.arrays, self.eps, **layer._kernels())
-        self.how = "batch norm in NumPy" if self.small else "batch norm kernel"
+        self.kernel = ops.batch_norm_kernel(x, *self.arrays, self.eps, **layer._kernels())
         self.shape, self.dtype, self.in_place = x.shape, x.dtype, owned
         self.channels_shape = (x.shape[0], x.shape[1], math.prod(x.shape[2:]))  # (N, C, M)
 
@@ -396,23 +403,9 @@ class _BatchNormStep(_Step):
 
     def run(self, x, own, slot):
         out = x if own is None else own
-        x3, out3 = x.reshape(self.channels_shape), out.reshape(self.channels_shape)
-        if self.small:
-            gamma, beta, mean, var = self.arrays
-            scale = gamma / np.sqrt(var + self.eps)
-            np.multiply(x3, scale[:, None], out=out3)
-            out3 += (beta - mean * scale)[:, None]
-        else:
-            self.kernel(x3, *self.arrays, self.eps, False, out3)
+        shape = self.channels_shape
+        self.kernel(x.reshape(shape), *self.arrays, self.eps, False, out.reshape(shape))
         return out
-
-
-SMALL_BATCH_NORM = 2**16
-"""Values (N*C*H*W) up to which the plan normalises in NumPy, not with the
-compiled kernel: a kernel call that wakes the other threads cost 0.10-0.13
-ms at cnn-deep's shapes at batch 1 (32x14x14 values), NumPy's multiply and
-add a few microseconds; at batch 256 the kernel took 0.5-0.6 ms where NumPy
-took 1.4 (2 threads, Intel Xeon)."""
 
 
 class _FlattenStep(_Step):
