@@ -423,10 +423,11 @@ class _FlattenStep(_Step):
 
 class _DenseStep(_Step):
     """x (N, in) @ w (in, out) + b (out,) into the plan's (N, out) buffer:
-    the product of the Dense layer (:func:`fastconv.products.product`; at
-    batch 1 the row product on the kernels' threads, or BLAS's GEMV for a
-    small layer), its checks made at the build (x is plan memory or the
-    plan's C-contiguous input, w a plain array: :func:`_plain`)."""
+    the product of the Dense layer (:class:`fastconv.products.FixedProduct`;
+    at batch 1 the row product on the kernels' threads, or BLAS's GEMV for
+    a small layer), its checks made at the build (x is plan memory or the
+    plan's C-contiguous input, w a plain array: :func:`_plain`). Its
+    buffers: the output and the product's scratch."""
 
     how = "matmul"
     owns_output = True
@@ -434,16 +435,17 @@ class _DenseStep(_Step):
     def __init__(self, layer, shape, dtype):
         self.name = layer.name
         self.b = layer.params["b"]
-        self.product = products.product(layer.params["w"], shape[0])
+        self.product = products.FixedProduct(layer.params["w"], shape[0], threads.num_threads())
         self.shape, self.dtype = shape, dtype
 
     def allocate(self):
-        return np.empty(self.shape, self.dtype)
+        return np.empty(self.shape, self.dtype), self.product.scratch()
 
     def run(self, x, own, slot):
-        self.product(x, own)
-        own += self.b
-        return own
+        out, scratch = own
+        self.product(x, out, scratch)
+        out += self.b
+        return out
 
 
 class _LayerForward(_Step):

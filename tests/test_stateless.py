@@ -47,10 +47,11 @@ def test_backward_after_an_evaluation_pass_is_refused():
 @pytest.mark.parametrize("name", ["cnn", "cnn-deep"])
 def test_threads_evaluating_one_model_get_what_each_gets_alone(name):
     """Four threads share batch size 4, so one compiled plan (fastconv.plan)
-    and its buffers; the others have plans of their own."""
+    and its buffers, three share batch size 1 (the dense layers' row
+    product and its scratch); the other has a plan of its own."""
     model = models.build(name)
     rng = np.random.default_rng(1)
-    batches = [rng.random((n, 1, 28, 28), dtype=np.float32) for n in (1, 3, 4, 4, 4, 4)]
+    batches = [rng.random((n, 1, 28, 28), dtype=np.float32) for n in (1, 1, 1, 3, 4, 4, 4, 4)]
     alone = [model.forward(b) for b in batches]
     together = [[] for _ in batches]
 
