@@ -101,11 +101,9 @@ class FixedProduct:
     def __init__(self, b, m, n_threads, a_in_rows=True):
         self.b, self.n_threads = b, n_threads
         backend = registry.helper_backend()
-        self.row_product = None
-        if _by_row(b, m) and backend is not None and n_threads > 1:
-            self.row_product = registry.row_product(backend)
-        else:
-            self.other = product(b, m, a_in_rows)
+        by_row = _by_row(b, m) and backend is not None and n_threads > 1
+        self.row_product = registry.row_product(backend) if by_row else None
+        self.other = None if by_row else product(b, m, a_in_rows)
 
     def scratch(self):
         if self.row_product is None:
