@@ -231,19 +231,20 @@ static inline __attribute__((always_inline)) void FC_NAME(fc_transpose)(FC_VEC *
  * FC_LANES channels by FC_LANES pixels of the image's flattened plane (a
  * run across its rows), each a vector load per channel, a transpose in
  * registers and a vector store per pixel (or the other way round); the
- * pixels past the last whole block and the channels past the last whole
- * block one value at a time. One value at a time throughout, the copy in
- * and the way back took about 6.5% of cnn-deep's fused block 2 backward
- * pass (batch 64). */
+ * pixels past the last whole block, and every pixel of a last block of
+ * fewer channels, one value at a time. One value at a time throughout,
+ * the copy in and the way back took about 6.5% of cnn-deep's fused block
+ * 2 backward pass (batch 64). */
 static void FC_NAME(fc_change_layout)(
     FC_REAL *image, ptrdiff_t n_chan, ptrdiff_t height, ptrdiff_t width, FC_REAL *hwc,
     ptrdiff_t hwc_width, ptrdiff_t top, ptrdiff_t left, int to_hwc, const FC_REAL *bias)
 {
-    ptrdiff_t plane = height * width, c0 = 0;
-    for (; c0 + FC_LANES <= n_chan; c0 += FC_LANES) {
+    ptrdiff_t plane = height * width;
+    for (ptrdiff_t c0 = 0; c0 < n_chan; c0 += FC_LANES) {
+        ptrdiff_t n_block = n_chan - c0 < FC_LANES ? n_chan - c0 : FC_LANES;
         FC_REAL *channels = image + c0 * plane;
         ptrdiff_t p = 0, y = 0, x = 0;
-        for (; p + FC_LANES <= plane; p += FC_LANES) {
+        for (; n_block == FC_LANES && p + FC_LANES <= plane; p += FC_LANES) {
             FC_VEC rows[FC_LANES];
             ptrdiff_t at[FC_LANES];
             for (int j = 0; j < FC_LANES; j++) {
@@ -272,7 +273,7 @@ static void FC_NAME(fc_change_layout)(
         }
         for (; p < plane; p++) {
             FC_REAL *pixel = hwc + ((top + y) * hwc_width + left + x) * n_chan + c0;
-            for (int i = 0; i < FC_LANES; i++) {
+            for (ptrdiff_t i = 0; i < n_block; i++) {
                 if (to_hwc)
                     pixel[i] = channels[i * plane + p];
                 else
@@ -284,13 +285,4 @@ static void FC_NAME(fc_change_layout)(
             }
         }
     }
-    for (ptrdiff_t c = c0; c < n_chan; c++)
-        for (ptrdiff_t y = 0; y < height; y++)
-            for (ptrdiff_t x = 0; x < width; x++) {
-                FC_REAL *value = hwc + ((top + y) * hwc_width + left + x) * n_chan + c;
-                if (to_hwc)
-                    *value = image[c * plane + y * width + x];
-                else
-                    image[c * plane + y * width + x] = bias ? *value + bias[c] : *value;
-            }
 }
