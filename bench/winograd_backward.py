@@ -12,9 +12,10 @@ the forward pass, the backward pass, and the backward pass without dx
 and the backward's and the weight gradient's over the forward's.
 
 The issue's target is a backward of at most 1.6x the forward; the backward
-does the forward's work twice over (dx is a forward pass of the output
-gradient; dw a forward pass's transforms and a product of the same size),
-so the two ratios show which half is dearer.
+does the forward's work twice over (dx runs the forward's steps in
+reverse, dw the input's and the output gradient's transforms and products
+as many and as large as the forward's: docs/concepts.md, section 19), so
+the two ratios show which half is dearer.
 
 ``--group-kb`` times each call with the image groups of the kernels
 (``fastconv.cpu.gemm_group_bytes``, half the L2 as shipped) set to each

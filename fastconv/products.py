@@ -89,9 +89,13 @@ def product(b, m, a_in_rows=True):
 class FixedProduct:
     """:func:`product` for a caller that keeps the thread count and the
     forced backend fixed, as the inference plan does (it is rebuilt when
-    either changes): both are read once, here, where :func:`product` reads
-    them at every call. Those look-ups took 3.9 of the 11 us of the MNIST
-    CNN's first dense layer at batch 1 (AMD EPYC Zen 4, 2 threads).
+    either changes). For one row by a large matrix (batch 1: the row
+    product) both are read once, here, where :func:`product` reads them at
+    every call: those look-ups took 3.9 of the 11 us of the MNIST CNN's
+    first dense layer at batch 1 (AMD EPYC Zen 4, 2 threads). Any other
+    product runs as :func:`product` runs it: BLAS's as it is for a small
+    one, and for a large one the look-ups against a product of a tenth of
+    a millisecond or more.
 
     ``scratch()`` makes what one call needs besides its arrays (the row
     product's (n_threads, N) partial sums; None for the others), once per
