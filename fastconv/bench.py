@@ -23,7 +23,9 @@ and, when they are installed, PyTorch eager under ``no_grad`` on the same
 network and weights (:func:`fastconv.interop.torch_sequential`) and
 onnxruntime running the model exported by
 :func:`fastconv.interop.save_onnx`, with as many threads; a last column
-gives fastconv's images per second over each other engine's.
+gives fastconv's images per second over each other engine's. The engines
+take turns, one sample each per round, so a machine that slows down or
+speeds up mid-run moves every engine's median alike.
 
 Columns: milliseconds per call, throughput (GFLOP/s for conv, GB/s for
 pooling, counted as in :mod:`fastconv.workloads`), the conv as a percentage
@@ -41,6 +43,7 @@ import json
 import os
 import sys
 from dataclasses import asdict, dataclass
+from functools import partial
 
 import numpy as np
 from tqdm import tqdm
@@ -48,7 +51,7 @@ from tqdm import tqdm
 from fastconv import autotune, interop, isa, models, registry, threads, user_variants
 from fastconv.optim import SGD
 from fastconv.state_dict import InteropError
-from fastconv.workloads import NETWORKS, median_seconds, plain_number, workloads
+from fastconv.workloads import NETWORKS, interleaved_median_seconds, median_seconds, plain_number, workloads
 
 GEMM = ("numpy", "gemm")
 
@@ -133,7 +136,11 @@ def inference_rows(model_names, batches, repeat) -> list[tuple[str, str, int, fl
     compiled plan), PyTorch eager under ``no_grad`` on the same network and
     weights, and onnxruntime on its ONNX export, with as many threads. An
     engine that is not installed (or onnxruntime without the interop extra)
-    is left out, with one line on stderr saying why."""
+    is left out, with one line on stderr saying why. The engines' samples
+    at each model and batch are interleaved
+    (:func:`fastconv.workloads.interleaved_median_seconds`), so that each
+    ratio compares them at the same moments of a machine whose speed
+    changes."""
     import tempfile
 
     rng = np.random.default_rng(0)
@@ -144,14 +151,17 @@ def inference_rows(model_names, batches, repeat) -> list[tuple[str, str, int, fl
                   "onnxruntime": lambda model: _onnxruntime_forward(model, folder)}
         for name in model_names:
             model = models.build(name, seed=0)
+            forwards = {}
             for engine in list(makers):
                 try:
-                    forward = makers[engine](model)
+                    forwards[engine] = makers[engine](model)
                 except (ImportError, InteropError) as error:  # InteropError: the interop extra is missing
                     print(f"fastconv-bench: {engine} left out ({error})", file=sys.stderr)
                     del makers[engine]
-                    continue
-                rows += [(name, engine, n, median_seconds(lambda x=inputs[n]: forward(x), repeat)) for n in batches]
+            for n in batches:
+                calls = [partial(forward, inputs[n]) for forward in forwards.values()]
+                rows += [(name, engine, n, seconds)
+                         for engine, seconds in zip(forwards, interleaved_median_seconds(calls, repeat))]
     return sorted(rows, key=lambda row: (model_names.index(row[0]), batches.index(row[2]), ENGINES.index(row[1])))
 
 
@@ -342,7 +352,7 @@ def _run(args) -> int:
         print(f"tuned {count} auto choices at {threads.num_threads()} threads, saved in {autotune.cache_path()}")
         return 0
     if args.inference:
-        print(f"threads: {threads.num_threads()}, median of {args.repeat} samples, "
+        print(f"threads: {threads.num_threads()}, median of {args.repeat} samples taken in turns, "
               f"{autotune.machine()['cpu']}; the whole evaluation forward pass of {', '.join(args.model)}")
         print(inference_table(inference_rows(args.model, args.batch, args.repeat)))
         print(INFERENCE_LEGEND)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import statistics
+import time
 import timeit
 from collections import Counter
 from dataclasses import dataclass
@@ -48,6 +49,47 @@ def median_seconds(fn, repeat: int) -> float:
     once = timer.timeit(1)
     number = max(1, math.ceil(MIN_SAMPLE_SECONDS / max(once, 1e-9)))
     return statistics.median(t / number for t in timer.repeat(repeat, number))
+
+
+SETTLE_SECONDS = 0.1
+
+
+def interleaved_median_seconds(fns, repeat: int, settle: float = SETTLE_SECONDS) -> list[float]:
+    """Median seconds of one call of each of ``fns`` (a list), in order,
+    over ``repeat`` rounds: each function warmed up and its sample size set
+    as :func:`median_seconds` does, then every round takes one sample of
+    each in turn, starting one further along the list each round.
+
+    Timed one after the other, each over its own stretch of seconds, the
+    functions met a virtual machine at different speeds: the MNIST CNN's
+    pass at batch 1 took 70 us for seconds, then 105-120 us for the rest
+    of the run (AMD EPYC Zen 4, 2 threads, the same process and call).
+    Interleaved, a change of speed falls on every function's samples
+    alike, so the ratios of the medians compare them under the same
+    conditions. Two things keep one function's turn from slowing the
+    next's (same machine, the MNIST CNN at batch 256):
+
+    - ``settle`` seconds of sleep before each sample, for the threads of
+      the function before to stop spinning: onnxruntime's spin on for
+      10-50 ms after a run, and fastconv's pass took 16-22 ms in that time
+      against 7 ms after 50 ms or more;
+    - as many calls again, untimed, just before the sample, which wake the
+      function's threads and bring its data back into the caches: after
+      0.3 s idle the batch-1 pass's first calls took 0.5-0.7 ms."""
+    numbers = []
+    for fn in fns:
+        fn()
+        once = timeit.Timer(fn).timeit(1)
+        numbers.append(max(1, math.ceil(MIN_SAMPLE_SECONDS / max(once, 1e-9))))
+    samples = [[] for _ in fns]
+    for round_ in range(repeat):
+        for step in range(len(fns)):
+            i = (round_ + step) % len(fns)
+            time.sleep(settle)
+            timer = timeit.Timer(fns[i])
+            timer.timeit(numbers[i])
+            samples[i].append(timer.timeit(numbers[i]) / numbers[i])
+    return [statistics.median(s) for s in samples]
 
 
 def plain_number(value) -> str:

@@ -165,7 +165,7 @@ def test_inference_mode_times_each_model_in_every_installed_engine_with_ratios()
 ])
 def test_inference_mode_without_an_engine_leaves_its_rows_out(monkeypatch, capsys, missing, engine, reason):
     monkeypatch.setitem(sys.modules, missing, None)  # import raises ImportError, as when not installed
-    monkeypatch.setattr(bench, "median_seconds", lambda fn, repeat: 1e-3)  # which rows, not how fast
+    monkeypatch.setattr(bench, "interleaved_median_seconds", lambda fns, repeat: [1e-3] * len(fns))  # which rows
     assert bench.main(["--inference", "--model", "cnn", "cnn-deep", "--batch", "1", "--repeat", "1"]) == 0
     out, err = capsys.readouterr()
     shown = {row[2] for row in inference_lines(out)}

@@ -1,8 +1,11 @@
 """The benchmark shapes and their work counts, against hand arithmetic."""
+import time
+
 import numpy as np
 import pytest
 
 from fastconv import explain, fusion, models, op_table, registry
+from fastconv import workloads as workloads_module
 from fastconv.layers import BatchNorm, BatchNorm2D, Conv2D
 from fastconv.workloads import BENCHMARKED_MODELS, NETWORKS, Workload, workloads
 
@@ -227,3 +230,30 @@ def test_a_workload_offers_only_the_variants_that_can_compute_it():
     assert "winograd" not in {a for _, a in lenet["conv1"].variants()}  # 5x5
     assert {("cython", "winograd"), ("numba", "winograd")} <= set(cnn["conv2"].variants())
     assert cnn["conv2"].variants("numba") == [v for v in cnn["conv2"].variants() if v[0] == "numba"]
+
+
+
+
+def test_interleaved_timing_takes_turns_and_gives_each_functions_median(monkeypatch):
+    calls = []
+
+    def busy(name, seconds):
+        def call():
+            calls.append(name)
+            end = time.perf_counter() + seconds
+            while time.perf_counter() < end:
+                pass
+        return call
+
+    fns = [busy("a", 0.001), busy("b", 0.004), busy("c", 0.0)]
+    sleeps = []
+    monkeypatch.setattr(time, "sleep", sleeps.append)
+    medians = workloads_module.interleaved_median_seconds(fns, repeat=3, settle=0.25)
+    assert sleeps == [0.25] * 9  # before each sample
+    assert calls[:6] == ["a", "a", "b", "b", "c", "c"]  # each warmed up, then one call sizes its samples
+    turns = [name for i, name in enumerate(calls[6:]) if i == 0 or calls[6 + i - 1] != name]
+    assert turns == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]  # a round each, one further along
+    # each turn: the untimed calls, then the sample, as many of each
+    first_turn = len(calls[6:]) - len("".join(calls[6:]).lstrip("a"))
+    assert first_turn >= 2 and first_turn % 2 == 0
+    assert medians[0] >= 0.001 and medians[1] >= 0.004 and medians[1] > medians[0] > medians[2]
