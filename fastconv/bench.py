@@ -12,6 +12,12 @@ training step at batch 64, evaluation at batches 1, 64 and 256) and saves
 the choices; ``auto`` on a new machine otherwise times only the Cython
 variants, which need no compiling (see :mod:`fastconv.autotune`).
 
+With ``--training`` it times whole training steps of each ``--model`` at
+each ``--batch`` (forward, cross-entropy, backward, an SGD step with
+momentum, on seeded noise of MNIST's shape), fastconv's beside PyTorch's on
+the same network and starting weights when PyTorch is installed, taking
+turns as ``--inference`` does.
+
 With ``--user-variant OP=FILE.py:FUNCTION`` it times your own function
 (:mod:`fastconv.user_variants`) as the variant ``user/FUNCTION`` beside the
 built-ins.
@@ -165,13 +171,67 @@ def inference_rows(model_names, batches, repeat) -> list[tuple[str, str, int, fl
     return sorted(rows, key=lambda row: (model_names.index(row[0]), batches.index(row[2]), ENGINES.index(row[1])))
 
 
+def _fastconv_train_step(model, x, y):
+    """fastconv's training step of ``model`` on the batch x (N, C, H, W), y
+    (N,): forward, cross-entropy, backward and an SGD step with momentum,
+    as bench/test_training.py times it."""
+    optimizer = SGD(lr=0.01, momentum=0.9)
+    return lambda: model.train_step(x, y, optimizer)
+
+
+def _torch_train_step(model, x, y):
+    """The same step in PyTorch on ``model``'s network and weights
+    (:func:`fastconv.interop.torch_sequential`, a copy), with as many
+    threads, as bench/test_torch.py times it. ImportError without torch."""
+    import torch
+
+    torch.set_num_threads(threads.num_threads())
+    net = interop.torch_sequential(model).train()
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+    images, labels = torch.from_numpy(x), torch.from_numpy(y)
+
+    def step():
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(net(images), labels).backward()
+        optimizer.step()
+
+    return step
+
+
+def training_rows(model_names, batches, repeat) -> list[tuple[str, str, int, float]]:
+    """``(model, engine, batch, seconds per training step)`` for each model
+    of ``model_names`` and each batch: fastconv's step and PyTorch's on the
+    same network and starting weights (seeded noise of MNIST's shape, which
+    the kernels' speed does not depend on), their samples taken in turns
+    as :func:`inference_rows` takes them. PyTorch is left out, with a line
+    on stderr, when it is not installed."""
+    rng = np.random.default_rng(0)
+    rows = []
+    makers = {"fastconv": _fastconv_train_step, "torch": _torch_train_step}
+    for name in model_names:
+        for n in batches:
+            x = rng.random((n,) + models.INPUT_SHAPE, dtype=np.float32)
+            y = rng.integers(0, models.CLASSES, n)
+            steps = {}
+            for engine in list(makers):
+                try:
+                    steps[engine] = makers[engine](models.build(name, seed=0), x, y)
+                except ImportError as error:
+                    print(f"fastconv-bench: {engine} left out ({error})", file=sys.stderr)
+                    del makers[engine]
+            rows += [(name, engine, n, seconds)
+                     for engine, seconds in zip(steps, interleaved_median_seconds(list(steps.values()), repeat))]
+    return rows
+
+
 INFERENCE_LEGEND = ("fastconv/engine: fastconv's images per second over the engine's "
                     "(above 1: fastconv is faster)")
 
 
 def inference_table(rows) -> str:
     """One line per (model, batch, engine), with fastconv's speed over each
-    other engine's at that model and batch."""
+    other engine's at that model and batch (the table of ``--training``
+    too)."""
     fastconv = {(name, n): t for name, engine, n, t in rows if engine == "fastconv"}
     lines = [f"{'model':<9}  {'N':>4}  {'engine':<12}  {'ms':>8}  {'img/s':>9}  {'fastconv/engine':>15}"]
     for name, engine, n, t in rows:
@@ -262,8 +322,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="time whole evaluation forward passes instead, fastconv beside PyTorch eager and "
                              "onnxruntime (when installed) on the same network and weights "
                              "(default: the kernel table)")
+    parser.add_argument("--training", action="store_true",
+                        help="time whole training steps instead (forward, loss, backward, SGD with momentum), "
+                             "fastconv beside PyTorch (when installed) on the same network and weights")
     parser.add_argument("--model", nargs="+", choices=models.MODELS,
-                        help="with --inference: whose forward pass to time (default: cnn)")
+                        help="with --inference or --training: whose passes or steps to time (default: cnn)")
     parser.add_argument("--markdown", metavar="PATH", help="also write the table as Markdown (default: not written)")
     parser.add_argument("--json", metavar="PATH", help="also write rows and conditions as JSON (default: not written)")
     return parser
@@ -288,8 +351,10 @@ def parse_args(argv):
     args = parser.parse_args(argv)
     if args.repeat < 1 or min(args.batch) < 1 or (args.threads is not None and args.threads < 1):
         parser.error("--repeat, --batch and --threads must be >= 1")
-    if args.model and not args.inference:
-        parser.error("--model goes with --inference (the kernel table takes --network)")
+    if args.inference and args.training:
+        parser.error("--inference and --training are two different tables: choose one")
+    if args.model and not (args.inference or args.training):
+        parser.error("--model goes with --inference or --training (the kernel table takes --network)")
     args.model = args.model or ["cnn"]
     args.user_functions = []
     for spec in args.user_variant:
@@ -355,6 +420,12 @@ def _run(args) -> int:
         print(f"threads: {threads.num_threads()}, median of {args.repeat} samples taken in turns, "
               f"{autotune.machine()['cpu']}; the whole evaluation forward pass of {', '.join(args.model)}")
         print(inference_table(inference_rows(args.model, args.batch, args.repeat)))
+        print(INFERENCE_LEGEND)
+        return 0
+    if args.training:
+        print(f"threads: {threads.num_threads()}, median of {args.repeat} samples taken in turns, "
+              f"{autotune.machine()['cpu']}; a training step of {', '.join(args.model)} (SGD with momentum)")
+        print(inference_table(training_rows(args.model, args.batch, args.repeat)))
         print(INFERENCE_LEGEND)
         return 0
     works = workloads(args.network, args.batch, args.ops)

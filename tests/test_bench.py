@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from fastconv import bench, registry
@@ -174,11 +175,53 @@ def test_inference_mode_without_an_engine_leaves_its_rows_out(monkeypatch, capsy
     assert err.count(f"{engine} left out") == 1 and "Traceback" not in err  # once, not once per model
 
 
-def test_model_is_for_the_inference_mode(capsys):
+def test_training_mode_times_fastconv_and_torch_steps_with_ratios():
+    status, printed = run(["--training", "--model", "cnn", "logreg", "--batch", "2", "--repeat", "1"])
+    assert status == 0
+    assert "a training step of cnn, logreg (SGD with momentum)" in printed.splitlines()[0]
+    assert printed.splitlines()[-1] == bench.INFERENCE_LEGEND
+    rows = inference_lines(printed)
+    engines = ["fastconv"] + (["torch"] if installed("torch") else [])
+    assert [row[:3] for row in rows] == [(model, 2, engine) for model in ("cnn", "logreg") for engine in engines]
+    fastconv_ms = {model: ms for model, _, engine, ms, _ in rows if engine == "fastconv"}
+    for model, _, engine, ms, ratio in rows:
+        assert (ratio is None) == (engine == "fastconv")
+        if ratio is not None:
+            assert ratio == pytest.approx(ms / fastconv_ms[model], rel=0.02)
+
+
+def test_a_timed_training_step_trains_the_model_and_torchs_a_copy():
+    from fastconv import models
+
+    x = np.random.default_rng(0).random((4, 1, 28, 28), dtype=np.float32)
+    y = np.arange(4)
+    model = models.build("cnn", seed=0)
+    before = {k: v.copy() for k, v in model.params.items()}
+    if installed("torch"):
+        bench._torch_train_step(model, x, y)()
+        assert all(np.array_equal(before[k], v) for k, v in model.params.items())  # torch's step: its own copy
+    bench._fastconv_train_step(model, x, y)()
+    assert all(not np.array_equal(before[k], v) for k, v in model.params.items())
+
+
+def test_training_without_torch_leaves_its_rows_out(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "torch", None)
+    monkeypatch.setattr(bench, "interleaved_median_seconds", lambda fns, repeat: [1e-3] * len(fns))
+    assert bench.main(["--training", "--model", "cnn", "cnn-deep", "--batch", "2", "--repeat", "1"]) == 0
+    out, err = capsys.readouterr()
+    assert {row[2] for row in inference_lines(out)} == {"fastconv"}
+    assert err.count("fastconv-bench: torch left out (") == 1
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--model", "cnn"], "--model goes with --inference or --training"),
+    (["--inference", "--training"], "--inference and --training are two different tables"),
+])
+def test_model_is_for_the_inference_and_training_modes(capsys, argv, message):
     with pytest.raises(SystemExit) as exit_info:
-        bench.parse_args(["--model", "cnn"])
+        bench.parse_args(argv)
     assert exit_info.value.code == 2
-    assert "--model goes with --inference" in capsys.readouterr().err
+    assert message in capsys.readouterr().err
 
 
 def missing_folder(tmp_path, monkeypatch):
