@@ -224,14 +224,14 @@ def training_rows(model_names, batches, repeat) -> list[tuple[str, str, int, flo
     return rows
 
 
-INFERENCE_LEGEND = ("fastconv/engine: fastconv's images per second over the engine's "
+ENGINE_LEGEND = ("fastconv/engine: fastconv's images per second over the engine's "
                     "(above 1: fastconv is faster)")
 
 
-def inference_table(rows) -> str:
-    """One line per (model, batch, engine), with fastconv's speed over each
-    other engine's at that model and batch (the table of ``--training``
-    too)."""
+def engine_table(rows) -> str:
+    """The table of ``--inference`` and ``--training``: one line per
+    (model, batch, engine), with fastconv's speed over each other engine's
+    at that model and batch."""
     fastconv = {(name, n): t for name, engine, n, t in rows if engine == "fastconv"}
     lines = [f"{'model':<9}  {'N':>4}  {'engine':<12}  {'ms':>8}  {'img/s':>9}  {'fastconv/engine':>15}"]
     for name, engine, n, t in rows:
@@ -416,17 +416,14 @@ def _run(args) -> int:
         count = tune()
         print(f"tuned {count} auto choices at {threads.num_threads()} threads, saved in {autotune.cache_path()}")
         return 0
-    if args.inference:
+    if args.inference or args.training:
+        names = ", ".join(args.model)
+        rows, what = ((inference_rows, f"the whole evaluation forward pass of {names}") if args.inference
+                      else (training_rows, f"a training step of {names} (SGD with momentum)"))
         print(f"threads: {threads.num_threads()}, median of {args.repeat} samples taken in turns, "
-              f"{autotune.machine()['cpu']}; the whole evaluation forward pass of {', '.join(args.model)}")
-        print(inference_table(inference_rows(args.model, args.batch, args.repeat)))
-        print(INFERENCE_LEGEND)
-        return 0
-    if args.training:
-        print(f"threads: {threads.num_threads()}, median of {args.repeat} samples taken in turns, "
-              f"{autotune.machine()['cpu']}; a training step of {', '.join(args.model)} (SGD with momentum)")
-        print(inference_table(training_rows(args.model, args.batch, args.repeat)))
-        print(INFERENCE_LEGEND)
+              f"{autotune.machine()['cpu']}; {what}")
+        print(engine_table(rows(args.model, args.batch, args.repeat)))
+        print(ENGINE_LEGEND)
         return 0
     works = workloads(args.network, args.batch, args.ops)
     if not works:

@@ -146,7 +146,7 @@ def test_inference_mode_times_each_model_in_every_installed_engine_with_ratios()
     status, printed = run(["--inference", "--model", "cnn", "logreg", "--batch", "1", "2", "--repeat", "1"])
     assert status == 0
     assert "forward pass of cnn, logreg" in printed.splitlines()[0]
-    assert printed.splitlines()[-1] == bench.INFERENCE_LEGEND
+    assert printed.splitlines()[-1] == bench.ENGINE_LEGEND
     rows = inference_lines(printed)
     engines = [engine for engine in bench.ENGINES if installed(*ENGINE_MODULES[engine])]
     assert [row[:3] for row in rows] == [(model, n, engine) for model in ("cnn", "logreg") for n in (1, 2)
@@ -179,7 +179,7 @@ def test_training_mode_times_fastconv_and_torch_steps_with_ratios():
     status, printed = run(["--training", "--model", "cnn", "logreg", "--batch", "2", "--repeat", "1"])
     assert status == 0
     assert "a training step of cnn, logreg (SGD with momentum)" in printed.splitlines()[0]
-    assert printed.splitlines()[-1] == bench.INFERENCE_LEGEND
+    assert printed.splitlines()[-1] == bench.ENGINE_LEGEND
     rows = inference_lines(printed)
     engines = ["fastconv"] + (["torch"] if installed("torch") else [])
     assert [row[:3] for row in rows] == [(model, 2, engine) for model in ("cnn", "logreg") for engine in engines]
