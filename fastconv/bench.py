@@ -225,7 +225,7 @@ def training_rows(model_names, batches, repeat) -> list[tuple[str, str, int, flo
 
 
 ENGINE_LEGEND = ("fastconv/engine: fastconv's images per second over the engine's "
-                    "(above 1: fastconv is faster)")
+                 "(above 1: fastconv is faster)")
 
 
 def engine_table(rows) -> str:
