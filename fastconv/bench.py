@@ -228,16 +228,39 @@ ENGINE_LEGEND = ("fastconv/engine: fastconv's images per second over the engine'
                  "(above 1: fastconv is faster)")
 
 
+def engine_records(rows) -> list[dict]:
+    """The rows of ``--inference`` and ``--training`` as dicts: model,
+    engine, batch, ms, images per second and, for the other engines,
+    fastconv's images per second over theirs (None for fastconv)."""
+    fastconv = {(name, n): t for name, engine, n, t in rows if engine == "fastconv"}
+    return [{"model": name, "engine": engine, "batch": n, "ms": t * 1e3, "images_per_second": n / t,
+             "fastconv_over_engine": None if engine == "fastconv" else t / fastconv[name, n]}
+            for name, engine, n, t in rows]
+
+
+ENGINE_COLUMNS = ("model", "N", "engine", "ms", "img/s", "fastconv/engine")
+
+
+def _engine_cells(record) -> list[str]:
+    ratio = record["fastconv_over_engine"]
+    return [record["model"], str(record["batch"]), record["engine"], plain_number(record["ms"]),
+            f"{record['images_per_second']:,.0f}", "" if ratio is None else f"{plain_number(ratio)}x"]
+
+
 def engine_table(rows) -> str:
     """The table of ``--inference`` and ``--training``: one line per
     (model, batch, engine), with fastconv's speed over each other engine's
     at that model and batch."""
-    fastconv = {(name, n): t for name, engine, n, t in rows if engine == "fastconv"}
-    lines = [f"{'model':<9}  {'N':>4}  {'engine':<12}  {'ms':>8}  {'img/s':>9}  {'fastconv/engine':>15}"]
-    for name, engine, n, t in rows:
-        ratio = "" if engine == "fastconv" else f"{plain_number(t / fastconv[name, n])}x"
-        lines.append(f"{name:<9}  {n:>4}  {engine:<12}  {plain_number(t * 1e3):>8}  {n / t:>9,.0f}  "
-                     f"{ratio:>15}".rstrip())
+    widths, right = (9, 4, 12, 8, 9, 15), (False, True, False, True, True, True)
+    lines = [ENGINE_COLUMNS] + [_engine_cells(record) for record in engine_records(rows)]
+    return "\n".join("  ".join(cell.rjust(w) if r else cell.ljust(w) for cell, w, r in zip(line, widths, right)).rstrip()
+                     for line in lines)
+
+
+def engine_markdown(rows) -> str:
+    """:func:`engine_table` as a Markdown table."""
+    lines = ["| " + " | ".join(ENGINE_COLUMNS) + " |", "|---|---:|---|---:|---:|---:|"]
+    lines += ["| " + " | ".join(_engine_cells(record)) + " |" for record in engine_records(rows)]
     return "\n".join(lines)
 
 
@@ -420,10 +443,13 @@ def _run(args) -> int:
         names = ", ".join(args.model)
         rows, what = ((inference_rows, f"the whole evaluation forward pass of {names}") if args.inference
                       else (training_rows, f"a training step of {names} (SGD with momentum)"))
-        print(f"threads: {threads.num_threads()}, median of {args.repeat} samples taken in turns, "
-              f"{autotune.machine()['cpu']}; {what}")
-        print(engine_table(rows(args.model, args.batch, args.repeat)))
+        conditions = _conditions(args.repeat) | {"timed": what}
+        print(f"threads: {conditions['threads']}, median of {args.repeat} samples taken in turns, "
+              f"{conditions['machine']['cpu']}; {what}")
+        timed = rows(args.model, args.batch, args.repeat)
+        print(engine_table(timed))
         print(ENGINE_LEGEND)
+        _write_outputs(args, engine_markdown(timed), ENGINE_LEGEND, conditions, engine_records(timed))
         return 0
     works = workloads(args.network, args.batch, args.ops)
     if not works:
@@ -439,13 +465,19 @@ def _run(args) -> int:
     print(text_table(rows))
     if any(row.unit == "GFLOP/s" for row in rows):
         print(LEGEND)
+    _write_outputs(args, markdown_table(rows), LEGEND, conditions, [asdict(r) for r in rows])
+    return 0
+
+
+def _write_outputs(args, markdown, legend, conditions, records) -> None:
+    """The table as Markdown (with its legend) to ``--markdown``, and the
+    conditions and rows as JSON to ``--json``, each if asked for."""
     if args.markdown:
         with open(args.markdown, "w") as f:
-            f.write(markdown_table(rows) + "\n\n" + LEGEND + "\n")
+            f.write(markdown + "\n\n" + legend + "\n")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"conditions": conditions, "rows": [asdict(r) for r in rows]}, f, indent=1)
-    return 0
+            json.dump({"conditions": conditions, "rows": records}, f, indent=1)
 
 
 if __name__ == "__main__":

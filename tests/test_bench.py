@@ -213,6 +213,31 @@ def test_training_without_torch_leaves_its_rows_out(monkeypatch, capsys):
     assert err.count("fastconv-bench: torch left out (") == 1
 
 
+@pytest.mark.parametrize("mode, timed", [("--inference", "the whole evaluation forward pass of cnn"),
+                                         ("--training", "a training step of cnn (SGD with momentum)")])
+def test_engine_tables_go_to_markdown_and_json_too(tmp_path, monkeypatch, capsys, mode, timed):
+    # fastconv's call 2 ms, each other engine's 4 ms: fastconv twice as fast
+    monkeypatch.setattr(bench, "interleaved_median_seconds", lambda fns, repeat: [2e-3] + [4e-3] * (len(fns) - 1))
+    markdown, as_json = tmp_path / "table.md", tmp_path / "table.json"
+    assert bench.main([mode, "--model", "cnn", "--batch", "8", "--repeat", "1",
+                       "--markdown", str(markdown), "--json", str(as_json)]) == 0
+    printed = capsys.readouterr().out
+    records = json.loads(as_json.read_text())
+    assert records["conditions"]["timed"] == timed and records["conditions"]["repeat"] == 1
+    engines = [row[2] for row in inference_lines(printed)]
+    assert [r["engine"] for r in records["rows"]] == engines and engines[0] == "fastconv"
+    for r in records["rows"]:
+        seconds = 2e-3 if r["engine"] == "fastconv" else 4e-3
+        assert (r["model"], r["batch"]) == ("cnn", 8)
+        assert r["ms"] == pytest.approx(seconds * 1e3) and r["images_per_second"] == pytest.approx(8 / seconds)
+        assert r["fastconv_over_engine"] == (None if r["engine"] == "fastconv" else pytest.approx(2))
+    lines = markdown.read_text().splitlines()
+    assert lines[0] == "| model | N | engine | ms | img/s | fastconv/engine |"
+    assert lines[2] == "| cnn | 8 | fastconv | 2.00 | 4,000 |  |"
+    assert all(line.endswith("| 2.00x |") for line in lines[3:3 + len(engines) - 1])
+    assert lines[-1] == bench.ENGINE_LEGEND
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--model", "cnn"], "--model goes with --inference or --training"),
     (["--inference", "--training"], "--inference and --training are two different tables"),
