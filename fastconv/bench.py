@@ -326,7 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fastconv-bench", description=__doc__.split("\n\n")[0].replace("``", "")
     )
-    parser.add_argument("--network", nargs="+", choices=tuple(NETWORKS), default=["cnn"],
+    parser.add_argument("--network", nargs="+", choices=tuple(NETWORKS),
                         help="whose layer shapes to run (default: cnn)")
     parser.add_argument("--batch", nargs="+", type=int, default=[64], help="batch sizes (default: 64)")
     parser.add_argument("--ops", nargs="+", choices=registry.OPS, help="ops to run (default: all)")
@@ -376,9 +376,21 @@ def parse_args(argv):
         parser.error("--repeat, --batch and --threads must be >= 1")
     if args.inference and args.training:
         parser.error("--inference and --training are two different tables: choose one")
-    if args.model and not (args.inference or args.training):
+    engines = args.inference or args.training
+    if args.tune and engines:
+        parser.error("--tune saves auto's choices and exits: run it alone, then --inference or --training")
+    if args.model and not engines:
         parser.error("--model goes with --inference or --training (the kernel table takes --network)")
+    kernel_options = [option for option, given in (("--network", args.network), ("--ops", args.ops),
+                                                   ("--backend", args.backend != "auto"),
+                                                   ("--user-variant", args.user_variant)) if given]
+    if engines and kernel_options:
+        named = (kernel_options[0] + " is" if len(kernel_options) == 1
+                 else f"{', '.join(kernel_options[:-1])} and {kernel_options[-1]} are")
+        parser.error(f"{named} for the kernel table; --inference and --training time whole models "
+                     "(choose them with --model)")
     args.model = args.model or ["cnn"]
+    args.network = args.network or ["cnn"]
     args.user_functions = []
     for spec in args.user_variant:
         op, _, target = spec.partition("=")

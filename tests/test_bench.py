@@ -241,8 +241,11 @@ def test_engine_tables_go_to_markdown_and_json_too(tmp_path, monkeypatch, capsys
 @pytest.mark.parametrize("argv, message", [
     (["--model", "cnn"], "--model goes with --inference or --training"),
     (["--inference", "--training"], "--inference and --training are two different tables"),
+    (["--training", "--tune"], "--tune saves auto's choices and exits: run it alone"),
+    (["--inference", "--network", "lenet5"], "--network is for the kernel table"),
+    (["--training", "--ops", "conv2d", "--backend", "numba"], "--ops and --backend are for the kernel table"),
 ])
-def test_model_is_for_the_inference_and_training_modes(capsys, argv, message):
+def test_options_of_one_table_are_refused_with_another(capsys, argv, message):
     with pytest.raises(SystemExit) as exit_info:
         bench.parse_args(argv)
     assert exit_info.value.code == 2
