@@ -26,7 +26,8 @@ import time
 
 import numpy as np
 
-from fastconv import cpu, isa, models, ops, optim, registry
+from fastconv import cpu, isa, models, optim, registry
+from winograd_backward import passes  # run as python bench/compare_builds.py: bench/ is on the path
 
 FAMILIES = {"conv_cython": "conv", "pool_cython": "pool"}
 
@@ -58,25 +59,13 @@ def alternate(run, use, rounds):
 
 
 def op_cases(algorithm):
-    rng = np.random.default_rng(0)
-    cases = {}
-    for layer, (c, f, size) in {"conv2": (32, 64, 14), "conv3": (64, 128, 7)}.items():
-        x, w = rng.standard_normal((64, c, size, size), np.float32), rng.standard_normal((f, c, 3, 3), np.float32)
-        b, dy = np.zeros(f, np.float32), rng.standard_normal((64, f, size, size), np.float32)
-        cases[f"{layer} forward"] = lambda x=x, w=w, b=b: (ops.conv2d(x, w, b, 1, 1, backend="cython",
-                                                                      algorithm=algorithm),)
-        cases[f"{layer} backward"] = lambda x=x, w=w, dy=dy: ops.conv2d_backward(dy, x, w, 1, 1, backend="cython",
-                                                                                  algorithm=algorithm)
-    x, w = rng.standard_normal((64, 32, 14, 14), np.float32), rng.standard_normal((64, 32, 3, 3), np.float32)
-    b = rng.standard_normal(64, np.float32)
-    y, code = ops.conv2d_relu_maxpool2d(x, w, b, 1, 1, backend="numpy", algorithm="reference")
-    dy = rng.standard_normal(y.shape, np.float32)
-    cases["block 2 fused forward"] = lambda: ops.conv2d_relu_maxpool2d(x, w, b, 1, 1, backend="cython",
-                                                                       algorithm=algorithm)
-    cases["block 2 fused backward"] = lambda: ops.conv2d_relu_maxpool2d_backward(dy, code, x, w, 1, 1,
-                                                                                 backend="cython",
-                                                                                 algorithm=algorithm)
-    return cases
+    """{name: call} of cnn-deep's 3x3 layers, forward and backward, through
+    ops with the Cython backend: the calls bench/winograd_backward.py times."""
+    layers = passes("cython", algorithm)
+    return {f"{short} {direction}": layers[layer][direction]
+            for layer, short in (("cnn-deep conv2", "conv2"), ("cnn-deep conv3", "conv3"),
+                                 ("cnn-deep block 2", "block 2 fused"))
+            for direction in ("forward", "backward")}
 
 
 def main(argv=None):
@@ -106,7 +95,8 @@ def main(argv=None):
         results = {}
         for label in ("old", "new"):
             use(label)
-            results[label] = run()
+            result = run()
+            results[label] = result if isinstance(result, tuple) else (result,)
         same = all(np.array_equal(a, b) for a, b in zip(results["old"], results["new"]) if a is not None)
         medians, ratio = alternate(run, use, args.rounds)
         print(f"{name:24s} {medians['old'] * 1e3:8.3f} {medians['new'] * 1e3:8.3f}  {ratio:.3f}  "

@@ -44,10 +44,12 @@ FUSED = {"cnn block 2": "cnn conv2", "cnn-deep block 2": "cnn-deep conv2"}
 BATCH = 64
 
 
-def passes(backend):
-    """{layer: {"forward": fn, "backward": fn, "dw only": fn}} for every layer."""
+def passes(backend, algorithm="winograd"):
+    """{layer: {"forward": fn, "backward": fn, "dw only": fn}} for every
+    layer, each pass through ops with this backend and algorithm (also the
+    calls bench/compare_builds.py times)."""
     rng = np.random.default_rng(0)
-    kernels = {"backend": backend, "algorithm": "winograd"}
+    kernels = {"backend": backend, "algorithm": algorithm}
     cases = {}
     for name, (c, f, size, pad) in LAYERS.items():
         x, w = rng.standard_normal((BATCH, c, size, size), np.float32), rng.standard_normal((f, c, 3, 3), np.float32)
