@@ -40,14 +40,20 @@ DTYPE = np.dtype(np.float32)
 MIN_SAMPLE_SECONDS = 2e-3
 
 
+def _calls_per_sample(timer) -> int:
+    """After one warm-up call of the timer's function (JIT compilation,
+    first touch), how many calls make a sample of a few milliseconds."""
+    timer.timeit(1)
+    once = timer.timeit(1)
+    return max(1, math.ceil(MIN_SAMPLE_SECONDS / max(once, 1e-9)))
+
+
 def median_seconds(fn, repeat: int) -> float:
     """Median seconds of one ``fn()`` over ``repeat`` samples, as ``timeit``
     times: one warm-up call (JIT compilation, first touch), then samples of
     enough calls to last a few milliseconds each."""
-    fn()
     timer = timeit.Timer(fn)
-    once = timer.timeit(1)
-    number = max(1, math.ceil(MIN_SAMPLE_SECONDS / max(once, 1e-9)))
+    number = _calls_per_sample(timer)
     return statistics.median(t / number for t in timer.repeat(repeat, number))
 
 
@@ -76,19 +82,15 @@ def interleaved_median_seconds(fns, repeat: int, settle: float = SETTLE_SECONDS)
     - as many calls again, untimed, just before the sample, which wake the
       function's threads and bring its data back into the caches: after
       0.3 s idle the batch-1 pass's first calls took 0.5-0.7 ms."""
-    numbers = []
-    for fn in fns:
-        fn()
-        once = timeit.Timer(fn).timeit(1)
-        numbers.append(max(1, math.ceil(MIN_SAMPLE_SECONDS / max(once, 1e-9))))
+    timers = [timeit.Timer(fn) for fn in fns]
+    numbers = [_calls_per_sample(timer) for timer in timers]
     samples = [[] for _ in fns]
     for round_ in range(repeat):
         for step in range(len(fns)):
             i = (round_ + step) % len(fns)
             time.sleep(settle)
-            timer = timeit.Timer(fns[i])
-            timer.timeit(numbers[i])
-            samples[i].append(timer.timeit(numbers[i]) / numbers[i])
+            timers[i].timeit(numbers[i])
+            samples[i].append(timers[i].timeit(numbers[i]) / numbers[i])
     return [statistics.median(s) for s in samples]
 
 
