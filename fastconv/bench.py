@@ -133,9 +133,6 @@ def _onnxruntime_forward(model, folder):
     return lambda x: session.run(["logits"], {"x": x})
 
 
-ENGINES = ("fastconv", "torch", "onnxruntime")
-
-
 def inference_rows(model_names, batches, repeat) -> list[tuple[str, str, int, float]]:
     """``(model, engine, batch, seconds per forward pass)`` for each model of
     ``model_names`` and each batch: fastconv (``Sequential.forward``, its
@@ -156,19 +153,27 @@ def inference_rows(model_names, batches, repeat) -> list[tuple[str, str, int, fl
         makers = {"fastconv": lambda model: model.forward, "torch": _torch_forward,
                   "onnxruntime": lambda model: _onnxruntime_forward(model, folder)}
         for name in model_names:
-            model = models.build(name, seed=0)
-            forwards = {}
-            for engine in list(makers):
-                try:
-                    forwards[engine] = makers[engine](model)
-                except (ImportError, InteropError) as error:  # InteropError: the interop extra is missing
-                    print(f"fastconv-bench: {engine} left out ({error})", file=sys.stderr)
-                    del makers[engine]
+            forwards = _made(makers, models.build(name, seed=0))
             for n in batches:
                 calls = [partial(forward, inputs[n]) for forward in forwards.values()]
                 rows += [(name, engine, n, seconds)
                          for engine, seconds in zip(forwards, interleaved_median_seconds(calls, repeat))]
-    return sorted(rows, key=lambda row: (model_names.index(row[0]), batches.index(row[2]), ENGINES.index(row[1])))
+    return rows
+
+
+def _made(makers, *args) -> dict:
+    """{engine: makers[engine](*args)} for each engine whose maker works.
+    One that raises ImportError (not installed) or InteropError (the
+    interop extra missing) is left out with a line on stderr, and removed
+    from ``makers`` so that the line is printed once."""
+    made = {}
+    for engine in list(makers):
+        try:
+            made[engine] = makers[engine](*args)
+        except (ImportError, InteropError) as error:
+            print(f"fastconv-bench: {engine} left out ({error})", file=sys.stderr)
+            del makers[engine]
+    return made
 
 
 def _fastconv_train_step(model, x, y):
@@ -212,13 +217,7 @@ def training_rows(model_names, batches, repeat) -> list[tuple[str, str, int, flo
         for n in batches:
             x = rng.random((n,) + models.INPUT_SHAPE, dtype=np.float32)
             y = rng.integers(0, models.CLASSES, n)
-            steps = {}
-            for engine in list(makers):
-                try:
-                    steps[engine] = makers[engine](models.build(name, seed=0), x, y)
-                except ImportError as error:
-                    print(f"fastconv-bench: {engine} left out ({error})", file=sys.stderr)
-                    del makers[engine]
+            steps = _made(makers, models.build(name, seed=0), x, y)
             rows += [(name, engine, n, seconds)
                      for engine, seconds in zip(steps, interleaved_median_seconds(list(steps.values()), repeat))]
     return rows

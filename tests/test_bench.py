@@ -148,7 +148,7 @@ def test_inference_mode_times_each_model_in_every_installed_engine_with_ratios()
     assert "forward pass of cnn, logreg" in printed.splitlines()[0]
     assert printed.splitlines()[-1] == bench.ENGINE_LEGEND
     rows = inference_lines(printed)
-    engines = [engine for engine in bench.ENGINES if installed(*ENGINE_MODULES[engine])]
+    engines = [engine for engine, modules in ENGINE_MODULES.items() if installed(*modules)]
     assert [row[:3] for row in rows] == [(model, n, engine) for model in ("cnn", "logreg") for n in (1, 2)
                                          for engine in engines]
     fastconv_ms = {(model, n): ms for model, n, engine, ms, _ in rows if engine == "fastconv"}
